@@ -1,0 +1,8 @@
+"""cellshard's ingest stage: h5ad (and, later, Census/SOMA) corpora into tokenized shard sets."""
+
+from .build import BuildResult, build
+from .errors import IngestError
+from .plan import BuildOptions
+from .synth import SynthSpec, synthesize
+
+__all__ = ["BuildOptions", "BuildResult", "IngestError", "SynthSpec", "build", "synthesize"]

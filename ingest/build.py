@@ -1,0 +1,415 @@
+"""``ingest build``: h5ad inputs → a tokenized, globally shuffled shard set, resumable and atomic.
+
+Work happens in ``<out>/.cellshard-work/``: pass 1 (medians, keep/skip, split) and pass 2 (tokenize and
+scatter to shard buckets) write one file per unit, finalization one shard at a time. Every one of those
+files is renamed into place when complete, so a rerun after a crash skips what exists and recomputes
+only the rest; since each result depends only on the inputs, options and seed, the resumed build ends
+byte-identical to an uninterrupted one. ``index.json`` is written last: the commit point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from shards.atomic import sha256_file, sha256_path, write_bytes_atomic
+from shards.errors import ShardError
+from shards.manifest import FORMAT_VERSION, INDEX_NAME, dump_manifest, load_manifest
+from shards.vocab import vocab_to_csv
+
+from .errors import IngestError
+from .h5ad import H5adInput, InputOptions, expand_inputs
+from .lock import LOCK_NAME, BuildLock
+from .medians import BIN_RATIO, N_BINS, NORM_TOTAL, medians_from_histograms, medians_to_csv, read_medians
+from .passes import GENES_PER_CELL_EDGES, FileTask, Placement, finalize_shard, pass1_unit, pass2_unit, summarize_pass1
+from .plan import BuildOptions, make_units, shard_layout
+from .progress import Reporter
+from .split import SPLIT_NAMES
+from .vocab import build_vocab, load_vocab
+
+__all__ = ["BuildResult", "build"]
+
+WORK_DIR = ".cellshard-work"
+FAULT_ENV = "CELLSHARD_TEST_FAULT"  # "phase:n": SIGKILL self after n steps of phase (tests only)
+
+
+def _package_version() -> str:
+    try:
+        return version("cellshard")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+def _fault(phase: str, done: int) -> None:
+    """Fault injection for the crash tests: a hard kill at a named point, as a power cut would."""
+    spec = os.environ.get(FAULT_ENV)
+    if spec and spec == f"{phase}:{done}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class BuildResult(dict):
+    """The manifest written, plus timing (``seconds``, ``cells_per_sec``) for reports."""
+
+
+def _run(fn: Callable, jobs: list[tuple], workers: int, on_done: Callable[[int, Any], None]) -> None:
+    """Run ``fn(*job)`` for each job, in this process or a spawn pool; ``on_done(i, result)`` in order of completion."""
+    if workers == 1 or len(jobs) <= 1:
+        for i, job in enumerate(jobs):
+            on_done(i, fn(*job))
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
+        try:
+            for fut in as_completed(futures):
+                on_done(futures[fut], fut.result())
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+
+
+def _check_out_dir(out: Path, build_id: str) -> bool:
+    """True when ``out`` already holds this very build. Refuses a directory holding anything else."""
+    if (out / INDEX_NAME).exists():
+        try:
+            manifest = load_manifest(out)
+        except ShardError as exc:
+            raise IngestError(f"{out}: holds an unreadable shard set ({exc}); choose another --out") from None
+        if manifest.get("build_id") != build_id:
+            raise IngestError(
+                f"{out}: holds a different shard set (other inputs or options); choose another --out "
+                "or delete the directory"
+            )
+        return True
+    work = out / WORK_DIR
+    params = work / "params.json"
+    if params.exists():
+        previous = json.loads(params.read_text()).get("build_id")
+        if previous != build_id:
+            raise IngestError(
+                f"{out}: holds an interrupted build with other inputs or options; rerun that command to "
+                f"finish it, or delete {work} to start over"
+            )
+        return False
+    others = [p.name for p in out.iterdir() if p.name not in (LOCK_NAME, WORK_DIR)] if out.exists() else []
+    if others:
+        raise IngestError(f"{out}: not empty and not a cellshard build ({others[:3]}); choose an empty --out")
+    return False
+
+
+def build(opts: BuildOptions) -> BuildResult:
+    opts.validate()
+    report = Reporter(opts.quiet)
+    started = time.perf_counter()
+    out = Path(opts.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IngestError(f"--out {out}: cannot create the directory ({exc.strerror})") from exc
+    if not os.access(out, os.W_OK):
+        raise IngestError(f"--out {out}: the directory is not writable")
+
+    paths = expand_inputs(opts.input)
+    in_opts = InputOptions(opts.layer, opts.use_raw, opts.gene_id_column)
+    files = []
+    for p in paths:
+        src = H5adInput(p, in_opts)
+        try:
+            ids = src.gene_ids()
+            for col in opts.obs_columns:
+                if src.obs_column(col) is None:
+                    raise IngestError(f"{p}: --obs-columns {col!r} is not an obs column ({list(src.obs.columns)})")
+            if opts.val_fraction > 0 and opts.split_by == "donor_id" and src.obs_column("donor_id") is None:
+                raise IngestError(
+                    f"{p}: --split-by donor_id but obs has no donor_id; use --split-by dataset_id or cell"
+                )
+            files.append(
+                {
+                    "path": str(p),
+                    "n_obs": src.n_obs,
+                    "ids": ids,
+                    "names": src.gene_names(),
+                    "id_source": src.gene_id_source(),
+                }
+            )
+        finally:
+            src.close()
+    report.info(f"[bold]ingest build[/]: {len(files)} file(s), {sum(f['n_obs'] for f in files):,} cells → {out}")
+    inputs = [
+        {
+            "path": f["path"],
+            "sha256": sha256_file(f["path"]),
+            "bytes": Path(f["path"]).stat().st_size,
+            "n_obs": f["n_obs"],
+            "gene_id_source": f["id_source"],
+        }
+        for f in files
+    ]
+
+    vocab = (
+        load_vocab(opts.vocab) if opts.vocab else build_vocab([f["ids"] for f in files], [f["names"] for f in files])
+    )
+    supplied = read_medians(opts.gene_medians) if opts.gene_medians else None
+    build_id = opts.fingerprint(
+        inputs,
+        sha256_file(opts.vocab) if opts.vocab else None,
+        sha256_file(opts.gene_medians) if opts.gene_medians else None,
+    )
+    with BuildLock(out):
+        if _check_out_dir(out, build_id):
+            report.info(f"{out}: already built (same inputs and options); nothing to do")
+            return BuildResult(load_manifest(out), seconds=0.0)
+        work = out / WORK_DIR
+        for sub in ("pass1", "pass2", "done"):
+            (work / sub).mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(work / "params.json", json.dumps({"build_id": build_id, "options": asdict(opts)}).encode())
+        manifest = _build_locked(opts, out, work, files, inputs, vocab, supplied, build_id, report)
+        shutil.rmtree(work)
+    seconds = time.perf_counter() - started
+    rate = manifest["n_cells"] / seconds if seconds > 0 else 0.0
+    report.info(
+        f"[green]done[/]: {manifest['n_cells']:,} cells, {len(manifest['shards'])} shards, "
+        f"{manifest['n_tokens']:,} tokens in {seconds:.1f} s ({rate:,.0f} cells/s)"
+    )
+    return BuildResult(manifest, seconds=seconds, cells_per_sec=rate)
+
+
+def _build_locked(opts, out, work, files, inputs, vocab, supplied, build_id, report) -> dict:
+    token_of = vocab.token_of()
+    hrow_of = {g: i for i, g in enumerate(vocab.gene_ids)}
+    dropped = {"missing_id": 0, "not_in_vocabulary": 0, "no_median": 0}
+    missing_vocab: set[str] = set()
+    tasks = []
+    for f in files:
+        ids = f["ids"]
+        present = np.array([g is not None for g in ids])
+        dropped["missing_id"] += int((~present).sum())
+        col_token = np.array([token_of.get(g, -1) if g is not None else -1 for g in ids], dtype=np.int64)
+        col_hrow = np.array([hrow_of.get(g, -1) if g is not None else -1 for g in ids], dtype=np.int64)
+        missing_vocab.update(g for g, t in zip(ids, col_token, strict=True) if g is not None and t < 0)
+        tasks.append(
+            FileTask(
+                f["path"],
+                InputOptions(opts.layer, opts.use_raw, opts.gene_id_column),
+                col_token,
+                col_hrow,
+                ids,
+                tuple(opts.obs_columns),
+                opts.split_by,
+                opts.seed,
+                opts.val_fraction,
+            )
+        )
+    dropped["not_in_vocabulary"] = len(missing_vocab)
+    if all((t.col_token < 0).all() for t in tasks):
+        raise IngestError(f"{files[0]['path']}: no gene matches the vocabulary; check --vocab and --gene-id-column")
+    write_bytes_atomic(out / "vocab.csv", vocab_to_csv(vocab))
+
+    # -- pass 1 ------------------------------------------------------------------------------------
+    units = make_units([f["n_obs"] for f in files], opts.unit_cells)
+    token_median = None
+    if supplied is not None:
+        token_median = {token_of[g]: m for g, m in supplied.items() if g in token_of}
+    p1 = [str(work / "pass1" / f"unit-{u.index:06d}.npz") for u in units]
+    summaries: dict[int, dict] = {}
+    todo = []
+    for u in units:
+        if Path(p1[u.index]).exists():
+            summaries[u.index] = summarize_pass1(p1[u.index])
+        else:
+            todo.append(u)
+    with report.task("pass 1", sum(u.stop - u.start for u in units)) as advance:
+        advance(sum(units[i].stop - units[i].start for i in summaries))
+
+        def done1(i: int, res: dict) -> None:
+            summaries[todo[i].index] = res
+            advance(todo[i].stop - todo[i].start)
+            _fault("pass1", len(summaries))
+
+        _run(
+            pass1_unit,
+            [(tasks[u.file], u, opts.block_cells, token_median, p1[u.index]) for u in todo],
+            opts.workers,
+            done1,
+        )
+
+    # -- medians -----------------------------------------------------------------------------------
+    if supplied is None:
+        hist = sp.csr_matrix((len(vocab.gene_ids), N_BINS), dtype=np.int64)
+        for path in p1:
+            with np.load(path, allow_pickle=False) as z:
+                if z["vals"].size:
+                    hist = hist + sp.csr_matrix((z["vals"], (z["rows"], z["cols"])), shape=hist.shape)
+        medians = medians_from_histograms(hist)
+        medians_csv = medians_to_csv(list(vocab.gene_ids), medians)
+    else:
+        values = np.array([supplied.get(g, np.nan) for g in vocab.gene_ids])
+        medians_csv = medians_to_csv(list(vocab.gene_ids), values)
+    write_bytes_atomic(out / "gene_medians.csv", medians_csv)
+    written = read_medians(out / "gene_medians.csv")  # tokenize with the values exactly as written
+    token_median = {token_of[g]: m for g, m in written.items()}
+    used = {int(t) for task in tasks for t in task.col_token[task.col_token >= 0]}
+    dropped["no_median"] = len(used - set(token_median))
+
+    # -- layout --------------------------------------------------------------------------------------
+    split_cells = {s: sum(summaries[u.index]["kept"][s] for u in units) for s in SPLIT_NAMES}
+    if sum(split_cells.values()) == 0:
+        raise IngestError(f"{files[0]['path']}: no cell has counts on a gene of the vocabulary; nothing to write")
+    layout = shard_layout(split_cells, opts.cells_per_shard)
+    offsets = {s: 0 for s in SPLIT_NAMES}
+    unit_offsets = []
+    for u in units:
+        unit_offsets.append(dict(offsets))
+        for s in SPLIT_NAMES:
+            offsets[s] += summaries[u.index]["kept"][s]
+
+    # -- pass 2 --------------------------------------------------------------------------------------
+    p2 = [str(work / "pass2" / f"unit-{u.index:06d}.arrow") for u in units]
+    todo2 = [u for u in units if not (Path(p2[u.index]).exists() and Path(p2[u.index] + ".map.json").exists())]
+    n_done2 = len(units) - len(todo2)
+    with report.task("tokenize", sum(split_cells.values())) as advance:
+        advance(sum(sum(summaries[u.index]["kept"].values()) for u in units if u not in todo2))
+
+        def done2(i: int, res: dict) -> None:
+            nonlocal n_done2
+            n_done2 += 1
+            advance(res["cells"])
+            _fault("pass2", n_done2)
+
+        jobs = []
+        for u in todo2:
+            place = Placement(
+                unit_offsets[u.index], split_cells, layout.bounds, layout.first_cell, layout.first_shard, opts.seed
+            )
+            jobs.append((tasks[u.file], u, opts.block_cells, token_median, p1[u.index], place, p2[u.index]))
+        _run(pass2_unit, jobs, opts.workers, done2)
+
+    # -- finalize ------------------------------------------------------------------------------------
+    sources: dict[int, list[tuple[str, list[int]]]] = {}
+    for path in p2:
+        per: dict[int, list[int]] = {}
+        for shard, batch in json.loads(Path(path + ".map.json").read_text()):
+            per.setdefault(shard, []).append(batch)
+        for shard, batches in per.items():
+            sources.setdefault(shard, []).append((path, batches))
+    infos: dict[int, dict] = {}
+    jobs, todo3 = [], []
+    for shard, split, first, n in layout.shards():
+        done_path = work / "done" / f"shard-{shard:06d}.json"
+        if done_path.exists():
+            info = json.loads(done_path.read_text())
+            main = out / info["path"]
+            if (
+                main.exists()
+                and sha256_path(main) == info["sha256"]
+                and all(
+                    (out / f["path"]).exists() and sha256_file(out / f["path"]) == f["sha256"] for f in info["files"]
+                )
+            ):
+                infos[shard] = info
+                continue
+        todo3.append(shard)
+        jobs.append((shard, split, first, n, sources.get(shard, []), opts.format, str(out), str(done_path)))
+    with report.task("write", layout.n_shards, unit="shards") as advance:
+        advance(len(infos))
+
+        def done3(i: int, info: dict) -> None:
+            infos[todo3[i]] = info
+            advance(1)
+            _fault("finalize", len(infos))
+
+        _run(finalize_shard, jobs, opts.workers, done3)
+
+    _fault("manifest", 0)
+    manifest = _manifest(opts, out, files, inputs, vocab, layout, infos, summaries, dropped, build_id)
+    dump_manifest(out, manifest)
+    return manifest
+
+
+def _manifest(opts, out, files, inputs, vocab, layout, infos, summaries, dropped, build_id) -> dict:
+    shards = [infos[i] for i in sorted(infos)]
+    datasets: dict[str, int] = {}
+    hist = np.zeros(len(GENES_PER_CELL_EDGES), dtype=np.int64)
+    for s in shards:
+        stats = s.pop("stats")
+        for k, v in stats["datasets"].items():
+            datasets[k] = datasets.get(k, 0) + v
+        hist += np.asarray(stats["genes_per_cell_hist"])
+    skipped: dict[str, int] = {}
+    for summary in summaries.values():
+        for k, v in summary["skipped"].items():
+            skipped[k] = skipped.get(k, 0) + v
+    splits = {
+        name: {
+            "n_cells": sum(s["n_cells"] for s in shards if s["split"] == name),
+            "n_tokens": sum(s["n_tokens"] for s in shards if s["split"] == name),
+            "n_shards": sum(1 for s in shards if s["split"] == name),
+        }
+        for name in SPLIT_NAMES
+    }
+    return {
+        "format_version": FORMAT_VERSION,
+        "format": opts.format,
+        "build_id": build_id,
+        "n_cells": sum(s["n_cells"] for s in shards),
+        "n_tokens": sum(s["n_tokens"] for s in shards),
+        "shards": shards,
+        "splits": splits,
+        "vocab": {
+            "file": "vocab.csv",
+            "sha256": sha256_file(out / "vocab.csv"),
+            "size": vocab.size,
+            "special_tokens": dict(sorted(vocab.special.items(), key=lambda kv: kv[1])),
+        },
+        "gene_medians": {
+            "file": "gene_medians.csv",
+            "sha256": sha256_file(out / "gene_medians.csv"),
+            "source": "given" if opts.gene_medians else "computed",
+            "method": f"log-binned histograms, bin ratio {BIN_RATIO}",
+        },
+        "tokenizer": {
+            "name": "rank_value",
+            "parameters": {
+                "normalization_total": NORM_TOTAL,
+                "order": "count/median descending, ties by token ascending",
+                "truncation": None,
+                "record_columns": ["genes", "counts"],
+            },
+        },
+        "source": {
+            "kind": "h5ad",
+            "inputs": inputs,
+            "layer": opts.layer,
+            "use_raw": opts.use_raw,
+            "gene_id_column": opts.gene_id_column,
+            "obs_columns": list(opts.obs_columns),
+            "cells_matched": sum(f["n_obs"] for f in files),
+        },
+        "options": {
+            "cells_per_shard": opts.cells_per_shard,
+            "val_fraction": opts.val_fraction,
+            "split_by": opts.split_by,
+        },
+        "seed": opts.seed,
+        "counters": {"skipped_cells": skipped, "dropped_genes": dropped},
+        "stats": {
+            "datasets": dict(sorted(datasets.items())),
+            "genes_per_cell_hist": {"edges": list(GENES_PER_CELL_EDGES), "counts": hist.tolist()},
+        },
+        "created_by": {"package": "cellshard", "version": _package_version()},
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

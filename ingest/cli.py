@@ -1,0 +1,139 @@
+"""The ``ingest`` command: ``build``, ``verify``, ``inspect`` and ``synth``.
+
+Parsing is jsonargparse's: every flag also has a YAML key (``--config FILE.yaml``; dashes or
+underscores), and the command line overrides the file. User errors (``IngestError``/``ShardError``)
+print one line without a traceback and exit 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+
+from shards.errors import ShardError
+from shards.verify import verify_shard_set
+
+from .errors import IngestError
+
+__all__ = ["main", "parser"]
+
+
+def _build_parser() -> ArgumentParser:
+    p = ArgumentParser(description="Turn h5ad files into a tokenized, shuffled shard set.")
+    p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of these options")
+    p.add_argument("--input", type=str, nargs="+", required=True, help="h5ad paths or globs (one corpus)")
+    p.add_argument("--out", type=str, required=True, help="output directory of the shard set")
+    p.add_argument("--format", type=str, default="zarr", help="webdataset or zarr")
+    p.add_argument("--cells-per-shard", type=int, default=10_000, help="cells per shard (sizes are balanced)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the global shuffle")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (the output does not depend on it)")
+    p.add_argument("--val-fraction", type=float, default=0.0, help="share of split keys sent to 'val'")
+    p.add_argument("--split-by", type=str, default="donor_id", help="donor_id, dataset_id or cell")
+    p.add_argument("--layer", type=str, default=None, help="read counts from layers/NAME instead of X")
+    p.add_argument("--use-raw", action="store_true", help="read counts from raw.X (CELLxGENE h5ads)")
+    p.add_argument("--gene-id-column", type=str, default=None, help="var column of Ensembl ids")
+    p.add_argument("--vocab", type=str, default=None, help="vocab.csv to keep (gene_id,token[,gene_name])")
+    p.add_argument("--gene-medians", type=str, default=None, help="gene_medians.csv to use instead of pass 1")
+    p.add_argument("--obs-columns", type=str, nargs="*", default=[], help="extra obs columns to keep")
+    p.add_argument("--block-cells", type=int, default=8_192, help="rows read and tokenized at a time")
+    p.add_argument("--unit-cells", type=int, default=65_536, help="rows per work unit (parallelism, resume)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def _synth_parser() -> ArgumentParser:
+    p = ArgumentParser(description="Write a synthetic Census-like corpus as h5ad.")
+    p.add_argument("--config", action=ActionConfigFile)
+    p.add_argument("--cells", type=int, required=True)
+    p.add_argument("--genes", type=int, default=10_000)
+    p.add_argument("--datasets", type=int, default=4)
+    p.add_argument("--organism", type=str, default="homo_sapiens", help="homo_sapiens or mus_musculus")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=str, required=True, help="FILE.h5ad (with --files N: FILE-000.h5ad, ...)")
+    p.add_argument("--files", type=int, default=1, help="split the datasets over this many files")
+    p.add_argument("--cell-types", type=int, default=12)
+    p.add_argument("--layout", type=str, default="counts", help="counts (in X) or cellxgene (raw.X)")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="ingest", description="cellshard ingest: build, check and describe shard sets.")
+    sub = p.add_subcommands(dest="command")
+    sub.add_subcommand("build", _build_parser(), help="h5ad files -> shard set")
+    verify = ArgumentParser(description="Check every file of a shard set against its manifest.")
+    verify.add_argument("path", type=str)
+    sub.add_subcommand("verify", verify, help="check a shard set (exit 1 on any fault)")
+    inspect = ArgumentParser(description="Summarize a shard set.")
+    inspect.add_argument("path", type=str)
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_subcommand("inspect", inspect, help="summarize a shard set")
+    sub.add_subcommand("synth", _synth_parser(), help="write a synthetic corpus")
+    return p
+
+
+def _cmd_build(ns: Namespace) -> int:
+    from .build import build
+    from .plan import BuildOptions
+
+    fields = BuildOptions.__dataclass_fields__
+    build(BuildOptions(**{k: v for k, v in vars(ns).items() if k in fields}))
+    return 0
+
+
+def _cmd_verify(ns: Namespace) -> int:
+    if not Path(ns.path).is_dir():
+        print(f"ingest verify: {ns.path}: no such directory", file=sys.stderr)
+        return 2
+    faults = verify_shard_set(ns.path)
+    for fault in faults:
+        print(f"FAULT {fault}")
+    if faults:
+        print(f"{ns.path}: {len(faults)} fault(s)", file=sys.stderr)
+        return 1
+    print(f"{ns.path}: OK")
+    return 0
+
+
+def _cmd_inspect(ns: Namespace) -> int:
+    from .inspect import render, summary
+
+    s = summary(ns.path)
+    print(json.dumps(s, indent=1) if ns.json else render(s))
+    return 0
+
+
+def _cmd_synth(ns: Namespace) -> int:
+    import time
+
+    from .synth import SynthSpec, synthesize
+
+    fields = SynthSpec.__dataclass_fields__
+    t0 = time.perf_counter()
+    written = synthesize(SynthSpec(**{k: v for k, v in vars(ns).items() if k in fields}), Path(ns.out))
+    if not ns.quiet:
+        n = sum(c for _, c in written)
+        print(f"wrote {n:,} cells to {len(written)} file(s) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        for path, count in written:
+            print(f"  {path}  {count:,} cells", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"build": _cmd_build, "verify": _cmd_verify, "inspect": _cmd_inspect, "synth": _cmd_synth}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    ns = p.parse_args(argv)  # exits 2 on usage errors
+    command = ns.command
+    try:
+        return COMMANDS[command](ns[command])
+    except (IngestError, ShardError) as exc:
+        print(f"ingest {command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"ingest {command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,55 @@
+"""``ingest inspect``: a shard set's summary from its manifest (no shard is read)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from shards.manifest import load_manifest
+
+__all__ = ["render", "summary"]
+
+
+def summary(directory: Path | str) -> dict[str, Any]:
+    m = load_manifest(directory)
+    return {
+        "path": str(directory),
+        "format": m["format"],
+        "n_cells": m["n_cells"],
+        "n_tokens": m["n_tokens"],
+        "n_shards": len(m["shards"]),
+        "mean_genes_per_cell": round(m["n_tokens"] / m["n_cells"], 1) if m["n_cells"] else 0.0,
+        "splits": m["splits"],
+        "datasets": m.get("stats", {}).get("datasets", {}),
+        "genes_per_cell_hist": m.get("stats", {}).get("genes_per_cell_hist", {}),
+        "vocab_size": m["vocab"].get("size"),
+        "counters": m["counters"],
+        "seed": m["seed"],
+        "created_by": m["created_by"],
+    }
+
+
+def render(s: dict[str, Any]) -> str:
+    lines = [
+        f"shard set  {s['path']}  ({s['format']})",
+        f"cells      {s['n_cells']:,} in {s['n_shards']} shards; {s['n_tokens']:,} tokens "
+        f"({s['mean_genes_per_cell']} genes per cell)",
+        "splits     "
+        + ", ".join(f"{k}: {v['n_cells']:,} cells / {v['n_shards']} shards" for k, v in s["splits"].items()),
+        f"vocab      {s['vocab_size']:,} tokens",
+        f"datasets   {len(s['datasets'])}",
+    ]
+    lines += [f"  {k:<40} {v:>10,}" for k, v in s["datasets"].items()]
+    hist = s["genes_per_cell_hist"]
+    if hist:
+        lines.append("genes/cell")
+        edges, counts = hist["edges"], hist["counts"]
+        peak = max(counts) or 1
+        for i, c in enumerate(counts):
+            hi = f"{edges[i + 1]:,}" if i + 1 < len(edges) else "inf"
+            lines.append(f"  [{edges[i]:>6,}, {hi:>6}) {c:>10,} {'#' * round(30 * c / peak)}")
+    sk = s["counters"]["skipped_cells"]
+    dg = s["counters"]["dropped_genes"]
+    lines.append("skipped    " + (", ".join(f"{k}: {v:,}" for k, v in sk.items()) or "none") + " cells")
+    lines.append("dropped    " + (", ".join(f"{k}: {v:,}" for k, v in dg.items()) or "none") + " genes")
+    return "\n".join(lines)

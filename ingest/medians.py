@@ -1,0 +1,112 @@
+"""Gene medians from mergeable integer histograms over fine log-spaced bins.
+
+A gene's median is taken over its nonzero values of ``count / n_counts * 10_000``. Exact medians would
+need every value of a 100M-cell corpus in memory; instead each block adds to integer histograms with
+bins 1.5% wide on a log scale. Integer histograms add up exactly in any order, so the result does not
+depend on how the corpus was split among workers, and the geometric centre of a bin is within
+``sqrt(1.015) - 1 = 0.75%`` of any value in it: the median's relative error is below 1%.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .errors import IngestError
+
+__all__ = [
+    "BIN_RATIO",
+    "NORM_TOTAL",
+    "N_BINS",
+    "bin_of",
+    "histogram_block",
+    "medians_from_histograms",
+    "medians_to_csv",
+    "read_medians",
+]
+
+NORM_TOTAL = 10_000.0
+BIN_RATIO = 1.015
+#: Values from 1e-5 (a count of 1 in a cell of 1e9 counts) up to NORM_TOTAL (one gene holds all counts).
+_LOG_LO = math.log(1e-5)
+_LOG_STEP = math.log(BIN_RATIO)
+N_BINS = math.ceil((math.log(NORM_TOTAL) - _LOG_LO) / _LOG_STEP) + 1
+
+
+def bin_of(values: np.ndarray) -> np.ndarray:
+    """Histogram bin of each (positive) normalized value; clipped into range."""
+    b = np.floor((np.log(values) - _LOG_LO) / _LOG_STEP)
+    return np.clip(b, 0, N_BINS - 1).astype(np.int64)
+
+
+def _bin_centre(b: np.ndarray) -> np.ndarray:
+    return np.exp(_LOG_LO + (b + 0.5) * _LOG_STEP)
+
+
+def histogram_block(csr: sp.csr_matrix, col_token_row: np.ndarray, n_counts: np.ndarray, n_rows: int) -> sp.coo_matrix:
+    """Sparse (vocab row x bin) counts of one CSR block.
+
+    ``col_token_row`` maps each column to its row in the histogram (the gene's position in the
+    vocabulary) or -1 for genes outside it; ``n_counts`` are the cells' totals over all columns.
+    """
+    rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+    target = col_token_row[csr.indices]
+    keep = (target >= 0) & (csr.data > 0)
+    values = csr.data[keep] / n_counts[rows[keep]] * NORM_TOTAL
+    key = target[keep] * N_BINS + bin_of(values)
+    uniq, counts = np.unique(key, return_counts=True)
+    return sp.coo_matrix((counts.astype(np.int64), (uniq // N_BINS, uniq % N_BINS)), shape=(n_rows, N_BINS))
+
+
+def medians_from_histograms(hist: sp.csr_matrix | np.ndarray) -> np.ndarray:
+    """Median per row (NaN where a gene was never nonzero); the mean of the two middle values' bins."""
+    dense = hist.toarray() if sp.issparse(hist) else np.asarray(hist)
+    cum = np.cumsum(dense, axis=1)
+    total = cum[:, -1]
+    out = np.full(dense.shape[0], np.nan)
+    has = total > 0
+    lo_rank = (total[has] - 1) // 2  # 0-based ranks of the two middle values (equal when odd)
+    hi_rank = total[has] // 2
+    c = cum[has]
+    lo_bin = np.argmax(c > lo_rank[:, None], axis=1)
+    hi_bin = np.argmax(c > hi_rank[:, None], axis=1)
+    out[has] = (_bin_centre(lo_bin) + _bin_centre(hi_bin)) / 2
+    return out
+
+
+def medians_to_csv(gene_ids: list[str], medians: np.ndarray) -> bytes:
+    """``gene_id,median`` with 17 significant digits, so each value reads back exactly."""
+    buf = io.StringIO()
+    buf.write("gene_id,median\n")
+    for gid, m in zip(gene_ids, medians.tolist(), strict=True):
+        if not math.isnan(m):
+            buf.write(f"{gid},{m:.17g}\n")
+    return buf.getvalue().encode()
+
+
+def read_medians(path: Path | str) -> dict[str, float]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise IngestError(f"{path}: cannot read gene medians ({exc.strerror})") from exc
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or not {"gene_id", "median"} <= set(reader.fieldnames):
+        raise IngestError(f"{path}: gene medians need the columns gene_id,median (found {reader.fieldnames})")
+    out: dict[str, float] = {}
+    for line, row in enumerate(reader, start=2):
+        try:
+            value = float(row["median"])
+        except (TypeError, ValueError):
+            raise IngestError(f"{path}:{line}: median {row['median']!r} is not a number") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise IngestError(f"{path}:{line}: median of {row['gene_id']} must be positive and finite")
+        if row["gene_id"] in out:
+            raise IngestError(f"{path}:{line}: gene {row['gene_id']} appears twice")
+        out[row["gene_id"]] = value
+    return out

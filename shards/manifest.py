@@ -1,0 +1,61 @@
+"""``index.json``: the manifest and commit point of a shard set.
+
+It is written last and atomically, so a directory without it is not a shard set, whatever else it holds.
+Its JSON Schema ships with the package (``index.schema.json``) and every reader validates against it.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from .atomic import write_bytes_atomic
+from .errors import ShardError
+
+__all__ = ["FORMAT_VERSION", "INDEX_NAME", "dump_manifest", "load_manifest", "schema", "validate_manifest"]
+
+FORMAT_VERSION = 1
+INDEX_NAME = "index.json"
+
+
+@cache
+def schema() -> dict[str, Any]:
+    return json.loads(resources.files(__package__).joinpath("index.schema.json").read_text())
+
+
+def validate_manifest(manifest: dict[str, Any], where: str = INDEX_NAME) -> None:
+    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(manifest), key=str)
+    if errors:
+        first = errors[0]
+        loc = "/".join(str(p) for p in first.absolute_path) or "(top level)"
+        raise ShardError(f"{where}: invalid manifest at {loc}: {first.message}")
+
+
+def dump_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
+    """Validate and write ``index.json`` atomically (the build's commit point)."""
+    validate_manifest(manifest)
+    path = Path(directory) / INDEX_NAME
+    write_bytes_atomic(path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    return path
+
+
+def load_manifest(directory: Path | str) -> dict[str, Any]:
+    path = Path(directory) / INDEX_NAME
+    if not path.is_file():
+        raise ShardError(f"{path}: no manifest; {directory} is not a finished shard set (build it with `ingest build`)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ShardError(f"{path}: unreadable manifest ({exc})") from exc
+    if isinstance(manifest, dict) and manifest.get("format_version") not in (None, FORMAT_VERSION):
+        raise ShardError(
+            f"{path}: format_version {manifest.get('format_version')} is not supported by this cellshard "
+            f"(reads version {FORMAT_VERSION}); upgrade cellshard or rebuild the shard set"
+        )
+    validate_manifest(manifest, str(path))
+    return manifest

@@ -1,0 +1,80 @@
+"""A block of cell records in ragged (flat + offsets) form: the unit every writer and reader exchanges.
+
+Ragged arrays keep a block of cells in three numpy arrays, so that tokenization, sorting and writing
+work on whole blocks (vectorized), never on one Python object per cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["METADATA_COLUMNS", "CellBlock"]
+
+#: Metadata every record carries (DESIGN.md), in this order, before any requested extra columns.
+METADATA_COLUMNS: tuple[str, ...] = (
+    "cell_id",
+    "dataset_id",
+    "cell_type",
+    "tissue",
+    "assay",
+    "donor_id",
+    "organism",
+    "n_counts",
+    "n_genes",
+)
+
+
+@dataclass
+class CellBlock:
+    """``genes``/``counts`` (int32, flat), ``offsets`` (int64, n+1) and one metadata row per cell."""
+
+    genes: np.ndarray
+    counts: np.ndarray
+    offsets: np.ndarray
+    meta: pa.Table
+
+    def __post_init__(self) -> None:
+        assert self.genes.dtype == np.int32 and self.counts.dtype == np.int32
+        assert self.offsets.dtype == np.int64 and len(self.offsets) == self.meta.num_rows + 1
+        assert self.offsets[0] == 0 and self.offsets[-1] == len(self.genes) == len(self.counts)
+
+    def __len__(self) -> int:
+        return self.meta.num_rows
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.offsets[-1])
+
+    def cell(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return self.genes[a:b], self.counts[a:b]
+
+    def take(self, order: np.ndarray) -> CellBlock:
+        """Reorder (or select) cells; the ragged gather is vectorized with one ``repeat``/``cumsum``."""
+        order = np.asarray(order, dtype=np.int64)
+        lengths = self.lengths[order]
+        offsets = np.zeros(len(order) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        starts = self.offsets[:-1][order]
+        flat = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+        return CellBlock(self.genes[flat], self.counts[flat], offsets, self.meta.take(pa.array(order)))
+
+    @staticmethod
+    def concat(blocks: list[CellBlock]) -> CellBlock:
+        lengths = [b.lengths for b in blocks]
+        all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+        offsets = np.zeros(len(all_lengths) + 1, dtype=np.int64)
+        np.cumsum(all_lengths, out=offsets[1:])
+        return CellBlock(
+            np.concatenate([b.genes for b in blocks]).astype(np.int32, copy=False),
+            np.concatenate([b.counts for b in blocks]).astype(np.int32, copy=False),
+            offsets,
+            pa.concat_tables([b.meta for b in blocks]).combine_chunks(),
+        )
