@@ -1,0 +1,84 @@
+"""Crash and resume: a killed build, rerun, ends byte-identical to an uninterrupted one."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ingest.errors import IngestError
+from ingest.lock import BuildLock
+from tests.conftest import ROOT, manifest_without_time, run_cli, small_build
+
+ARGS = ["--cells-per-shard", "700", "--seed", "3", "--unit-cells", "512", "--block-cells", "256", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "set"
+    small_build(corpus, out, format="webdataset", unit_cells=512, block_cells=256)
+    return manifest_without_time(out)
+
+
+def _cmd(corpus, out):
+    return ["build", "--input", *map(str, corpus), "--out", str(out), "--format", "webdataset", *ARGS]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["pass1:2", "pass2:3", "finalize:2", "manifest:0"])
+def test_kill_at_named_point_then_resume(point, corpus, reference, tmp_path):
+    out = tmp_path / "set"
+    killed = run_cli(*_cmd(corpus, out), env={"CELLSHARD_TEST_FAULT": point})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (out / "index.json").exists()  # nothing looks finished
+    resumed = run_cli(*_cmd(corpus, out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert manifest_without_time(out) == reference
+    assert not (out / ".cellshard-work").exists()
+    assert run_cli("verify", str(out)).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kill_at_random_time_then_resume(seed, corpus, reference, tmp_path):
+    out = tmp_path / "set"
+    delay = random.Random(seed).uniform(2.0, 3.5)  # after start-up (imports take ~2 s here)
+    proc = subprocess.Popen([sys.executable, "-m", "ingest", *_cmd(corpus, out)], cwd=ROOT,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL  # killed mid-run, not after it finished
+    resumed = run_cli(*_cmd(corpus, out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert manifest_without_time(out) == reference
+
+
+def test_concurrent_build_is_refused(corpus, tmp_path):
+    out = tmp_path / "set"
+    out.mkdir()
+    with BuildLock(out), pytest.raises(IngestError, match="another build is writing"):
+        small_build(corpus, out)
+
+
+@pytest.mark.slow
+def test_stale_lock_of_a_dead_process_is_taken_over(corpus, tmp_path):
+    out = tmp_path / "set"
+    out.mkdir()
+    code = f"from ingest.lock import BuildLock; import os, pathlib; BuildLock(pathlib.Path({str(out)!r})).__enter__(); os.kill(os.getpid(), 9)"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False)
+    assert (out / ".cellshard-build.lock").exists()  # left behind by the killed holder
+    small_build(corpus, out)
+    assert (out / "index.json").exists()
+
+
+def test_changed_options_after_interruption_are_refused(corpus, tmp_path):
+    out = tmp_path / "set"
+    killed = run_cli(*_cmd(corpus, out), env={"CELLSHARD_TEST_FAULT": "pass1:1"})
+    assert killed.returncode == -signal.SIGKILL
+    other = run_cli(*_cmd(corpus, out)[:-1], "--seed", "4")
+    assert other.returncode == 1 and "interrupted build with other inputs or options" in other.stderr
+    assert "Traceback" not in other.stderr
