@@ -68,7 +68,10 @@ def test_concurrent_build_is_refused(corpus, tmp_path):
 def test_stale_lock_of_a_dead_process_is_taken_over(corpus, tmp_path):
     out = tmp_path / "set"
     out.mkdir()
-    code = f"from ingest.lock import BuildLock; import os, pathlib; BuildLock(pathlib.Path({str(out)!r})).__enter__(); os.kill(os.getpid(), 9)"
+    code = (
+        "import os, pathlib; from ingest.lock import BuildLock; "
+        f"BuildLock(pathlib.Path({str(out)!r})).__enter__(); os.kill(os.getpid(), 9)"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False)
     assert (out / ".cellshard-build.lock").exists()  # left behind by the killed holder
     small_build(corpus, out)
