@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anndata as ad
 import h5py
+import numba
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -51,6 +52,29 @@ class InputOptions:
     layer: str | None = None
     use_raw: bool = False
     gene_id_column: str | None = None
+
+
+_NONFINITE, _NEGATIVE, _FRACTION, _TOO_LARGE = 1, 2, 3, 4
+
+
+@numba.njit(cache=True)
+def _scan(data):  # pragma: no cover - compiled
+    """One pass over the values: (first problem kind, its position, any sub-tolerance float noise)."""
+    noisy = False
+    for i in range(data.size):
+        v = float(data[i])
+        if not np.isfinite(v):
+            return _NONFINITE, i, noisy
+        if v < 0:
+            return _NEGATIVE, i, noisy
+        frac = abs(v - np.round(v))
+        if frac > _INT_TOL:
+            return _FRACTION, i, noisy
+        if frac > 0:
+            noisy = True
+        if v > 2147483647.0:
+            return _TOO_LARGE, i, noisy
+    return 0, 0, noisy
 
 
 def _is_integral(data: np.ndarray) -> bool:
@@ -168,8 +192,8 @@ class H5adInput:
         return np.full(self.n_vars, "", dtype=object)
 
     # -- counts ----------------------------------------------------------------------------------
-    def read_block(self, start: int, stop: int, gene_ids: np.ndarray) -> sp.csr_matrix:
-        """Rows ``start:stop`` as a float64 CSR of validated integer counts."""
+    def read_block(self, start: int, stop: int, gene_ids: np.ndarray, validate: bool = True) -> sp.csr_matrix:
+        """Rows ``start:stop`` as a CSR of integer counts (validated unless already checked)."""
         try:
             block = self._elem[start:stop]
         except Exception as exc:
@@ -177,10 +201,13 @@ class H5adInput:
                 f"{self.path}: reading {self.matrix_name} rows {start}:{stop} failed ({exc}); "
                 "the file may be truncated or corrupt"
             ) from exc
-        csr = sp.csr_matrix(block, dtype=np.float64)
-        self._validate(csr, start, gene_ids)
-        csr.data = np.round(csr.data)
-        csr.eliminate_zeros()
+        csr = block if sp.isspmatrix_csr(block) else sp.csr_matrix(block)
+        kind, flat, noisy = _scan(csr.data) if csr.data.size else (0, 0, False)
+        if validate and kind:
+            self._fail(csr, kind, flat, start, gene_ids)
+        if noisy:  # float noise below the tolerance: round it away
+            csr.data = np.round(csr.data)
+            csr.eliminate_zeros()
         return csr
 
     def _where(self, csr: sp.csr_matrix, flat: int, start: int, gene_ids: np.ndarray) -> str:
@@ -188,29 +215,20 @@ class H5adInput:
         gene = gene_ids[csr.indices[flat]]
         return f"cell {self.obs.index[start + row]!r} (row {start + row}), gene {gene}"
 
-    def _validate(self, csr: sp.csr_matrix, start: int, gene_ids: np.ndarray) -> None:
-        data = csr.data
-        bad = ~np.isfinite(data)
-        if bad.any():
-            at = self._where(csr, int(np.argmax(bad)), start, gene_ids)
-            raise IngestError(f"{self.path}: {self.matrix_name} holds NaN or infinite values, first at {at}")
-        neg = data < 0
-        if neg.any():
-            flat = int(np.argmax(neg))
-            raise IngestError(
-                f"{self.path}: {self.matrix_name} holds negative values ({data[flat]:g} at "
-                f"{self._where(csr, flat, start, gene_ids)}); cellshard needs raw counts"
-            )
-        frac = np.abs(data - np.round(data)) > _INT_TOL
-        if frac.any():
-            flat = int(np.argmax(frac))
-            hint = self._raw_hint()
-            raise IngestError(
-                f"{self.path}: {self.matrix_name} is not integer counts ({data[flat]:g} at "
-                f"{self._where(csr, flat, start, gene_ids)}); it looks normalized or log-transformed. {hint}"
-            )
-        if data.size and data.max() > np.iinfo(np.int32).max:
-            raise IngestError(f"{self.path}: a count exceeds the int32 range")
+    def _fail(self, csr: sp.csr_matrix, kind: int, flat: int, start: int, gene_ids: np.ndarray) -> None:
+        at = self._where(csr, flat, start, gene_ids)
+        value = float(csr.data[flat])
+        m = self.matrix_name
+        if kind == _NONFINITE:
+            raise IngestError(f"{self.path}: {m} holds NaN or infinite values, first at {at}")
+        if kind == _NEGATIVE:
+            raise IngestError(f"{self.path}: {m} holds negative values ({value:g} at {at}); cellshard needs raw counts")
+        if kind == _TOO_LARGE:
+            raise IngestError(f"{self.path}: {m} has a count beyond the int32 range ({value:g} at {at})")
+        raise IngestError(
+            f"{self.path}: {m} is not integer counts ({value:g} at {at}); it looks normalized or "
+            f"log-transformed. {self._raw_hint()}"
+        )
 
     def _raw_hint(self) -> str:
         if self.matrix_name == "X" and "raw" in self._file and "X" in self._file["raw"]:

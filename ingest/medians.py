@@ -14,6 +14,7 @@ import io
 import math
 from pathlib import Path
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -23,6 +24,7 @@ __all__ = [
     "BIN_RATIO",
     "NORM_TOTAL",
     "N_BINS",
+    "Histograms",
     "bin_of",
     "histogram_block",
     "medians_from_histograms",
@@ -48,19 +50,50 @@ def _bin_centre(b: np.ndarray) -> np.ndarray:
     return np.exp(_LOG_LO + (b + 0.5) * _LOG_STEP)
 
 
-def histogram_block(csr: sp.csr_matrix, col_token_row: np.ndarray, n_counts: np.ndarray, n_rows: int) -> sp.coo_matrix:
-    """Sparse (vocab row x bin) counts of one CSR block.
+@numba.njit(cache=True)
+def _accumulate(indptr, indices, data, col_row, n_counts, log_lo, log_step, n_bins, acc):  # pragma: no cover
+    for r in range(len(indptr) - 1):
+        scale = NORM_TOTAL / n_counts[r]
+        for k in range(indptr[r], indptr[r + 1]):
+            row = col_row[indices[k]]
+            if row >= 0 and data[k] > 0:
+                b = int(np.floor((np.log(data[k] * scale) - log_lo) / log_step))
+                acc[row * n_bins + min(max(b, 0), n_bins - 1)] += 1
 
-    ``col_token_row`` maps each column to its row in the histogram (the gene's position in the
-    vocabulary) or -1 for genes outside it; ``n_counts`` are the cells' totals over all columns.
-    """
-    rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
-    target = col_token_row[csr.indices]
-    keep = (target >= 0) & (csr.data > 0)
-    values = csr.data[keep] / n_counts[rows[keep]] * NORM_TOTAL
-    key = target[keep] * N_BINS + bin_of(values)
-    uniq, counts = np.unique(key, return_counts=True)
-    return sp.coo_matrix((counts.astype(np.int64), (uniq // N_BINS, uniq % N_BINS)), shape=(n_rows, N_BINS))
+
+class Histograms:
+    """A dense int32 (gene x bin) accumulator for one work unit (<= 2**31 cells), returned sparse."""
+
+    def __init__(self, n_rows: int) -> None:
+        self.n_rows = n_rows
+        self.acc = np.zeros(n_rows * N_BINS, dtype=np.int32)
+
+    def add(self, csr: sp.csr_matrix, col_row: np.ndarray, n_counts: np.ndarray) -> None:
+        """Add a CSR block; ``col_row`` maps columns to histogram rows (-1: not counted)."""
+        _accumulate(
+            csr.indptr.astype(np.int64),
+            csr.indices.astype(np.int64),
+            csr.data.astype(np.float64),
+            col_row.astype(np.int64),
+            n_counts.astype(np.float64),
+            _LOG_LO,
+            _LOG_STEP,
+            N_BINS,
+            self.acc,
+        )
+
+    def to_coo(self) -> sp.coo_matrix:
+        flat = np.flatnonzero(self.acc)
+        return sp.coo_matrix(
+            (self.acc[flat].astype(np.int64), (flat // N_BINS, flat % N_BINS)), shape=(self.n_rows, N_BINS)
+        )
+
+
+def histogram_block(csr: sp.csr_matrix, col_token_row: np.ndarray, n_counts: np.ndarray, n_rows: int) -> sp.coo_matrix:
+    """Sparse (vocab row x bin) counts of one CSR block (see ``Histograms``)."""
+    h = Histograms(n_rows)
+    h.add(csr, col_token_row, n_counts)
+    return h.to_coo()
 
 
 def medians_from_histograms(hist: sp.csr_matrix | np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from shards.formats import get_format
 from shards.records import METADATA_COLUMNS, CellBlock
 
 from .h5ad import H5adInput, InputOptions
-from .medians import histogram_block
+from .medians import Histograms
 from .permute import FeistelPermutation
 from .split import SPLIT_NAMES, assign_split
 from .tokenize import TokenMap, rank_value_encode
@@ -75,23 +75,23 @@ def pass1_unit(task: FileTask, unit, block_cells: int, token_median: dict[int, f
         if token_median is not None:
             eligible &= np.isin(task.col_token, np.fromiter(token_median, dtype=np.int64))
         n_rows = int(task.col_hrow.max()) + 1 if task.col_hrow.size else 0
-        hist = sp.coo_matrix((max(n_rows, 1), 1))
-        parts, status, split = [], [], []
+        hist = Histograms(max(n_rows, 1)) if token_median is None else None
+        status, split = [], []
         for a, b in _blocks(unit.start, unit.stop, block_cells):
             csr = src.read_block(a, b, task.gene_ids)
             n_counts = np.asarray(csr.sum(axis=1)).ravel()
-            has = np.asarray((csr[:, np.flatnonzero(eligible)] > 0).sum(axis=1)).ravel() > 0
+            hits = np.concatenate([[0], np.cumsum(eligible[csr.indices] & (csr.data > 0))])
+            has = (hits[csr.indptr[1:]] - hits[csr.indptr[:-1]]) > 0
             st = np.where(n_counts <= 0, ZERO_COUNTS, np.where(has, KEPT, NO_GENES)).astype(np.uint8)
             status.append(st)
             split.append(assign_split(_split_keys(src, task, a, b), task.seed, task.val_fraction))
-            if token_median is None:
+            if hist is not None:
                 keep = st == KEPT
-                parts.append(histogram_block(csr[keep], task.col_hrow, n_counts[keep], max(n_rows, 1)))
-        if parts:
-            hist = sp.coo_matrix(sum(p.tocsr() for p in parts))
+                hist.add(csr[keep], task.col_hrow, n_counts[keep])
+        coo = hist.to_coo() if hist is not None else sp.coo_matrix((1, 1), dtype=np.int64)
         status_a, split_a = np.concatenate(status), np.concatenate(split)
         with atomic_file(Path(out)) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, rows=hist.row, cols=hist.col, vals=hist.data.astype(np.int64), status=status_a, split=split_a)
+            np.savez(fh, rows=coo.row, cols=coo.col, vals=coo.data.astype(np.int64), status=status_a, split=split_a)
     finally:
         src.close()
     return summarize_pass1(out)
@@ -168,7 +168,7 @@ def pass2_unit(
                 keep = np.flatnonzero(st == KEPT)
                 if keep.size == 0:
                     continue
-                csr = src.read_block(a, b, task.gene_ids)
+                csr = src.read_block(a, b, task.gene_ids, validate=False)  # checked in pass 1
                 n_counts = np.asarray(csr.sum(axis=1)).ravel()[keep]
                 genes, counts, offsets = rank_value_encode(csr[keep], tmap)
                 lengths = np.diff(offsets)

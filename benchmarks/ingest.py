@@ -1,0 +1,67 @@
+"""Ingest throughput: h5ad → Zarr / WebDataset with cellshard, next to Geneformer's tokenizer algorithm.
+
+All figures come from one run on the same cells; ratios are computed from them, never from constants.
+"""
+
+from __future__ import annotations
+
+import glob
+import shutil
+import time
+from pathlib import Path
+
+from ingest import BuildOptions, SynthSpec, build, synthesize
+from shards import read_vocab
+
+from .baselines.geneformer_tokenizer import tokenize_file
+from .report import Result
+
+__all__ = ["run"]
+
+
+def corpus(out: Path, cells: int, pattern: str | None) -> list[Path]:
+    if pattern:
+        return [Path(p) for p in sorted(glob.glob(pattern))]
+    target = out / "corpus" / f"syn{cells}.h5ad"
+    existing = sorted(target.parent.glob(f"syn{cells}-*.h5ad"))
+    if existing:
+        return existing
+    return [p for p, _ in synthesize(SynthSpec(cells=cells, genes=10_000, datasets=6, files=3, seed=1), target)]
+
+
+def run(out: Path, cells: int, pattern: str | None = None, workers: int = 1) -> list[Result]:
+    files = corpus(out, cells, pattern)
+    results: list[Result] = []
+    built: dict[str, Path] = {}
+    for fmt in ("zarr", "webdataset"):
+        dest = out / f"build-{fmt}"
+        shutil.rmtree(dest, ignore_errors=True)
+        t0 = time.perf_counter()
+        manifest = build(
+            BuildOptions(input=[str(p) for p in files], out=str(dest), format=fmt, workers=workers, quiet=True)
+        )
+        dt = time.perf_counter() - t0
+        n = manifest["n_cells"]
+        cfg = {"cells": n, "workers": workers, "format": fmt}
+        results.append(Result("ingest", f"cellshard h5ad->{fmt}", "cells_per_sec", n / dt, "cells/s", cfg))
+        results.append(
+            Result("ingest", f"cellshard h5ad->{fmt}", "cells_per_sec_per_process", n / dt / workers, "cells/s", cfg)
+        )
+        built[fmt] = dest
+    vocab = read_vocab(built["zarr"] / "vocab.csv").token_of()
+    lines = (built["zarr"] / "gene_medians.csv").read_text().splitlines()[1:]
+    medians = {g: float(m) for g, m in (line.split(",") for line in lines)}
+    t0 = time.perf_counter()
+    n = sum(tokenize_file(p, vocab, medians)[0] for p in files)
+    dt = time.perf_counter() - t0
+    results.append(
+        Result(
+            "ingest",
+            "geneformer tokenizer algorithm",
+            "cells_per_sec",
+            n / dt,
+            "cells/s",
+            {"cells": n, "workers": 1, "note": "tokenize only: no shuffle, no shard writing"},
+        )
+    )
+    return results
