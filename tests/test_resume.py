@@ -18,10 +18,17 @@ ARGS = ["--cells-per-shard", "700", "--seed", "3", "--unit-cells", "512", "--blo
 
 
 @pytest.fixture(scope="module")
-def reference(corpus, tmp_path_factory):
+def reference_run(corpus, tmp_path_factory):
+    """An uninterrupted CLI build: its manifest, and how long it took (to aim the random kills)."""
     out = tmp_path_factory.mktemp("ref") / "set"
-    small_build(corpus, out, format="webdataset", unit_cells=512, block_cells=256)
-    return manifest_without_time(out)
+    t0 = time.perf_counter()
+    assert run_cli(*_cmd(corpus, out)).returncode == 0
+    return manifest_without_time(out), time.perf_counter() - t0
+
+
+@pytest.fixture(scope="module")
+def reference(reference_run):
+    return reference_run[0]
 
 
 def _cmd(corpus, out):
@@ -44,9 +51,10 @@ def test_kill_at_named_point_then_resume(point, corpus, reference, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
-def test_kill_at_random_time_then_resume(seed, corpus, reference, tmp_path):
+def test_kill_at_random_time_then_resume(seed, corpus, reference_run, tmp_path):
+    reference, duration = reference_run
     out = tmp_path / "set"
-    delay = random.Random(seed).uniform(2.0, 3.5)  # after start-up (imports take ~2 s here)
+    delay = random.Random(seed).uniform(0.6, 0.9) * duration  # mostly past start-up (imports take ~2 s)
     proc = subprocess.Popen([sys.executable, "-m", "ingest", *_cmd(corpus, out)], cwd=ROOT,
                             stderr=subprocess.PIPE)  # fmt: skip
     time.sleep(delay)
