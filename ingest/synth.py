@@ -3,8 +3,8 @@
 Counts are negative-binomial (gamma-Poisson) around gene-specific means. Each cell type switches on an
 expression programme of its own (so a model has something to learn), each dataset measures its own gene
 panel (unmeasured genes are absent from its file, as in CELLxGENE), and donors are nested in datasets
-with their own library-size effects. With the defaults a cell has a median of ~1,700 detected genes
-(range ~300-6,000), as Census cells do. Cells are generated and written in chunks, so the corpus can be
+with their own library-size effects. With the defaults a cell has a median of ~1,650 detected genes
+(range ~300-4,500), as Census cells do. Cells are generated and written in chunks, so the corpus can be
 far larger than memory; every draw comes from ``numpy.random.default_rng`` keyed on (seed, chunk).
 """
 
@@ -136,7 +136,7 @@ def _cells(spec: SynthSpec, world: dict, d: int, n: int, chunk: int, panel: np.n
     rng = np.random.default_rng([spec.seed, 1, d, chunk])
     types = rng.choice(spec.cell_types, size=n, p=ds["types"])
     donors = rng.integers(len(ds["donors"]), size=n)
-    depth = np.exp(rng.normal(np.log(4_500.0), 0.55, n)) * ds["depth"] * np.asarray(ds["donors"])[donors]
+    depth = np.exp(rng.normal(np.log(7_500.0), 0.65, n)) * ds["depth"] * np.asarray(ds["donors"])[donors]
     logit = world["log_mean"][panel][None, :] + world["programs"][types][:, panel]
     p = np.exp(logit - logit.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
