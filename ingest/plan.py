@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -133,6 +132,3 @@ def shard_layout(split_cells: dict[str, int], cells_per_shard: int) -> ShardLayo
         cell += n
     return ShardLayout(dict(split_cells), bounds, first_shard, first_cell)
 
-
-def manifest_path_for(out: str) -> Path:
-    return Path(out) / "index.json"
