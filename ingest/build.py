@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from shards.atomic import sha256_file, sha256_path, write_bytes_atomic
@@ -190,17 +191,17 @@ def build(opts: BuildOptions) -> BuildResult:
 
 def _build_locked(opts, out, work, files, inputs, vocab, supplied, build_id, report) -> dict:
     token_of = vocab.token_of()
-    hrow_of = {g: i for i, g in enumerate(vocab.gene_ids)}
+    gene_index = pd.Index(vocab.gene_ids)
     dropped = {"missing_id": 0, "not_in_vocabulary": 0, "no_median": 0}
     missing_vocab: set[str] = set()
     tasks = []
     for f in files:
         ids = f["ids"]
-        present = np.array([g is not None for g in ids])
+        present = pd.notna(ids)
         dropped["missing_id"] += int((~present).sum())
-        col_token = np.array([token_of.get(g, -1) if g is not None else -1 for g in ids], dtype=np.int64)
-        col_hrow = np.array([hrow_of.get(g, -1) if g is not None else -1 for g in ids], dtype=np.int64)
-        missing_vocab.update(g for g, t in zip(ids, col_token, strict=True) if g is not None and t < 0)
+        col_hrow = np.where(present, gene_index.get_indexer(ids), -1).astype(np.int64)
+        col_token = np.where(col_hrow >= 0, vocab.tokens[col_hrow], -1).astype(np.int64)
+        missing_vocab.update(ids[present & (col_hrow < 0)].tolist())
         tasks.append(
             FileTask(
                 f["path"],

@@ -131,4 +131,3 @@ def shard_layout(split_cells: dict[str, int], cells_per_shard: int) -> ShardLayo
         shard += k
         cell += n
     return ShardLayout(dict(split_cells), bounds, first_shard, first_cell)
-

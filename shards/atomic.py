@@ -18,6 +18,7 @@ __all__ = [
     "atomic_dir",
     "atomic_file",
     "fsync_dir",
+    "path_bytes",
     "sha256_file",
     "sha256_path",
     "sha256_tree",
@@ -103,10 +104,8 @@ def sha256_path(path: Path | str) -> str:
 
 
 def path_bytes(path: Path | str) -> int:
+    """Size of a file, or the total size of a directory's files."""
     path = Path(path)
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
-
-
-__all__ += ["path_bytes"]

@@ -52,10 +52,6 @@ class CellBlock:
     def n_tokens(self) -> int:
         return int(self.offsets[-1])
 
-    def cell(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        a, b = self.offsets[i], self.offsets[i + 1]
-        return self.genes[a:b], self.counts[a:b]
-
     def take(self, order: np.ndarray) -> CellBlock:
         """Reorder (or select) cells; the ragged gather is vectorized with one ``repeat``/``cumsum``."""
         order = np.asarray(order, dtype=np.int64)
@@ -65,16 +61,3 @@ class CellBlock:
         starts = self.offsets[:-1][order]
         flat = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
         return CellBlock(self.genes[flat], self.counts[flat], offsets, self.meta.take(pa.array(order)))
-
-    @staticmethod
-    def concat(blocks: list[CellBlock]) -> CellBlock:
-        lengths = [b.lengths for b in blocks]
-        all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
-        offsets = np.zeros(len(all_lengths) + 1, dtype=np.int64)
-        np.cumsum(all_lengths, out=offsets[1:])
-        return CellBlock(
-            np.concatenate([b.genes for b in blocks]).astype(np.int32, copy=False),
-            np.concatenate([b.counts for b in blocks]).astype(np.int32, copy=False),
-            offsets,
-            pa.concat_tables([b.meta for b in blocks]).combine_chunks(),
-        )

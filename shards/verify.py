@@ -31,8 +31,9 @@ def _check_file(root: Path, rel: str, sha256: str, size: int | None) -> list[Fau
     path = root / rel
     if not path.exists():
         return [Fault(rel, "missing")]
-    if size is not None and path_bytes(path) != size:
-        return [Fault(rel, f"size {path_bytes(path)} bytes, manifest says {size}")]
+    actual = path_bytes(path)
+    if size is not None and actual != size:
+        return [Fault(rel, f"size {actual} bytes, manifest says {size}")]
     if sha256_path(path) != sha256:
         return [Fault(rel, "sha256 differs from the manifest (corrupt or modified)")]
     return []

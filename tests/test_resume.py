@@ -17,12 +17,21 @@ from tests.conftest import ROOT, manifest_without_time, run_cli, small_build
 ARGS = ["--cells-per-shard", "700", "--seed", "3", "--unit-cells", "512", "--block-cells", "256", "--quiet"]
 
 
+def _start(corpus, out) -> tuple[subprocess.Popen, float]:
+    """Start a CLI build and return it once its work has begun (the work directory exists), with the time."""
+    proc = subprocess.Popen([sys.executable, "-m", "ingest", *_cmd(corpus, out)], cwd=ROOT, stderr=subprocess.PIPE)
+    while not (out / ".cellshard-work" / "params.json").exists():
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.01)
+    return proc, time.perf_counter()
+
+
 @pytest.fixture(scope="module")
 def reference_run(corpus, tmp_path_factory):
-    """An uninterrupted CLI build: its manifest, and how long it took (to aim the random kills)."""
+    """An uninterrupted CLI build: its manifest, and how long its work took (to aim the random kills)."""
     out = tmp_path_factory.mktemp("ref") / "set"
-    t0 = time.perf_counter()
-    assert run_cli(*_cmd(corpus, out)).returncode == 0
+    proc, t0 = _start(corpus, out)
+    assert proc.wait(timeout=300) == 0
     return manifest_without_time(out), time.perf_counter() - t0
 
 
@@ -52,12 +61,10 @@ def test_kill_at_named_point_then_resume(point, corpus, reference, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_kill_at_random_time_then_resume(seed, corpus, reference_run, tmp_path):
-    reference, duration = reference_run
+    reference, work = reference_run
     out = tmp_path / "set"
-    delay = random.Random(seed).uniform(0.6, 0.9) * duration  # mostly past start-up (imports take ~2 s)
-    proc = subprocess.Popen([sys.executable, "-m", "ingest", *_cmd(corpus, out)], cwd=ROOT,
-                            stderr=subprocess.PIPE)  # fmt: skip
-    time.sleep(delay)
+    proc, _ = _start(corpus, out)
+    time.sleep(random.Random(seed).uniform(0.05, 0.5) * work)  # a seeded point inside the work
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL  # killed mid-run, not after it finished
     resumed = run_cli(*_cmd(corpus, out))
