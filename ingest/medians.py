@@ -51,8 +51,8 @@ def _bin_centre(b: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def _accumulate(indptr, indices, data, col_row, n_counts, log_lo, log_step, n_bins, acc):  # pragma: no cover
-    for r in range(len(indptr) - 1):
+def _accumulate(indptr, indices, data, col_row, n_counts, rows, log_lo, log_step, n_bins, acc):  # pragma: no cover
+    for r in rows:
         scale = NORM_TOTAL / n_counts[r]
         for k in range(indptr[r], indptr[r + 1]):
             row = col_row[indices[k]]
@@ -68,19 +68,16 @@ class Histograms:
         self.n_rows = n_rows
         self.acc = np.zeros(n_rows * N_BINS, dtype=np.int32)
 
-    def add(self, csr: sp.csr_matrix, col_row: np.ndarray, n_counts: np.ndarray) -> None:
-        """Add a CSR block; ``col_row`` maps columns to histogram rows (-1: not counted)."""
-        _accumulate(
-            csr.indptr.astype(np.int64),
-            csr.indices.astype(np.int64),
-            csr.data.astype(np.float64),
-            col_row.astype(np.int64),
-            n_counts.astype(np.float64),
-            _LOG_LO,
-            _LOG_STEP,
-            N_BINS,
-            self.acc,
-        )
+    def add(
+        self, csr: sp.csr_matrix, col_row: np.ndarray, n_counts: np.ndarray, rows: np.ndarray | None = None
+    ) -> None:
+        """Add rows ``rows`` (default: all) of a CSR block; ``col_row`` maps columns to histogram rows (-1: skip).
+
+        The arrays go to numba in their stored dtypes (no converting copies of the block).
+        """
+        rows = np.arange(csr.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+        n_counts = np.asarray(n_counts, dtype=np.float64)
+        _accumulate(csr.indptr, csr.indices, csr.data, col_row, n_counts, rows, _LOG_LO, _LOG_STEP, N_BINS, self.acc)
 
     def to_coo(self) -> sp.coo_matrix:
         flat = np.flatnonzero(self.acc)

@@ -24,7 +24,7 @@ from .h5ad import H5adInput, InputOptions
 from .medians import Histograms
 from .permute import FeistelPermutation
 from .split import SPLIT_NAMES, assign_split
-from .tokenize import TokenMap, rank_value_encode
+from .tokenize import TokenMap, rank_value_encode, rows_with_tokens
 
 __all__ = ["GENES_PER_CELL_EDGES", "SKIP_REASONS", "FileTask", "finalize_shard", "pass1_unit", "pass2_unit"]
 
@@ -80,14 +80,12 @@ def pass1_unit(task: FileTask, unit, block_cells: int, token_median: dict[int, f
         for a, b in _blocks(unit.start, unit.stop, block_cells):
             csr = src.read_block(a, b, task.gene_ids)
             n_counts = np.asarray(csr.sum(axis=1)).ravel()
-            hits = np.concatenate([[0], np.cumsum(eligible[csr.indices] & (csr.data > 0))])
-            has = (hits[csr.indptr[1:]] - hits[csr.indptr[:-1]]) > 0
+            has = rows_with_tokens(csr, eligible)
             st = np.where(n_counts <= 0, ZERO_COUNTS, np.where(has, KEPT, NO_GENES)).astype(np.uint8)
             status.append(st)
             split.append(assign_split(_split_keys(src, task, a, b), task.seed, task.val_fraction))
             if hist is not None:
-                keep = st == KEPT
-                hist.add(csr[keep], task.col_hrow, n_counts[keep])
+                hist.add(csr, task.col_hrow, n_counts, np.flatnonzero(st == KEPT))
         coo = hist.to_coo() if hist is not None else sp.coo_matrix((1, 1), dtype=np.int64)
         status_a, split_a = np.concatenate(status), np.concatenate(split)
         with atomic_file(Path(out)) as tmp, open(tmp, "wb") as fh:
@@ -170,7 +168,7 @@ def pass2_unit(
                     continue
                 csr = src.read_block(a, b, task.gene_ids, validate=False)  # checked in pass 1
                 n_counts = np.asarray(csr.sum(axis=1)).ravel()[keep]
-                genes, counts, offsets = rank_value_encode(csr[keep], tmap)
+                genes, counts, offsets = rank_value_encode(csr if keep.size == len(st) else csr[keep], tmap)
                 lengths = np.diff(offsets)
                 cell_index = np.empty(keep.size, dtype=np.int64)
                 shard = np.empty(keep.size, dtype=np.int64)

@@ -1,8 +1,11 @@
 """Zarr v3 shards (contract): a group of flat ``genes``/``counts`` (int32) and ``offsets`` (int64).
 
-Arrays use zarr's sharding codec (one file per array) with inner chunks of 64 Ki values (256 KiB), each
-zstd-compressed and carrying a crc32c, so a range read decompresses only the chunks it touches and a
-flipped byte is caught at the chunk that holds it. The metadata table ``shard-%06d.parquet`` lies beside
+Arrays use zarr's sharding codec (one file per array) with inner chunks of 256 Ki values (1 MiB, ~180
+cells of ~1,500 genes), each zstd-compressed (level 1) and carrying a crc32c, so a range read
+decompresses only the chunks it touches and a flipped byte is caught at the chunk that holds it.
+Measured on an 11.7M-value shard: 64 Ki chunks wrote in 0.35 s and read in 0.29 s, 256 Ki chunks in
+0.17 s / 0.14 s (zstd 1) or 0.27 s / 0.20 s (zstd 3, 12% smaller); zarr's per-chunk overhead dominates
+small chunks, and read speed matters most to a training loader. The metadata table ``shard-%06d.parquet`` lies beside
 the group, one row per cell in the same order.
 """
 
@@ -22,7 +25,7 @@ from .records import CellBlock
 
 __all__ = ["CHUNK", "meta_name", "read_cells", "read_meta", "shard_name", "write_shard"]
 
-CHUNK = 1 << 16
+CHUNK = 1 << 18
 
 
 def shard_name(index: int) -> str:
@@ -41,7 +44,7 @@ def _write_array(group: zarr.Group, name: str, data: np.ndarray) -> None:
         dtype=data.dtype,
         chunks=(CHUNK,),
         shards=(outer,),
-        compressors=[ZstdCodec(level=3), Crc32cCodec()],
+        compressors=[ZstdCodec(level=1), Crc32cCodec()],
     )
     arr[:] = data
 
