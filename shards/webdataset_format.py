@@ -59,15 +59,34 @@ def _npy_header(length: int) -> bytes:
     return header
 
 
+def _template() -> bytes:
+    info = tarfile.TarInfo("")
+    info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = 0, 0o644, 0, 0, "", ""
+    header = bytearray(info.tobuf(format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="strict"))
+    header[148:156] = b" " * 8  # the checksum is computed with its own field as spaces
+    return bytes(header)
+
+
+_TEMPLATE = _template()
+
+
+def _header(name: bytes, size: int) -> bytes:
+    """The ustar header ``tarfile`` would write (mtime 0, uid/gid 0, no owner names), ~10x faster.
+
+    Only the name, the size and the checksum differ between our members, so they are patched into a
+    template; a test checks the result against ``tarfile.TarInfo.tobuf`` byte for byte.
+    """
+    if len(name) > 100:
+        raise ShardError(f"tar member name {name!r} is longer than 100 bytes")
+    header = bytearray(_TEMPLATE)
+    header[0 : len(name)] = name
+    header[124:136] = b"%011o\0" % size
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header)
+
+
 def _member(name: str, data: bytes) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    pad = -len(data) % _BLOCK
-    return info.tobuf(format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="strict") + data + b"\0" * pad
+    return _header(name.encode(), len(data)) + data + b"\0" * (-len(data) % _BLOCK)
 
 
 def write_shard(directory: Path, index: int, first_cell: int, block: CellBlock) -> list[Path]:

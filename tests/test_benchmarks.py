@@ -14,6 +14,11 @@ def test_ingest_benchmark_smoke(corpus, tmp_path):
     assert main(["ingest", "--corpus", str(corpus[0].parent / "syn-*.h5ad"), "--out", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "results.json").read_text())
     names = {r["name"] for r in doc["results"]}
-    assert names == {"cellshard h5ad->zarr", "cellshard h5ad->webdataset", "geneformer tokenizer algorithm"}
+    assert names == {
+        "cellshard h5ad->zarr",
+        "cellshard h5ad->webdataset",
+        "cellshard tokenizer kernel",
+        "geneformer tokenizer algorithm",
+    }
     assert all(r["value"] > 0 for r in doc["results"]) and doc["machine"]["cores"] >= 1
     assert "vs Geneformer algorithm" in (tmp_path / "REPORT.md").read_text()

@@ -186,3 +186,14 @@ def test_configs_parse():
         ns = parser().parse_args([command, "--config", str(path), *extra])
         for key, value in keys.items():
             assert ns[command][key.replace("-", "_")] == value
+
+
+def test_fast_tar_headers_equal_tarfiles():
+    import tarfile as tf
+
+    from shards.webdataset_format import _header
+
+    for name, size in [("c000000000000.genes.npy", 0), ("c000000000042.json", 123), ("x" * 100, 8**11 - 1)]:
+        info = tf.TarInfo(name)
+        info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = size, 0, 0o644, 0, 0, "", ""
+        assert _header(name.encode(), size) == info.tobuf(format=tf.USTAR_FORMAT, encoding="utf-8", errors="strict")
