@@ -39,7 +39,7 @@ def _read_wds_set(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray, dict]]:
     manifest = load_manifest(root)
     urls = [str(root / s["path"]) for s in manifest["shards"]]
     cells, keys = {}, []
-    for sample in wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, empty_check=False).decode():
+    for sample in wds.WebDataset(urls, shardshuffle=False).decode():  # the contract's stock expression
         meta = sample["json"]
         keys.append(sample["__key__"])
         cells[meta["cell_id"]] = (sample["genes.npy"], sample["counts.npy"], meta)
