@@ -1,0 +1,100 @@
+"""Collate: truncate, add ``<cls>``/``<eos>``, pad, and mask, vectorized over the batch.
+
+Masking is a pure function of (seed, epoch, cell id): every random number is a counter-based hash of
+(seed, epoch, hash(cell_id), position, stream), so it does not depend on batch composition, worker
+count or resumption. Each cell gets exactly ``max(1, round(0.15 * n))`` masked gene tokens (the ones
+with the smallest hash values); of those 80% become ``<mask>``, 10% a random gene, 10% stay. Special
+tokens and padding are never masked. Token ids of the specials come from ``vocab.csv``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .vocab import Vocabulary
+
+__all__ = ["Collator", "cell_hashes"]
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * _M1
+        x = (x ^ (x >> np.uint64(27))) * _M2
+        return x ^ (x >> np.uint64(31))
+
+
+def cell_hashes(cell_ids: np.ndarray) -> np.ndarray:
+    """A stable 64-bit hash per cell id (siphash with a fixed key; identical on every machine)."""
+    return pd.util.hash_array(np.asarray(cell_ids, dtype=object), hash_key="cellshard-mask00", categorize=False)
+
+
+def _uniform(seed: int, epoch: int, cells: np.ndarray, positions: np.ndarray, stream: int) -> np.ndarray:
+    """Uniform [0, 1) per (cell, position): a hash chain over the counters, no RNG state."""
+    with np.errstate(over="ignore"):
+        h = _mix(np.uint64(seed) * _GOLDEN + np.uint64(stream))
+        h = _mix(h ^ (np.uint64(epoch) * _GOLDEN))
+        h = _mix(h ^ cells[:, None])
+        h = _mix(h ^ (positions.astype(np.uint64) * _GOLDEN))
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+@dataclass(frozen=True)
+class Collator:
+    vocab: Vocabulary
+    context_length: int
+    seed: int = 0
+    mask_prob: float = 0.15
+
+    def __post_init__(self) -> None:
+        if self.context_length < 3:
+            raise ValueError(f"context_length={self.context_length}: must be at least 3 (<cls>, a gene, <eos>)")
+        if not 0 < self.mask_prob < 1:
+            raise ValueError(f"mask_prob={self.mask_prob}: must be in (0, 1)")
+
+    def __call__(
+        self,
+        genes: np.ndarray,
+        offsets: np.ndarray,
+        cell_ids: np.ndarray,
+        is_pad: np.ndarray,
+        epoch: int,
+    ) -> dict[str, torch.Tensor]:
+        sp = self.vocab.special
+        b = len(offsets) - 1
+        lengths = np.minimum(np.diff(offsets), self.context_length - 2)
+        width = int(lengths.max(initial=0)) + 2
+        ids = np.full((b, width), sp["<pad>"], dtype=np.int64)
+        ids[:, 0] = sp["<cls>"]
+        rows = np.repeat(np.arange(b), lengths)
+        within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        ids[rows, 1 + within] = genes[np.repeat(offsets[:-1], lengths) + within]
+        ids[np.arange(b), lengths + 1] = sp["<eos>"]
+        cols = np.arange(width)[None, :]
+        attention = cols < (lengths + 2)[:, None]
+        is_gene = (cols >= 1) & (cols <= lengths[:, None])
+
+        h = cell_hashes(cell_ids)
+        u = np.where(is_gene, _uniform(self.seed, epoch, h, cols, 0), np.inf)
+        k = np.maximum(1, np.floor(self.mask_prob * lengths + 0.5)).astype(np.int64)
+        rank = np.argsort(np.argsort(u, axis=1, kind="stable"), axis=1, kind="stable")
+        masked = is_gene & (rank < k[:, None])
+        labels = np.where(masked, ids, -100)
+        v = _uniform(self.seed, epoch, h, cols, 1)
+        gene_ids = np.asarray(self.vocab.tokens, dtype=np.int64)
+        random_gene = gene_ids[(_uniform(self.seed, epoch, h, cols, 2) * len(gene_ids)).astype(np.int64)]
+        out = np.where(masked & (v < 0.8), sp["<mask>"], ids)
+        out = np.where(masked & (v >= 0.8) & (v < 0.9), random_gene, out)
+        return {
+            "input_ids": torch.from_numpy(out),
+            "attention_mask": torch.from_numpy(attention),
+            "labels": torch.from_numpy(labels),
+            "loss_weight": torch.from_numpy((~np.asarray(is_pad, dtype=bool)).astype(np.float32)),
+        }

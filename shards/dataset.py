@@ -1,0 +1,201 @@
+"""``ShardedCellDataset``: an ``IterableDataset`` of ready batches, resumable exactly.
+
+Each (rank, DataLoader worker) serves its slot of the epoch plan (``sampler.plan_epoch``): window by
+window, reading each lane's run of cells with one vectorized read, shuffling the window, cutting
+batches and collating them (truncate, specials, pad, mask). Batches are whole: use the DataLoader with
+``batch_size=None``.
+
+The epoch lives in a shared-memory tensor, so ``set_epoch`` in the main process reaches persistent
+workers too. The state is ``{epoch, batches}`` per worker plus what makes it valid (shard set, seed,
+batch size, world size, workers), equal on every rank, so the copy that Lightning saves from rank 0
+serves all ranks; a state from another shard set, seed or batch size is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from .collate import Collator
+from .errors import ShardError
+from .readers import ShardSetReader
+from .sampler import REMAINDER_POLICIES, SlotPlan, plan_epoch
+from .topology import Topology, detect_rank, worker_info
+from .vocab import read_vocab
+
+__all__ = ["STATE_VERSION", "ShardedCellDataset"]
+
+STATE_VERSION = 1
+
+
+class ShardedCellDataset(IterableDataset):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        batch_size: int,
+        context_length: int = 2048,
+        split: str = "train",
+        seed: int = 0,
+        remainder: str = "drop",
+        lanes: int = 4,
+        lane_cells: int = 256,
+        rank: int | None = None,
+        world_size: int | None = None,
+        return_cell_ids: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ShardError(f"batch_size={batch_size}: must be at least 1; set --data.batch_size")
+        if remainder not in REMAINDER_POLICIES:
+            raise ShardError(f"remainder={remainder!r}: choose one of {REMAINDER_POLICIES}")
+        if (rank is None) != (world_size is None):
+            raise ShardError("pass both rank and world_size, or neither (then they are detected)")
+        self.path = Path(path)
+        self.reader = ShardSetReader(self.path, split)
+        try:
+            self.collator = Collator(read_vocab(self.path / "vocab.csv"), context_length, seed)
+        except ValueError as exc:
+            raise ShardError(str(exc)) from None
+        self.batch_size, self.seed, self.remainder, self.split = batch_size, seed, remainder, split
+        self.lanes, self.lane_cells = lanes, lane_cells
+        self.return_cell_ids = return_cell_ids
+        self._rank = (rank, world_size) if rank is not None else None
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._batches = 0  # yielded in the current epoch by this process (worker)
+        self._resume: dict[str, Any] | None = None
+
+    # -- epoch and topology --------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(int(epoch))
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.item())
+
+    def topology(self) -> Topology:
+        rank, world = self._rank if self._rank is not None else detect_rank()
+        worker, workers = worker_info()
+        return Topology(rank, world, worker, workers)
+
+    def slot_plan(self, topo: Topology, epoch: int):
+        plan, slots = plan_epoch(
+            self.reader.shard_cells, world_size=topo.world_size, num_workers=topo.num_workers,
+            batch_size=self.batch_size, seed=self.seed, epoch=epoch, policy=self.remainder,
+            lanes=self.lanes, lane_cells=self.lane_cells,
+        )  # fmt: skip
+        return plan, slots[topo.slot]
+
+    def batches_per_epoch(self, world_size: int | None = None, num_workers: int = 0) -> int:
+        """Batches each rank yields per epoch (equal on every rank)."""
+        world = world_size if world_size is not None else self.topology().world_size
+        _, slots = plan_epoch(self.reader.shard_cells, world_size=world, num_workers=num_workers,
+                              batch_size=self.batch_size, seed=self.seed, epoch=0, policy=self.remainder)  # fmt: skip
+        return slots[0].n_batches * max(num_workers, 1)
+
+    # -- state ---------------------------------------------------------------------------------------
+    def _identity(self, topo: Topology) -> dict[str, Any]:
+        return {"version": STATE_VERSION, "build_id": self.reader.manifest["build_id"], "split": self.split,
+                "seed": self.seed, "batch_size": self.batch_size, "remainder": self.remainder,
+                "world_size": topo.world_size, "num_workers": topo.num_workers}  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self._identity(self.topology()), "epoch": self.epoch, "batches": self._batches}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        mine = self._identity(self.topology())
+        if state.get("version") != STATE_VERSION:
+            raise ShardError(f"loader state version {state.get('version')} is not {STATE_VERSION}; cannot resume")
+        for key in ("build_id", "split", "seed", "batch_size", "remainder", "world_size", "num_workers"):
+            if state.get(key) != mine[key]:
+                what = "shard set" if key == "build_id" else key
+                raise ShardError(
+                    f"cannot resume: the saved loader state has {what}={state.get(key)!r}, this run has "
+                    f"{mine[key]!r}; resume with the same data settings"
+                )
+        self.set_epoch(int(state["epoch"]))
+        self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
+
+    # -- iteration -----------------------------------------------------------------------------------
+    def _window(self, plan, slot: SlotPlan, k: int):
+        """Read window ``k`` run by run: (genes, offsets, cell ids, is_pad) in read order, and the rows in
+        served (shuffled) order."""
+        order = slot.window_positions(k)  # shuffled span-relative positions
+        lo_hi = slot._window_ranges(k)
+        pieces, ids, pads, pos_index = [], [], [], []
+        for lo, hi in lo_hi:
+            positions = slot.span_start + np.arange(lo, hi)
+            shard, cell, pad = plan.locate(positions)
+            cuts = np.flatnonzero((np.diff(shard) != 0) | (np.diff(cell) != 1)) + 1
+            for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(positions)], strict=True):
+                genes, _, offsets, cell_ids = self.reader.read(int(shard[a]), int(cell[a]), int(cell[b - 1]) + 1)
+                pieces.append((genes, offsets))
+                ids.append(cell_ids)
+                pads.append(pad[a:b])
+            pos_index.append(np.arange(lo, hi))
+        lengths = np.concatenate([np.diff(o) for _, o in pieces])
+        genes = np.concatenate([g for g, _ in pieces])
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        ids_all, pads_all = np.concatenate(ids), np.concatenate(pads)
+        span_pos = np.concatenate(pos_index)  # ascending: lanes are read in order
+        rows = np.searchsorted(span_pos, order)  # served order -> row of the window's read
+        return genes, offsets, ids_all, pads_all, rows
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        topo = self.topology()
+        epoch = self.epoch
+        plan, slot = self.slot_plan(topo, epoch)
+        start = 0
+        if self._resume is not None and self._resume["epoch"] == epoch:
+            start = self._resume["batches"]
+        self._resume = None
+        self._batches = start
+        offset = start * self.batch_size
+        k = int(np.searchsorted(slot.window_offsets, offset, side="right") - 1) if slot.n_cells else 0
+        skip = offset - int(slot.window_offsets[k]) if slot.n_cells else 0
+        carry: list[tuple] = []
+        carried = 0
+        while k < slot.n_windows and self._batches < slot.n_batches:
+            genes, offsets, ids, pads, rows = self._window(plan, slot, k)
+            rows = rows[skip:]
+            skip = 0
+            carry.append((genes, offsets, ids, pads, rows))
+            carried += len(rows)
+            while carried >= self.batch_size:
+                batch, carry, carried = self._cut(carry, carried)
+                self._batches += 1
+                yield self._collate(batch, epoch)
+            k += 1
+
+    def _cut(self, carry: list[tuple], carried: int):
+        """Take ``batch_size`` cells from the front of the carried windows."""
+        need, parts, rest = self.batch_size, [], []
+        for genes, offsets, ids, pads, rows in carry:
+            take = rows[:need] if need else rows[:0]
+            if len(take):
+                parts.append((genes, offsets, ids, pads, take))
+            if len(rows) > len(take):
+                rest.append((genes, offsets, ids, pads, rows[len(take) :]))
+            need -= len(take)
+        return parts, rest, carried - self.batch_size
+
+    def _collate(self, parts: list[tuple], epoch: int) -> dict[str, Any]:
+        all_genes, all_lengths, all_ids, all_pads = [], [], [], []
+        for genes, offsets, ids, pads, rows in parts:
+            starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
+            flat = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+            all_genes.append(genes[flat])
+            all_lengths.append(lengths)
+            all_ids.append(ids[rows])
+            all_pads.append(pads[rows])
+        lengths = np.concatenate(all_lengths)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        ids = np.concatenate(all_ids)
+        batch = self.collator(np.concatenate(all_genes), offsets, ids, np.concatenate(all_pads), epoch)
+        if self.return_cell_ids:
+            batch["cell_id"] = ids.tolist()
+        return batch

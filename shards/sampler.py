@@ -1,0 +1,144 @@
+"""``DistributedShardSampler``: the epoch's plan for every (rank, worker), as a pure function.
+
+The plan of an epoch is a function of (per-shard cell counts, world size, number of workers, batch size,
+seed, epoch, remainder policy) only, so every rank and worker computes its own part without talking to
+the others, and tests can check every rank of every epoch in one process.
+
+1. The shards are permuted with ``default_rng([seed, epoch])``: the epoch's *sequence* is their cells in
+   that order. Re-permuting every epoch rotates shards across ranks.
+2. The sequence is cut into ``world_size * max(num_workers, 1)`` equal, contiguous *spans* (slot
+   ``rank * workers + worker``), each a whole number of batches, so every rank yields the same number of
+   batches and no collective can hang on a short rank. The remainder (fewer than slots x batch cells)
+   is dropped from the sequence's tail (``drop``: other cells each epoch, as the shard order changes) or
+   filled by repeating its head, flagged so those cells carry zero loss weight (``pad``).
+3. Within a span, cells are served window by window: a window takes ``lane_cells`` consecutive cells
+   from each of ``lanes`` evenly spaced points of the span (several shards open at once) and is shuffled
+   with ``default_rng([seed, epoch, slot, window])``. Any batch's position is therefore computable in O(1),
+   which is what exact resumption needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+__all__ = ["REMAINDER_POLICIES", "EpochPlan", "SlotPlan", "plan_epoch"]
+
+REMAINDER_POLICIES = ("drop", "pad")
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """The part of an epoch that one (rank, worker) serves."""
+
+    slot: int
+    span_start: int  # position in the epoch sequence (positions >= n_cells are pad repeats)
+    n_cells: int  # a whole number of batches
+    batch_size: int
+    lanes: int
+    lane_cells: int
+    seed: int
+    epoch: int
+
+    @property
+    def n_batches(self) -> int:
+        return self.n_cells // self.batch_size
+
+    @cached_property
+    def _lane_len(self) -> int:
+        return -(-self.n_cells // self.lanes)
+
+    @cached_property
+    def n_windows(self) -> int:
+        return -(-self._lane_len // self.lane_cells) if self.n_cells else 0
+
+    def _window_ranges(self, k: int) -> list[tuple[int, int]]:
+        """Span-relative ``[lo, hi)`` ranges of window ``k``: one run of consecutive cells per lane."""
+        out = []
+        for lane in range(self.lanes):
+            base = lane * self._lane_len
+            lo = base + k * self.lane_cells
+            hi = min(base + min((k + 1) * self.lane_cells, self._lane_len), self.n_cells)
+            if hi > lo:
+                out.append((lo, hi))
+        return out
+
+    def window_positions(self, k: int) -> np.ndarray:
+        """Span-relative positions of window ``k``, in the order they are served (shuffled)."""
+        ranges = self._window_ranges(k)
+        pos = (
+            np.concatenate([np.arange(lo, hi, dtype=np.int64) for lo, hi in ranges])
+            if ranges
+            else np.zeros(0, np.int64)
+        )
+        return pos[np.random.default_rng([self.seed, self.epoch, self.slot, k]).permutation(len(pos))]
+
+    @cached_property
+    def window_offsets(self) -> np.ndarray:
+        """Stream offset at which each window starts (``n_windows + 1`` values)."""
+        sizes = [sum(hi - lo for lo, hi in self._window_ranges(k)) for k in range(self.n_windows)]
+        return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """Shard order and slot spans of one epoch; cells are named by (shard, index in shard)."""
+
+    shard_order: np.ndarray
+    shard_cells: np.ndarray
+    n_slots: int
+    per_slot: int
+    policy: str
+
+    @cached_property
+    def _starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.shard_cells[self.shard_order], dtype=np.int64)])
+
+    @property
+    def n_cells(self) -> int:
+        return int(self._starts[-1])
+
+    def locate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sequence positions → (shard id, cell index in shard, is_pad). Pad positions wrap to the head."""
+        positions = np.asarray(positions, dtype=np.int64)
+        is_pad = positions >= self.n_cells
+        wrapped = np.where(is_pad, positions - self.n_cells, positions) % max(self.n_cells, 1)
+        k = np.searchsorted(self._starts, wrapped, side="right") - 1
+        return self.shard_order[k], wrapped - self._starts[k], is_pad
+
+
+def plan_epoch(
+    shard_cells: np.ndarray,
+    *,
+    world_size: int,
+    num_workers: int,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    policy: str = "drop",
+    lanes: int = 4,
+    lane_cells: int = 256,
+) -> tuple[EpochPlan, list[SlotPlan]]:
+    """The plan of one epoch for all slots (index ``rank * max(num_workers, 1) + worker``)."""
+    shard_cells = np.asarray(shard_cells, dtype=np.int64)
+    if world_size < 1:
+        raise ValueError(f"world_size={world_size}: must be at least 1")
+    if num_workers < 0:
+        raise ValueError(f"num_workers={num_workers}: must be >= 0")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: must be at least 1; set --data.batch_size")
+    if policy not in REMAINDER_POLICIES:
+        raise ValueError(f"remainder policy {policy!r}: choose one of {REMAINDER_POLICIES}")
+    if lanes < 1 or lane_cells < 1:
+        raise ValueError("lanes and lane_cells must be at least 1")
+    n_slots = world_size * max(num_workers, 1)
+    n = int(shard_cells.sum())
+    unit = n_slots * batch_size
+    n_units = n // unit if policy == "drop" else -(-n // unit)
+    per_slot = n_units * batch_size
+    order = np.random.default_rng([seed, epoch]).permutation(len(shard_cells))
+    epoch_plan = EpochPlan(order, shard_cells, n_slots, per_slot, policy)
+    slots = [SlotPlan(s, s * per_slot, per_slot, batch_size, lanes, lane_cells, seed, epoch) for s in range(n_slots)]
+    return epoch_plan, slots

@@ -1,0 +1,79 @@
+"""The epoch plan, checked for every rank and worker of simulated jobs (no processes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shards.sampler import plan_epoch
+
+
+def _served(shard_cells, **kw):
+    """Per slot: the (shard, cell, pad) triples it serves, in order."""
+    plan, slots = plan_epoch(np.asarray(shard_cells), **kw)
+    out = []
+    for s in slots:
+        pos = np.concatenate([s.span_start + s.window_positions(k) for k in range(s.n_windows)] or [np.zeros(0, int)])
+        out.append(plan.locate(pos))
+    return plan, slots, out
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    shard_cells=st.lists(st.integers(1, 400), min_size=1, max_size=12),
+    world=st.sampled_from([1, 2, 3, 5, 7, 8, 13]),
+    workers=st.integers(0, 4),
+    batch=st.integers(1, 33),
+    epoch=st.integers(0, 5),
+    policy=st.sampled_from(["drop", "pad"]),
+)
+def test_exactly_once_and_equal_batches(shard_cells, world, workers, batch, epoch, policy):
+    _, slots, served = _served(shard_cells, world_size=world, num_workers=workers, batch_size=batch, seed=3,
+                                  epoch=epoch, policy=policy)  # fmt: skip
+    n = sum(shard_cells)
+    assert len({s.n_batches for s in slots}) == 1  # every rank and worker: the same number of batches
+    assert all(s.n_cells % batch == 0 for s in slots)
+    real = [(int(a), int(b)) for sh, c, pad in served for a, b in zip(sh[~pad], c[~pad], strict=True)]
+    assert len(real) == len(set(real))  # nobody serves a cell twice
+    assert all(0 <= c < shard_cells[s] for s, c in real)
+    slots_total = world * max(workers, 1) * batch
+    if policy == "drop":
+        assert n - len(real) < slots_total and sum(int(p.sum()) for _, _, p in served) == 0
+    else:
+        assert len(real) == n and sum(int(p.sum()) for _, _, p in served) < slots_total
+
+
+@pytest.mark.parametrize("world", [1, 2, 31, 64])
+def test_large_worlds_and_tiny_shard_sets(world):
+    _, slots, served = _served([5, 3], world_size=world, num_workers=8, batch_size=1, seed=0, epoch=0, policy="pad")
+    assert {s.n_batches for s in slots} == {1}
+    assert sum(len(sh) for sh, _, _ in served) == world * 8
+
+
+def test_epochs_rotate_shards_and_change_dropped_cells():
+    cells = [100] * 8 + [37]
+    plans = [_served(cells, world_size=2, num_workers=1, batch_size=16, seed=1, epoch=e)[2] for e in range(4)]
+    first_shard_rank0 = {int(p[0][0][0]) for p in plans}
+    assert len(first_shard_rank0) > 1  # shard-to-rank assignment changes between epochs
+    dropped = []
+    for served in plans:
+        real = {(int(a), int(b)) for sh, c, _ in served for a, b in zip(sh, c, strict=True)}
+        dropped.append(frozenset({(s, c) for s in range(9) for c in range(cells[s])} - real))
+    assert len(set(dropped)) > 1
+
+
+def test_plan_is_deterministic_and_seeded():
+    a = _served([50, 60, 70], world_size=2, num_workers=2, batch_size=4, seed=9, epoch=1)[2]
+    b = _served([50, 60, 70], world_size=2, num_workers=2, batch_size=4, seed=9, epoch=1)[2]
+    c = _served([50, 60, 70], world_size=2, num_workers=2, batch_size=4, seed=10, epoch=1)[2]
+    assert all(np.array_equal(x[1], y[1]) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x[1], y[1]) for x, y in zip(a, c, strict=True))
+
+
+@pytest.mark.parametrize("bad", [{"world_size": 0}, {"batch_size": 0}, {"num_workers": -1}, {"policy": "wrap"}])
+def test_bad_settings_name_the_knob(bad):
+    kw = {"world_size": 1, "num_workers": 0, "batch_size": 4, "seed": 0, "epoch": 0, "policy": "drop", **bad}
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        plan_epoch(np.array([10]), **kw)

@@ -1,0 +1,159 @@
+"""ShardedCellDataset under torchdata's StatefulDataLoader: coverage, masking, exact resume, bad input."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from shards import ShardError, load_manifest, read_vocab
+from shards.collate import Collator
+from shards.dataset import ShardedCellDataset
+
+
+def _ds(root, **kw):
+    opts = {"batch_size": 16, "context_length": 128, "seed": 5, "rank": 0, "world_size": 1, "return_cell_ids": True}
+    return ShardedCellDataset(root, **{**opts, **kw})
+
+
+def _loader(ds, workers, persistent=False):
+    return StatefulDataLoader(ds, batch_size=None, num_workers=workers, persistent_workers=persistent and workers > 0,
+                              multiprocessing_context="spawn" if workers else None)  # fmt: skip
+
+
+def _epochs(loader, ds, epochs):
+    out = []
+    for e in epochs:
+        ds.set_epoch(e)
+        out.append(list(loader))
+    return out
+
+
+def _same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x["cell_id"] == y["cell_id"]
+        for key in ("input_ids", "attention_mask", "labels", "loss_weight"):
+            assert torch.equal(x[key], y[key]), key
+
+
+def test_collate_layout_and_masking_is_per_cell(zarr_set):
+    vocab = read_vocab(zarr_set / "vocab.csv")
+    col = Collator(vocab, context_length=8, seed=1)
+    genes = np.arange(10, 40, dtype=np.int32)
+    offsets = np.array([0, 3, 30])  # a short cell and one truncated to 6 genes
+    ids = np.array(["a:1", "b:2"], dtype=object)
+    out = col(genes, offsets, ids, np.array([False, True]), epoch=0)
+    x, lab = out["input_ids"], out["labels"]
+    assert x.shape == (2, 8) and x[0, 0] == x[1, 0] == vocab.special["<cls>"]
+    assert x[0, 4] == vocab.special["<eos>"] and x[1, 7] == vocab.special["<eos>"] and x[0, 5] == vocab.pad_id
+    assert out["attention_mask"].sum(1).tolist() == [5, 8]
+    assert ((lab != -100).sum(1)).tolist() == [max(1, round(0.15 * 3)), max(1, round(0.15 * 6))]
+    assert torch.all(lab[:, 0] == -100) and torch.all(lab[0, 4:] == -100)
+    assert out["loss_weight"].tolist() == [1.0, 0.0]
+    alone = col(genes[3:30], np.array([0, 27]), ids[1:], np.array([True]), epoch=0)
+    assert torch.equal(alone["input_ids"][0], x[1]) and torch.equal(alone["labels"][0], lab[1])
+    assert not torch.equal(col(genes, offsets, ids, np.array([False, True]), epoch=1)["labels"], lab)
+
+
+def test_mask_proportions_over_many_cells(zarr_set):
+    vocab = read_vocab(zarr_set / "vocab.csv")
+    col = Collator(vocab, context_length=402, seed=3)
+    n = 400
+    genes = np.tile(np.arange(4, 4 + n, dtype=np.int32), 200)
+    out = col(genes, np.arange(0, 200 * n + 1, n), np.array([f"c{i}" for i in range(200)], dtype=object),
+              np.zeros(200, bool), 0)  # fmt: skip
+    masked = out["labels"] != -100
+    assert masked.sum().item() == 200 * 60
+    as_mask = (out["input_ids"] == vocab.special["<mask>"]) & masked
+    unchanged = (out["input_ids"] == out["labels"]) & masked
+    assert 0.77 < as_mask.sum().item() / masked.sum().item() < 0.83
+    assert 0.08 < unchanged.sum().item() / masked.sum().item() < 0.12
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_cell_once_per_epoch_and_epochs_differ(zarr_set, workers):
+    ds = _ds(zarr_set)
+    e0, e1 = _epochs(_loader(ds, workers, persistent=True), ds, [0, 1])
+    n_train = load_manifest(zarr_set)["splits"]["train"]["n_cells"]
+    for batches in (e0, e1):
+        ids = [c for b in batches for c in b["cell_id"]]
+        assert len(ids) == len(set(ids)) and n_train - len(ids) < 16 * max(workers, 1)
+    assert [b["cell_id"] for b in e0] != [b["cell_id"] for b in e1]  # the epoch reached the persistent workers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("fmt", "workers"), [("zarr", 0), ("zarr", 1), ("zarr", 2), ("webdataset", 2)])
+def test_exact_resume_mid_epoch_and_across_epochs(zarr_set, wds_set, fmt, workers):
+    root = zarr_set if fmt == "zarr" else wds_set
+    ds = _ds(root)
+    reference = [b for epoch in _epochs(_loader(ds, workers), ds, [0, 1]) for b in epoch]
+    per_epoch = len(reference) // 2
+    for stop in (per_epoch // 2 + 1, per_epoch + 3):  # mid-epoch 0, mid-epoch 1
+        ds = _ds(root)
+        loader = _loader(ds, workers)
+        epoch, taken = 0, 0
+        ds.set_epoch(0)
+        it = iter(loader)
+        while taken < stop:
+            try:
+                next(it)
+                taken += 1
+            except StopIteration:
+                epoch += 1
+                ds.set_epoch(epoch)
+                it = iter(loader)
+        state = loader.state_dict()
+        del it, loader
+        ds2 = _ds(root)
+        ds2.set_epoch(epoch)
+        loader2 = _loader(ds2, workers)
+        loader2.load_state_dict(state)
+        rest = list(loader2)
+        if epoch == 0:
+            ds2.set_epoch(1)
+            rest += list(loader2)
+        _same(rest, reference[stop:])
+
+
+def test_state_from_other_settings_is_refused(zarr_set, wds_set):
+    ds = _ds(zarr_set)
+    state = ds.state_dict()
+    for other, needle in [(_ds(wds_set), "shard set"), (_ds(zarr_set, seed=6), "seed"),
+                          (_ds(zarr_set, batch_size=8), "batch_size")]:  # fmt: skip
+        with pytest.raises(ShardError, match=needle):
+            other.load_state_dict(state)
+
+
+def test_bad_options_and_corrupt_shards(zarr_set, wds_set, tmp_path):
+    with pytest.raises(ShardError, match="context_length"):
+        _ds(zarr_set, context_length=2)
+    with pytest.raises(ShardError, match="batch_size"):
+        _ds(zarr_set, batch_size=0)
+    with pytest.raises(ShardError, match="not a finished shard set"):
+        _ds(tmp_path)
+    with pytest.raises(ShardError, match="split"):
+        _ds(zarr_set, split="test")
+    # a flipped byte in a Zarr chunk, a truncated tar and a missing sidecar are caught when read
+    for src, damage in [(zarr_set, "flip"), (wds_set, "truncate"), (wds_set, "sidecar")]:
+        root = tmp_path / f"{damage}"
+        shutil.copytree(src, root)
+        shard = load_manifest(root)["shards"][0]
+        target = root / shard["path"]
+        if damage == "flip":
+            chunk = next(p for p in (target / "genes").rglob("*") if p.is_file())
+            data = bytearray(chunk.read_bytes())
+            data[100] ^= 0xFF
+            chunk.write_bytes(bytes(data))
+        elif damage == "truncate":
+            target.write_bytes(target.read_bytes()[: target.stat().st_size // 3])
+        else:
+            (root / shard["files"][0]["path"]).unlink()
+        ds = _ds(root, lanes=1, lane_cells=10_000, batch_size=1)
+        with pytest.raises(ShardError, match=shard["path"].split(".")[0]):
+            for epoch in range(3):
+                ds.set_epoch(epoch)
+                list(ds)
