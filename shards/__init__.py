@@ -4,6 +4,7 @@ from .collate import Collator
 from .dataset import ShardedCellDataset
 from .errors import ShardError
 from .formats import FORMATS, ShardFormat, get_format
+from .loader import CellDataLoader
 from .manifest import FORMAT_VERSION, INDEX_NAME, dump_manifest, load_manifest
 from .records import METADATA_COLUMNS, CellBlock
 from .sampler import plan_epoch
@@ -18,6 +19,7 @@ __all__ = [
     "METADATA_COLUMNS",
     "SPECIAL_TOKENS",
     "CellBlock",
+    "CellDataLoader",
     "Collator",
     "Fault",
     "ShardError",

@@ -24,7 +24,7 @@ from torch.utils.data import IterableDataset
 from .collate import Collator
 from .errors import ShardError
 from .readers import ShardSetReader
-from .sampler import REMAINDER_POLICIES, SlotPlan, plan_epoch
+from .sampler import REMAINDER_POLICIES, SlotPlan, plan_epoch, plan_slots, remaining_sequence, worker_batches
 from .topology import Topology, detect_rank, worker_info
 from .vocab import read_vocab
 
@@ -66,7 +66,8 @@ class ShardedCellDataset(IterableDataset):
         self.return_cell_ids = return_cell_ids
         self._rank = (rank, world_size) if rank is not None else None
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
-        self._batches = 0  # yielded in the current epoch by this process (worker)
+        self._batches = 0  # yielded in the current stage of the epoch by this process (worker)
+        self._stages: list[dict[str, Any]] = []  # finished stages of the current epoch (elastic resume)
         self._resume: dict[str, Any] | None = None
 
     # -- epoch and topology --------------------------------------------------------------------------
@@ -82,14 +83,6 @@ class ShardedCellDataset(IterableDataset):
         worker, workers = worker_info()
         return Topology(rank, world, worker, workers)
 
-    def slot_plan(self, topo: Topology, epoch: int):
-        plan, slots = plan_epoch(
-            self.reader.shard_cells, world_size=topo.world_size, num_workers=topo.num_workers,
-            batch_size=self.batch_size, seed=self.seed, epoch=epoch, policy=self.remainder,
-            lanes=self.lanes, lane_cells=self.lane_cells,
-        )  # fmt: skip
-        return plan, slots[topo.slot]
-
     def batches_per_epoch(self, world_size: int | None = None, num_workers: int = 0) -> int:
         """Batches each rank yields per epoch (equal on every rank)."""
         world = world_size if world_size is not None else self.topology().world_size
@@ -104,7 +97,9 @@ class ShardedCellDataset(IterableDataset):
                 "world_size": topo.world_size, "num_workers": topo.num_workers}  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self._identity(self.topology()), "epoch": self.epoch, "batches": self._batches}
+        """This process's (worker's) position, as torchdata's StatefulDataLoader stores per worker."""
+        return {**self._identity(self.topology()), "epoch": self.epoch, "batches": self._batches,
+                "stages": self._stages}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         mine = self._identity(self.topology())
@@ -118,20 +113,40 @@ class ShardedCellDataset(IterableDataset):
                     f"{mine[key]!r}; resume with the same data settings"
                 )
         self.set_epoch(int(state["epoch"]))
-        self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
+        self._resume = {"epoch": int(state["epoch"]), "start": int(state["batches"]), "stages": state.get("stages", [])}
+
+    def check_state(self, state: dict[str, Any], world_size: int, num_workers: int) -> bool:
+        """Validate a rank-independent loader state; True when it continues the same stage (same world)."""
+        mine = {**self._identity(Topology(0, world_size)), "num_workers": num_workers}
+        if state.get("version") != STATE_VERSION:
+            raise ShardError(f"loader state version {state.get('version')} is not {STATE_VERSION}; cannot resume")
+        for key in ("build_id", "split", "seed", "remainder"):
+            if state.get(key) != mine[key]:
+                what = "shard set" if key == "build_id" else key
+                raise ShardError(f"cannot resume: the saved loader state has {what}={state.get(key)!r}, "
+                                 f"this run has {mine[key]!r}; resume with the same data settings")  # fmt: skip
+        same = all(state[k] == mine[k] for k in ("world_size", "num_workers", "batch_size"))
+        if not same and state["world_size"] * state["batch_size"] != world_size * self.batch_size:
+            raise ShardError(
+                f"cannot resume on {world_size} ranks x batch_size {self.batch_size}: the saved run had "
+                f"{state['world_size']} x {state['batch_size']}; keep the global batch size equal "
+                f"(set --data.batch_size={state['world_size'] * state['batch_size'] // world_size})"
+            )
+        return same
 
     # -- iteration -----------------------------------------------------------------------------------
-    def _window(self, plan, slot: SlotPlan, k: int):
+    def _window(self, plan, seq: np.ndarray, slot: SlotPlan, k: int):
         """Read window ``k`` run by run: (genes, offsets, cell ids, is_pad) in read order, and the rows in
         served (shuffled) order."""
         order = slot.window_positions(k)  # shuffled span-relative positions
         lo_hi = slot._window_ranges(k)
         pieces, ids, pads, pos_index = [], [], [], []
         for lo, hi in lo_hi:
-            positions = slot.span_start + np.arange(lo, hi)
-            shard, cell, pad = plan.locate(positions)
+            at = slot.span_start + np.arange(lo, hi)  # index into the stage's sequence; beyond it: pad repeats
+            pad = at >= len(seq)
+            shard, cell, _ = plan.locate(seq[np.where(pad, at - len(seq), at) % len(seq)])
             cuts = np.flatnonzero((np.diff(shard) != 0) | (np.diff(cell) != 1)) + 1
-            for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(positions)], strict=True):
+            for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(at)], strict=True):
                 genes, _, offsets, cell_ids = self.reader.read(int(shard[a]), int(cell[a]), int(cell[b - 1]) + 1)
                 pieces.append((genes, offsets))
                 ids.append(cell_ids)
@@ -145,22 +160,39 @@ class ShardedCellDataset(IterableDataset):
         rows = np.searchsorted(span_pos, order)  # served order -> row of the window's read
         return genes, offsets, ids_all, pads_all, rows
 
+    def _start(self, topo: Topology, epoch: int) -> tuple[list[dict], int, int]:
+        """(finished stages, slot role, batches already served by that role) for this iteration."""
+        resume, self._resume = self._resume, None
+        k = max(topo.num_workers, 1)
+        if resume is None or resume["epoch"] != epoch:
+            return [], topo.worker, 0
+        if "total" not in resume:  # a per-worker state restored by StatefulDataLoader itself
+            return resume["stages"], topo.worker, resume["start"]
+        # a rank-independent state: the DataLoader asks worker 0 first, so worker w plays the role that
+        # serves global batch total + w of the uninterrupted round-robin order
+        role = (topo.worker + resume["total"]) % k
+        return resume["stages"], role, worker_batches(resume["total"], k)[role]
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         topo = self.topology()
         epoch = self.epoch
-        plan, slot = self.slot_plan(topo, epoch)
-        start = 0
-        if self._resume is not None and self._resume["epoch"] == epoch:
-            start = self._resume["batches"]
-        self._resume = None
-        self._batches = start
+        stages, role, start = self._start(topo, epoch)
+        plan, _ = plan_epoch(self.reader.shard_cells, world_size=1, num_workers=0, batch_size=1, seed=self.seed,
+                             epoch=epoch)  # fmt: skip
+        seq = (remaining_sequence(plan.n_cells, stages, seed=self.seed, epoch=epoch, lanes=self.lanes,
+                                  lane_cells=self.lane_cells) if stages else np.arange(plan.n_cells))  # fmt: skip
+        slots = plan_slots(len(seq), world_size=topo.world_size, num_workers=topo.num_workers,
+                           batch_size=self.batch_size, seed=self.seed, epoch=epoch, policy=self.remainder,
+                           lanes=self.lanes, lane_cells=self.lane_cells, stage=len(stages))  # fmt: skip
+        slot = slots[topo.rank * max(topo.num_workers, 1) + role]
+        self._stages, self._batches = stages, start
         offset = start * self.batch_size
         k = int(np.searchsorted(slot.window_offsets, offset, side="right") - 1) if slot.n_cells else 0
         skip = offset - int(slot.window_offsets[k]) if slot.n_cells else 0
         carry: list[tuple] = []
         carried = 0
         while k < slot.n_windows and self._batches < slot.n_batches:
-            genes, offsets, ids, pads, rows = self._window(plan, slot, k)
+            genes, offsets, ids, pads, rows = self._window(plan, seq, slot, k)
             rows = rows[skip:]
             skip = 0
             carry.append((genes, offsets, ids, pads, rows))

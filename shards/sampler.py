@@ -24,7 +24,16 @@ from functools import cached_property
 
 import numpy as np
 
-__all__ = ["REMAINDER_POLICIES", "EpochPlan", "SlotPlan", "plan_epoch"]
+__all__ = [
+    "REMAINDER_POLICIES",
+    "EpochPlan",
+    "SlotPlan",
+    "plan_epoch",
+    "plan_slots",
+    "remaining_sequence",
+    "stream_positions",
+    "worker_batches",
+]
 
 REMAINDER_POLICIES = ("drop", "pad")
 
@@ -41,6 +50,7 @@ class SlotPlan:
     lane_cells: int
     seed: int
     epoch: int
+    stage: int = 0  # > 0 after an elastic resume changed the world within this epoch
 
     @property
     def n_batches(self) -> int:
@@ -73,7 +83,7 @@ class SlotPlan:
             if ranges
             else np.zeros(0, np.int64)
         )
-        return pos[np.random.default_rng([self.seed, self.epoch, self.slot, k]).permutation(len(pos))]
+        return pos[np.random.default_rng([self.seed, self.epoch, self.stage, self.slot, k]).permutation(len(pos))]
 
     @cached_property
     def window_offsets(self) -> np.ndarray:
@@ -109,6 +119,33 @@ class EpochPlan:
         return self.shard_order[k], wrapped - self._starts[k], is_pad
 
 
+def _check(world_size: int, num_workers: int, batch_size: int, policy: str, lanes: int, lane_cells: int) -> None:
+    if world_size < 1:
+        raise ValueError(f"world_size={world_size}: must be at least 1")
+    if num_workers < 0:
+        raise ValueError(f"num_workers={num_workers}: must be >= 0")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: must be at least 1; set --data.batch_size")
+    if policy not in REMAINDER_POLICIES:
+        raise ValueError(f"remainder policy {policy!r}: choose one of {REMAINDER_POLICIES}")
+    if lanes < 1 or lane_cells < 1:
+        raise ValueError("lanes and lane_cells must be at least 1")
+
+
+def plan_slots(
+    n: int, *, world_size: int, num_workers: int, batch_size: int, seed: int, epoch: int, policy: str = "drop",
+    lanes: int = 4, lane_cells: int = 256, stage: int = 0,
+) -> list[SlotPlan]:  # fmt: skip
+    """Equal spans of a sequence of ``n`` cells for every slot (``rank * max(num_workers, 1) + worker``)."""
+    _check(world_size, num_workers, batch_size, policy, lanes, lane_cells)
+    n_slots = world_size * max(num_workers, 1)
+    unit = n_slots * batch_size
+    per_slot = (n // unit if policy == "drop" else -(-n // unit)) * batch_size
+    return [
+        SlotPlan(s, s * per_slot, per_slot, batch_size, lanes, lane_cells, seed, epoch, stage) for s in range(n_slots)
+    ]
+
+
 def plan_epoch(
     shard_cells: np.ndarray,
     *,
@@ -121,24 +158,54 @@ def plan_epoch(
     lanes: int = 4,
     lane_cells: int = 256,
 ) -> tuple[EpochPlan, list[SlotPlan]]:
-    """The plan of one epoch for all slots (index ``rank * max(num_workers, 1) + worker``)."""
+    """The epoch's shard order and the plan of all its slots (a job that is not resumed elastically)."""
     shard_cells = np.asarray(shard_cells, dtype=np.int64)
-    if world_size < 1:
-        raise ValueError(f"world_size={world_size}: must be at least 1")
-    if num_workers < 0:
-        raise ValueError(f"num_workers={num_workers}: must be >= 0")
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size}: must be at least 1; set --data.batch_size")
-    if policy not in REMAINDER_POLICIES:
-        raise ValueError(f"remainder policy {policy!r}: choose one of {REMAINDER_POLICIES}")
-    if lanes < 1 or lane_cells < 1:
-        raise ValueError("lanes and lane_cells must be at least 1")
-    n_slots = world_size * max(num_workers, 1)
-    n = int(shard_cells.sum())
-    unit = n_slots * batch_size
-    n_units = n // unit if policy == "drop" else -(-n // unit)
-    per_slot = n_units * batch_size
+    _check(world_size, num_workers, batch_size, policy, lanes, lane_cells)
     order = np.random.default_rng([seed, epoch]).permutation(len(shard_cells))
-    epoch_plan = EpochPlan(order, shard_cells, n_slots, per_slot, policy)
-    slots = [SlotPlan(s, s * per_slot, per_slot, batch_size, lanes, lane_cells, seed, epoch) for s in range(n_slots)]
-    return epoch_plan, slots
+    slots = plan_slots(int(shard_cells.sum()), world_size=world_size, num_workers=num_workers,
+                       batch_size=batch_size, seed=seed, epoch=epoch, policy=policy, lanes=lanes,
+                       lane_cells=lane_cells)  # fmt: skip
+    per_slot = slots[0].n_cells
+    return EpochPlan(order, shard_cells, len(slots), per_slot, policy), slots
+
+
+def worker_batches(total: int, num_workers: int) -> list[int]:
+    """Batches each worker had yielded when a rank had consumed ``total`` (DataLoader round-robin)."""
+    k = max(num_workers, 1)
+    return [(total - w + k - 1) // k for w in range(k)]
+
+
+def stream_positions(slot: SlotPlan, count: int) -> np.ndarray:
+    """Span-relative positions of the first ``count`` cells a slot serves."""
+    out, have, k = [], 0, 0
+    while have < count and k < slot.n_windows:
+        pos = slot.window_positions(k)[: count - have]
+        out.append(pos)
+        have += len(pos)
+        k += 1
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def remaining_sequence(n: int, stages: list[dict], *, seed: int, epoch: int, lanes: int, lane_cells: int) -> np.ndarray:
+    """Epoch-sequence positions not yet served after the given (finished) stages, in sequence order.
+
+    A stage is ``{world_size, num_workers, batch_size, policy, batches}``: a part of the epoch run with
+    one world, each rank having consumed ``batches`` batches. The positions a later stage serves come
+    from this array, so a job resumed on another world size serves every remaining cell exactly once.
+    """
+    seq = np.arange(n, dtype=np.int64)
+    for i, st in enumerate(stages):
+        slots = plan_slots(len(seq), world_size=st["world_size"], num_workers=st["num_workers"],
+                           batch_size=st["batch_size"], seed=seed, epoch=epoch, policy=st["policy"],
+                           lanes=lanes, lane_cells=lane_cells, stage=i)  # fmt: skip
+        per_worker = worker_batches(st["batches"], st["num_workers"])
+        used = []
+        for slot in slots:
+            count = per_worker[slot.slot % len(per_worker)] * slot.batch_size
+            pos = slot.span_start + stream_positions(slot, count)
+            used.append(pos[pos < len(seq)])  # pad repeats consumed nothing new
+        served = np.zeros(len(seq), dtype=bool)
+        if used:
+            served[np.concatenate(used)] = True
+        seq = seq[~served]
+    return seq

@@ -157,3 +157,63 @@ def test_bad_options_and_corrupt_shards(zarr_set, wds_set, tmp_path):
             for epoch in range(3):
                 ds.set_epoch(epoch)
                 list(ds)
+
+
+def _cell_loader(root, workers, **kw):
+    from shards.loader import CellDataLoader
+
+    ds = _ds(root, **kw)
+    return ds, CellDataLoader(ds, num_workers=workers)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 2])
+def test_rank_independent_state_resumes_exactly(zarr_set, workers):
+    ds, loader = _cell_loader(zarr_set, workers)
+    reference = [b for epoch in _epochs(loader, ds, [0, 1]) for b in epoch]
+    per_epoch = len(reference) // 2
+    for stop in (5, per_epoch + 7):
+        ds, loader = _cell_loader(zarr_set, workers)
+        taken, epoch = [], 0
+        while len(taken) < stop:
+            ds.set_epoch(epoch)
+            for batch in loader:
+                taken.append(batch)
+                if len(taken) == stop:
+                    break
+            else:
+                epoch += 1
+        state = loader.state_dict()
+        assert state["epoch"] == epoch and state["batches"] == stop - epoch * per_epoch
+        ds2, loader2 = _cell_loader(zarr_set, workers)
+        loader2.load_state_dict(state)
+        rest = list(loader2)
+        if epoch == 0:
+            ds2.set_epoch(1)
+            rest += list(loader2)
+        _same(rest, reference[stop:])
+
+
+def test_elastic_resume_in_one_process_and_global_batch_check(zarr_set):
+    from shards.loader import CellDataLoader
+
+    served = []
+    states = []
+    for rank in range(3):  # 3 ranks x 4 cells, stopped after 11 batches each
+        ds = _ds(zarr_set, batch_size=4, rank=rank, world_size=3)
+        ds.set_epoch(2)
+        loader = CellDataLoader(ds)
+        for i, batch in enumerate(loader):
+            served += batch["cell_id"]
+            if i == 10:
+                break
+        states.append(loader.state_dict())
+    assert states[0] == states[1] == states[2]  # nothing rank-specific in the state
+    with pytest.raises(ShardError, match="global batch size"):
+        CellDataLoader(_ds(zarr_set, batch_size=5, rank=0, world_size=2)).load_state_dict(states[0])
+    ds = _ds(zarr_set, batch_size=12, rank=0, world_size=1)
+    loader = CellDataLoader(ds)
+    loader.load_state_dict(states[0])
+    served += [c for b in loader for c in b["cell_id"]]
+    n_train = load_manifest(zarr_set)["splits"]["train"]["n_cells"]
+    assert len(served) == len(set(served)) and n_train - len(served) < 12
