@@ -255,6 +255,9 @@ def finalize_shard(
         "sha256": sha256_path(main),
         "bytes": path_bytes(main),
         "files": [{"path": p.name, "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in rest],
+        "members": sorted(q.relative_to(main).as_posix() for q in main.rglob("*") if q.is_file())
+        if main.is_dir()
+        else [],
         "stats": {
             "datasets": {str(k): int(v) for k, v in sorted(datasets.items(), key=lambda kv: str(kv[0]))},
             "genes_per_cell_hist": np.histogram(lengths, bins=np.r_[GENES_PER_CELL_EDGES, np.inf])[0].tolist(),

@@ -26,7 +26,6 @@ from .errors import ShardError
 from .readers import ShardSetReader
 from .sampler import REMAINDER_POLICIES, SlotPlan, plan_epoch, plan_slots, remaining_sequence, worker_batches
 from .topology import Topology, detect_rank, worker_info
-from .vocab import read_vocab
 
 __all__ = ["STATE_VERSION", "ShardedCellDataset"]
 
@@ -48,6 +47,9 @@ class ShardedCellDataset(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         return_cell_ids: bool = False,
+        cache_dir: str | Path | None = None,
+        cache_bytes: int | None = None,
+        storage_options: dict | None = None,
     ) -> None:
         if batch_size < 1:
             raise ShardError(f"batch_size={batch_size}: must be at least 1; set --data.batch_size")
@@ -55,10 +57,11 @@ class ShardedCellDataset(IterableDataset):
             raise ShardError(f"remainder={remainder!r}: choose one of {REMAINDER_POLICIES}")
         if (rank is None) != (world_size is None):
             raise ShardError("pass both rank and world_size, or neither (then they are detected)")
-        self.path = Path(path)
-        self.reader = ShardSetReader(self.path, split)
+        self.path = str(path)
+        self.reader = ShardSetReader(path, split, cache_dir=cache_dir, cache_bytes=cache_bytes,
+                                     storage_options=storage_options)  # fmt: skip
         try:
-            self.collator = Collator(read_vocab(self.path / "vocab.csv"), context_length, seed)
+            self.collator = Collator(self.reader.vocab(), context_length, seed)
         except ValueError as exc:
             raise ShardError(str(exc)) from None
         self.batch_size, self.seed, self.remainder, self.split = batch_size, seed, remainder, split

@@ -17,7 +17,15 @@ import jsonschema
 from .atomic import write_bytes_atomic
 from .errors import ShardError
 
-__all__ = ["FORMAT_VERSION", "INDEX_NAME", "dump_manifest", "load_manifest", "schema", "validate_manifest"]
+__all__ = [
+    "FORMAT_VERSION",
+    "INDEX_NAME",
+    "dump_manifest",
+    "load_manifest",
+    "parse_manifest",
+    "schema",
+    "validate_manifest",
+]
 
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
@@ -49,8 +57,17 @@ def load_manifest(directory: Path | str) -> dict[str, Any]:
     if not path.is_file():
         raise ShardError(f"{path}: no manifest; {directory} is not a finished shard set (build it with `ingest build`)")
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ShardError(f"{path}: unreadable manifest ({exc})") from exc
+    return parse_manifest(text, str(path))
+
+
+def parse_manifest(text: str, path: str) -> dict[str, Any]:
+    """Parse and validate the text of an ``index.json`` (``path`` names it in errors)."""
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise ShardError(f"{path}: unreadable manifest ({exc})") from exc
     if isinstance(manifest, dict) and manifest.get("format_version") not in (None, FORMAT_VERSION):
         raise ShardError(

@@ -1,13 +1,15 @@
-"""Read cell ranges of a shard set, whatever its format, as ragged blocks plus cell ids.
+"""Read cell ranges of a shard set, whatever its format and wherever it lives.
 
 Zarr: one slice per array per range (chunks are verified by their crc32c as zarr decodes them).
 WebDataset: one byte-range read per range through the ``.idx.npy`` sidecar (per-sample crc32).
-Readers open files lazily and keep nothing open across pickling: a DataLoader worker (spawned) builds
-its own.
+A shard set is a local directory or a URL prefix (``remote.py``: retries, optional LRU cache of whole,
+hash-checked shards). Readers open files lazily and hold no handle across pickling, so a spawned
+DataLoader worker builds its own.
 """
 
 from __future__ import annotations
 
+import io
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,58 +18,114 @@ import pyarrow.parquet as pq
 
 from . import webdataset_format, zarr_format
 from .errors import ShardError
-from .manifest import load_manifest
+from .manifest import INDEX_NAME, load_manifest, parse_manifest
+from .remote import ShardCache, is_remote, open_filesystem, redact, with_retries
+from .vocab import Vocabulary, parse_vocab, read_vocab
 
 __all__ = ["ShardSetReader"]
 
 
 class ShardSetReader:
-    """Cells of one split of a local shard set, by (shard number in the split, start, stop)."""
+    """Cells of one split of a shard set, by (shard number in the split, start, stop)."""
 
-    def __init__(self, root: Path | str, split: str = "train") -> None:
-        self.root = Path(root)
-        self.manifest = load_manifest(self.root)
+    def __init__(
+        self,
+        root: Path | str,
+        split: str = "train",
+        *,
+        cache_dir: str | Path | None = None,
+        cache_bytes: int | None = None,
+        storage_options: dict | None = None,
+    ) -> None:
+        self.root = str(root)
+        self.remote = is_remote(self.root)
+        self.storage_options = storage_options or {}
+        if (cache_dir is None) != (cache_bytes is None):
+            raise ShardError("pass cache_dir and cache_bytes together (a cache needs a size limit)")
+        self.cache = ShardCache(cache_dir, cache_bytes) if cache_dir is not None and self.remote else None
+        if self.remote:
+            text = self._fetch(INDEX_NAME).decode()
+            self.manifest = parse_manifest(text, f"{redact(self.root)}/{INDEX_NAME}")
+        else:
+            self.manifest = load_manifest(self.root)
         self.split = split
         self.shards = [s for s in self.manifest["shards"] if s["split"] == split]
         if not self.shards:
             splits = sorted({s["split"] for s in self.manifest["shards"]})
-            raise ShardError(f"{self.root}: no shard in split {split!r} (splits: {splits})")
+            raise ShardError(f"{redact(self.root)}: no shard in split {split!r} (splits: {splits})")
         self.format = self.manifest["format"]
         self.shard_cells = np.array([s["n_cells"] for s in self.shards], dtype=np.int64)
         self.shard_tokens = np.array([s["n_tokens"] for s in self.shards], dtype=np.int64)
 
-    def _path(self, i: int) -> Path:
-        return self.root / self.shards[i]["path"]
+    # -- remote access ---------------------------------------------------------------------------
+    @property
+    def _fs(self):
+        fs, base = open_filesystem(self.root, **self.storage_options)
+        return fs, base.rstrip("/")
 
+    def _fetch(self, rel: str, lo: int | None = None, hi: int | None = None) -> bytes:
+        fs, base = self._fs
+        return with_retries(lambda: fs.cat_file(f"{base}/{rel}", start=lo, end=hi), f"{self.root}/{rel}")
+
+    def vocab(self) -> Vocabulary:
+        name = self.manifest["vocab"]["file"]
+        if self.remote:
+            return parse_vocab(self._fetch(name).decode(), f"{redact(self.root)}/{name}")
+        return read_vocab(Path(self.root) / name)
+
+    def _local_dir(self, i: int) -> Path | None:
+        """Where shard ``i``'s files are on local disk (the set itself, or the cache), else None."""
+        if not self.remote:
+            return Path(self.root)
+        if self.cache is None:
+            return None
+        fs, base = self._fs
+        return self.cache.get(f"{self.split}-{i:06d}", self.shards[i], fs, base)
+
+    # -- per-shard tables ------------------------------------------------------------------------
     @lru_cache(maxsize=8)  # noqa: B019 - a few shards' small tables per worker
     def _zarr_ids(self, i: int) -> np.ndarray:
-        meta = self.root / self.shards[i]["files"][0]["path"]
+        rel = self.shards[i]["files"][0]["path"]
+        local = self._local_dir(i)
         try:
-            return pq.read_table(meta, columns=["cell_id"])["cell_id"].to_numpy(zero_copy_only=False)
+            src = local / rel if local is not None else io.BytesIO(self._fetch(rel))
+            return pq.read_table(src, columns=["cell_id"])["cell_id"].to_numpy(zero_copy_only=False)
+        except ShardError:
+            raise
         except Exception as exc:
-            raise ShardError(f"{meta}: cannot read cell ids ({exc}); run `ingest verify {self.root}`") from exc
+            raise ShardError(f"{redact(self.root)}/{rel}: cannot read cell ids ({exc}); run `ingest verify`") from exc
 
     @lru_cache(maxsize=64)  # noqa: B019
     def _idx(self, i: int) -> np.ndarray:
-        path = self.root / self.shards[i]["files"][0]["path"]
-        if not path.exists():
-            raise ShardError(f"{path}: the sample index of {self.shards[i]['path']} is missing; rebuild it")
-        idx = webdataset_format.read_idx(path)
+        rel = self.shards[i]["files"][0]["path"]
+        local = self._local_dir(i)
+        if local is not None and not (local / rel).exists():
+            raise ShardError(f"{local / rel}: the sample index of {self.shards[i]['path']} is missing; rebuild it")
+        idx = (
+            webdataset_format.read_idx(local / rel)
+            if local is not None
+            else webdataset_format.read_idx(rel, self._fetch(rel))
+        )
         if len(idx) != self.shards[i]["n_cells"]:
-            raise ShardError(f"{path}: {len(idx)} samples indexed, manifest says {self.shards[i]['n_cells']}")
+            raise ShardError(f"{rel}: {len(idx)} samples indexed, manifest says {self.shards[i]['n_cells']}")
         return idx
 
+    # -- cells -----------------------------------------------------------------------------------
     def read(self, i: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(genes, counts, offsets, cell_ids)`` of cells ``start:stop`` of shard ``i`` of the split."""
+        rel = self.shards[i]["path"]
         if not 0 <= start <= stop <= self.shard_cells[i]:
-            raise ShardError(f"{self._path(i)}: cell range {start}:{stop} outside 0:{self.shard_cells[i]}")
-        path = self._path(i)
-        if not path.exists():
-            raise ShardError(f"{path}: shard is missing from the shard set")
+            raise ShardError(f"{rel}: cell range {start}:{stop} outside 0:{self.shard_cells[i]}")
+        local = self._local_dir(i)
+        if local is not None and not (local / rel).exists():
+            raise ShardError(f"{local / rel}: shard is missing from the shard set")
         if self.format == "zarr":
-            block = zarr_format.read_cells(path, start, stop)
+            where = str(local / rel) if local is not None else f"{self.root.rstrip('/')}/{rel}"
+            block = zarr_format.read_cells(where, start, stop, storage_options=self.storage_options)
             return block.genes, block.counts, block.offsets, self._zarr_ids(i)[start:stop]
-        samples = webdataset_format.read_samples(path, self._idx(i), start, stop)
+        fetch = None if local is not None else (lambda lo, hi: self._fetch(rel, lo, hi))
+        path = local / rel if local is not None else f"{redact(self.root)}/{rel}"
+        samples = webdataset_format.read_samples(path, self._idx(i), start, stop, fetch=fetch)
         lengths = np.array([len(g) for g, _, _ in samples], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         genes = np.concatenate([g for g, _, _ in samples]) if samples else np.zeros(0, np.int32)

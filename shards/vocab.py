@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import ShardError
 
-__all__ = ["SPECIAL_TOKENS", "Vocabulary", "read_vocab", "vocab_to_csv"]
+__all__ = ["SPECIAL_TOKENS", "Vocabulary", "parse_vocab", "read_vocab", "vocab_to_csv"]
 
 #: In this order they take ids 0..3 in a vocabulary built by ingest.
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<mask>", "<cls>", "<eos>")
@@ -72,6 +72,11 @@ def read_vocab(path: Path | str, *, require_special: bool = True) -> Vocabulary:
         text = path.read_text()
     except OSError as exc:
         raise ShardError(f"{path}: cannot read the vocabulary ({exc.strerror})") from exc
+    return parse_vocab(text, str(path), require_special=require_special)
+
+
+def parse_vocab(text: str, path: str, *, require_special: bool = True) -> Vocabulary:
+    """A vocabulary from the text of a ``vocab.csv`` (``path`` names it in errors)."""
     reader = csv.DictReader(io.StringIO(text))
     cols = reader.fieldnames or []
     if "gene_id" not in cols or "token" not in cols:

@@ -124,9 +124,10 @@ def write_shard(directory: Path, index: int, first_cell: int, block: CellBlock) 
     return [tar_path, idx_path]
 
 
-def read_idx(path: Path) -> np.ndarray:
+def read_idx(path: Path | str, data: bytes | None = None) -> np.ndarray:
+    """The sample index, from ``path`` or from its bytes (remote readers)."""
     try:
-        idx = np.load(path, allow_pickle=False)
+        idx = np.load(io.BytesIO(data) if data is not None else path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise ShardError(f"{path}: unreadable sample index ({exc}); rebuild the shard set") from exc
     if idx.ndim != 2 or idx.shape[1] != len(IDX_COLUMNS) or idx.dtype != np.int64:
@@ -150,19 +151,26 @@ def _parse_sample(buf: bytes, where: str) -> dict[str, bytes]:
     return members
 
 
+def _local_range(path: Path, lo: int, hi: int) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(lo)
+        return fh.read(hi - lo)
+
+
 def read_samples(
-    tar_path: Path, idx: np.ndarray, start: int, stop: int, *, check: bool = True
+    tar_path: Path | str, idx: np.ndarray, start: int, stop: int, *, check: bool = True, fetch=None
 ) -> list[tuple[np.ndarray, np.ndarray, dict]]:
-    """Read samples ``start:stop`` with one contiguous byte-range read, checking each sample's crc32."""
+    """Read samples ``start:stop`` with one contiguous byte-range read, checking each sample's crc32.
+
+    ``fetch(lo, hi) -> bytes`` reads the range (a local file by default; remote readers pass theirs).
+    """
     if not 0 <= start <= stop <= len(idx):
         raise ShardError(f"{tar_path}: sample range {start}:{stop} outside 0:{len(idx)}")
     if start == stop:
         return []
     lo = int(idx[start, 0])
     hi = int(idx[stop - 1, 0] + idx[stop - 1, 1])
-    with open(tar_path, "rb") as fh:
-        fh.seek(lo)
-        data = fh.read(hi - lo)
+    data = fetch(lo, hi) if fetch is not None else _local_range(Path(tar_path), lo, hi)
     if len(data) != hi - lo:
         raise ShardError(f"{tar_path}: truncated (wanted bytes {lo}:{hi}); rebuild or re-download it")
     out = []

@@ -64,16 +64,19 @@ def write_shard(directory: Path, index: int, first_cell: int, block: CellBlock) 
     return [group_path, meta_path]
 
 
-def _open(group_path: Path) -> zarr.Group:
+def _open(group_path: Path | str, storage_options: dict | None = None) -> zarr.Group:
+    """A local path, or a URL opened through zarr's fsspec store (range requests into shard files)."""
     try:
+        if "://" in str(group_path):
+            return zarr.open_group(str(group_path), mode="r", zarr_format=3, storage_options=storage_options or {})
         return zarr.open_group(str(group_path), mode="r", zarr_format=3)
     except Exception as exc:  # zarr raises several types for missing/garbled metadata
         raise ShardError(f"{group_path}: cannot open the Zarr group ({exc}); rebuild the shard") from exc
 
 
-def read_cells(group_path: Path, start: int, stop: int) -> CellBlock:
+def read_cells(group_path: Path | str, start: int, stop: int, storage_options: dict | None = None) -> CellBlock:
     """Cells ``start:stop`` with one slice per array (chunks are checked by their crc32c on read)."""
-    group = _open(group_path)
+    group = _open(group_path, storage_options)
     try:
         offsets = group["offsets"][start : stop + 1]
         lo, hi = int(offsets[0]), int(offsets[-1])
