@@ -122,9 +122,8 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_s3_reads_equal_local_reads(zarr_set, monkeypatch):
-    from moto.server import ThreadedMotoServer
-
     import s3fs
+    from moto.server import ThreadedMotoServer
 
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
