@@ -13,6 +13,7 @@ serves all ranks; a state from another shard set, seed or batch size is refused.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from .sampler import REMAINDER_POLICIES, SlotPlan, plan_epoch, plan_slots, remai
 from .topology import Topology, detect_rank, worker_info
 
 __all__ = ["STATE_VERSION", "ShardedCellDataset"]
+
+log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 
@@ -50,11 +53,14 @@ class ShardedCellDataset(IterableDataset):
         cache_dir: str | Path | None = None,
         cache_bytes: int | None = None,
         storage_options: dict | None = None,
+        on_error: str = "raise",
     ) -> None:
         if batch_size < 1:
             raise ShardError(f"batch_size={batch_size}: must be at least 1; set --data.batch_size")
         if remainder not in REMAINDER_POLICIES:
             raise ShardError(f"remainder={remainder!r}: choose one of {REMAINDER_POLICIES}")
+        if on_error not in ("raise", "skip"):
+            raise ShardError(f"on_error={on_error!r}: choose raise (default) or skip")
         if (rank is None) != (world_size is None):
             raise ShardError("pass both rank and world_size, or neither (then they are detected)")
         self.path = str(path)
@@ -67,6 +73,8 @@ class ShardedCellDataset(IterableDataset):
         self.batch_size, self.seed, self.remainder, self.split = batch_size, seed, remainder, split
         self.lanes, self.lane_cells = lanes, lane_cells
         self.return_cell_ids = return_cell_ids
+        self.on_error = on_error
+        self.skipped_cells = 0  # cells of runs that failed their integrity check, with on_error="skip"
         self._rank = (rank, world_size) if rank is not None else None
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._batches = 0  # yielded in the current stage of the epoch by this process (worker)
@@ -150,10 +158,10 @@ class ShardedCellDataset(IterableDataset):
             shard, cell, _ = plan.locate(seq[np.where(pad, at - len(seq), at) % len(seq)])
             cuts = np.flatnonzero((np.diff(shard) != 0) | (np.diff(cell) != 1)) + 1
             for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(at)], strict=True):
-                genes, _, offsets, cell_ids = self.reader.read(int(shard[a]), int(cell[a]), int(cell[b - 1]) + 1)
+                genes, offsets, cell_ids, bad = self._read_run(int(shard[a]), int(cell[a]), int(cell[b - 1]) + 1)
                 pieces.append((genes, offsets))
                 ids.append(cell_ids)
-                pads.append(pad[a:b])
+                pads.append(pad[a:b] | bad)
             pos_index.append(np.arange(lo, hi))
         lengths = np.concatenate([np.diff(o) for _, o in pieces])
         genes = np.concatenate([g for g, _ in pieces])
@@ -162,6 +170,23 @@ class ShardedCellDataset(IterableDataset):
         span_pos = np.concatenate(pos_index)  # ascending: lanes are read in order
         rows = np.searchsorted(span_pos, order)  # served order -> row of the window's read
         return genes, offsets, ids_all, pads_all, rows
+
+    def _read_run(self, shard: int, start: int, stop: int):
+        """One run of cells; with ``on_error="skip"`` a failing run becomes empty cells of zero loss weight
+        (so every rank still yields the same number of batches), logged and counted."""
+        try:
+            genes, _, offsets, ids = self.reader.read(shard, start, stop)
+            return genes, offsets, ids, np.zeros(stop - start, dtype=bool)
+        except ShardError as exc:
+            if self.on_error == "raise":
+                raise
+            self.skipped_cells += stop - start
+            log.warning("skipping cells %d:%d of %s (%s); %d cells skipped so far", start, stop,
+                        self.reader.shards[shard]["path"], exc, self.skipped_cells)  # fmt: skip
+            ids = np.array(
+                [f"skipped:{self.reader.shards[shard]['path']}:{i}" for i in range(start, stop)], dtype=object
+            )
+            return np.zeros(0, np.int32), np.zeros(stop - start + 1, np.int64), ids, np.ones(stop - start, dtype=bool)
 
     def _start(self, topo: Topology, epoch: int) -> tuple[list[dict], int, int]:
         """(finished stages, slot role, batches already served by that role) for this iteration."""

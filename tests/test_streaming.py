@@ -217,3 +217,23 @@ def test_elastic_resume_in_one_process_and_global_batch_check(zarr_set):
     served += [c for b in loader for c in b["cell_id"]]
     n_train = load_manifest(zarr_set)["splits"]["train"]["n_cells"]
     assert len(served) == len(set(served)) and n_train - len(served) < 12
+
+
+def test_skip_mode_keeps_batch_counts_and_counts_cells(zarr_set, tmp_path, caplog):
+    root = tmp_path / "set"
+    shutil.copytree(zarr_set, root)
+    shard = load_manifest(root)["shards"][0]
+    chunk = next(p for p in (root / shard["path"] / "genes").rglob("*") if p.is_file())
+    data = bytearray(chunk.read_bytes())
+    data[100] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    clean = _ds(zarr_set)
+    clean.set_epoch(0)
+    skip = _ds(root, on_error="skip")
+    skip.set_epoch(0)
+    good, bad = list(clean), list(skip)
+    assert len(good) == len(bad) and skip.skipped_cells > 0
+    zero = sum(int((b["loss_weight"] == 0).sum()) for b in bad)
+    assert zero == skip.skipped_cells and "skipping cells" in caplog.text
+    with pytest.raises(ShardError, match="on_error"):
+        _ds(zarr_set, on_error="ignore")
