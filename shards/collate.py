@@ -52,12 +52,15 @@ class Collator:
     context_length: int
     seed: int = 0
     mask_prob: float = 0.15
+    value_bins: int = 0  # > 0: scGPT-style per-cell quantile bins of the counts in ``values``
 
     def __post_init__(self) -> None:
         if self.context_length < 3:
             raise ValueError(f"context_length={self.context_length}: must be at least 3 (<cls>, a gene, <eos>)")
         if not 0 < self.mask_prob < 1:
             raise ValueError(f"mask_prob={self.mask_prob}: must be in (0, 1)")
+        if self.value_bins == 1 or self.value_bins < 0:
+            raise ValueError(f"value_bins={self.value_bins}: use 0 (off) or at least 2")
 
     def __call__(
         self,
@@ -66,6 +69,7 @@ class Collator:
         cell_ids: np.ndarray,
         is_pad: np.ndarray,
         epoch: int,
+        counts: np.ndarray | None = None,
     ) -> dict[str, torch.Tensor]:
         sp = self.vocab.special
         b = len(offsets) - 1
@@ -92,9 +96,31 @@ class Collator:
         random_gene = gene_ids[(_uniform(self.seed, epoch, h, cols, 2) * len(gene_ids)).astype(np.int64)]
         out = np.where(masked & (v < 0.8), sp["<mask>"], ids)
         out = np.where(masked & (v >= 0.8) & (v < 0.9), random_gene, out)
-        return {
+        batch = {
             "input_ids": torch.from_numpy(out),
             "attention_mask": torch.from_numpy(attention),
             "labels": torch.from_numpy(labels),
             "loss_weight": torch.from_numpy((~np.asarray(is_pad, dtype=bool)).astype(np.float32)),
         }
+        if self.value_bins:
+            if counts is None:
+                raise ValueError("value_bins needs the counts")
+            batch["values"] = torch.from_numpy(self._bins(counts, offsets, lengths, width, h, epoch))
+        return batch
+
+    def _bins(self, counts, offsets, lengths, width, h, epoch) -> np.ndarray:
+        """scGPT's binning: each cell's counts digitized against its own quantiles into 1..value_bins-1;
+        a value equal to an edge goes left or right by a seeded hash (scGPT draws it at random); 0 for
+        specials and padding."""
+        values = np.zeros((len(lengths), width), dtype=np.int64)
+        cols = np.arange(width)
+        for i, n in enumerate(lengths.tolist()):
+            row = counts[offsets[i] : offsets[i + 1]].astype(np.float64)
+            if n == 0:
+                continue
+            edges = np.quantile(row, np.linspace(0, 1, self.value_bins - 1))
+            x = row[:n]
+            left, right = np.digitize(x, edges), np.digitize(x, edges, right=True)
+            u = _uniform(self.seed, epoch, h[i : i + 1], cols[None, 1 : n + 1], 3)[0]
+            values[i, 1 : n + 1] = np.ceil(u * (right - left) + left).astype(np.int64)
+        return values

@@ -54,6 +54,7 @@ class ShardedCellDataset(IterableDataset):
         cache_bytes: int | None = None,
         storage_options: dict | None = None,
         on_error: str = "raise",
+        value_bins: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ShardError(f"batch_size={batch_size}: must be at least 1; set --data.batch_size")
@@ -67,7 +68,7 @@ class ShardedCellDataset(IterableDataset):
         self.reader = ShardSetReader(path, split, cache_dir=cache_dir, cache_bytes=cache_bytes,
                                      storage_options=storage_options)  # fmt: skip
         try:
-            self.collator = Collator(self.reader.vocab(), context_length, seed)
+            self.collator = Collator(self.reader.vocab(), context_length, seed, value_bins=value_bins)
         except ValueError as exc:
             raise ShardError(str(exc)) from None
         self.batch_size, self.seed, self.remainder, self.split = batch_size, seed, remainder, split
@@ -164,7 +165,7 @@ class ShardedCellDataset(IterableDataset):
                 pads.append(pad[a:b] | bad)
             pos_index.append(np.arange(lo, hi))
         lengths = np.concatenate([np.diff(o) for _, o in pieces])
-        genes = np.concatenate([g for g, _ in pieces])
+        genes = np.concatenate([g for g, _ in pieces], axis=1)  # rows: gene tokens, counts
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         ids_all, pads_all = np.concatenate(ids), np.concatenate(pads)
         span_pos = np.concatenate(pos_index)  # ascending: lanes are read in order
@@ -175,8 +176,8 @@ class ShardedCellDataset(IterableDataset):
         """One run of cells; with ``on_error="skip"`` a failing run becomes empty cells of zero loss weight
         (so every rank still yields the same number of batches), logged and counted."""
         try:
-            genes, _, offsets, ids = self.reader.read(shard, start, stop)
-            return genes, offsets, ids, np.zeros(stop - start, dtype=bool)
+            genes, counts, offsets, ids = self.reader.read(shard, start, stop)
+            return np.stack([genes, counts]), offsets, ids, np.zeros(stop - start, dtype=bool)
         except ShardError as exc:
             if self.on_error == "raise":
                 raise
@@ -186,7 +187,8 @@ class ShardedCellDataset(IterableDataset):
             ids = np.array(
                 [f"skipped:{self.reader.shards[shard]['path']}:{i}" for i in range(start, stop)], dtype=object
             )
-            return np.zeros(0, np.int32), np.zeros(stop - start + 1, np.int64), ids, np.ones(stop - start, dtype=bool)
+            empty = np.zeros((2, 0), np.int32)
+            return empty, np.zeros(stop - start + 1, np.int64), ids, np.ones(stop - start, dtype=bool)
 
     def _start(self, topo: Topology, epoch: int) -> tuple[list[dict], int, int]:
         """(finished stages, slot role, batches already served by that role) for this iteration."""
@@ -248,14 +250,15 @@ class ShardedCellDataset(IterableDataset):
         for genes, offsets, ids, pads, rows in parts:
             starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
             flat = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-            all_genes.append(genes[flat])
+            all_genes.append(genes[:, flat])
             all_lengths.append(lengths)
             all_ids.append(ids[rows])
             all_pads.append(pads[rows])
         lengths = np.concatenate(all_lengths)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         ids = np.concatenate(all_ids)
-        batch = self.collator(np.concatenate(all_genes), offsets, ids, np.concatenate(all_pads), epoch)
+        tokens = np.concatenate(all_genes, axis=1)
+        batch = self.collator(tokens[0], offsets, ids, np.concatenate(all_pads), epoch, counts=tokens[1])
         if self.return_cell_ids:
             batch["cell_id"] = ids.tolist()
         return batch

@@ -237,3 +237,25 @@ def test_skip_mode_keeps_batch_counts_and_counts_cells(zarr_set, tmp_path, caplo
     assert zero == skip.skipped_cells and "skipping cells" in caplog.text
     with pytest.raises(ShardError, match="on_error"):
         _ds(zarr_set, on_error="ignore")
+
+
+def test_value_bins_follow_counts(zarr_set):
+    vocab = read_vocab(zarr_set / "vocab.csv")
+    col = Collator(vocab, context_length=64, seed=2, value_bins=11)
+    counts = np.array([50, 20, 20, 9, 5, 3, 1, 1, 1, 1], dtype=np.int32)  # rank order: counts descending-ish
+    out = col(np.arange(4, 14, dtype=np.int32), np.array([0, 10]), np.array(["x:1"], dtype=object),
+              np.array([False]), 0, counts=counts)  # fmt: skip
+    v = out["values"][0].tolist()
+    assert v[0] == 0 and v[11] == 0  # <cls>, <eos>
+    bins = v[1:11]
+    assert all(1 <= b <= 10 for b in bins)
+    pairs = [(i, j) for i in range(10) for j in range(10) if counts[i] > counts[j]]
+    assert all(bins[i] >= bins[j] for i, j in pairs)  # more counts, never a lower bin (ties may split)
+    assert bins[0] == 10 and bins[-1] <= 2
+    again = col(np.arange(4, 14, dtype=np.int32), np.array([0, 10]), np.array(["x:1"], dtype=object),
+                np.array([False]), 0, counts=counts)  # fmt: skip
+    assert torch.equal(again["values"], out["values"])  # seeded tie-breaking
+    ds = _ds(zarr_set, value_bins=11)
+    ds.set_epoch(0)
+    batch = next(iter(ds))
+    assert batch["values"].shape == batch["input_ids"].shape and int(batch["values"].max()) <= 10
