@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import ingest
+from . import ingest, loader
 from .report import write_report
 
 
@@ -19,9 +19,19 @@ def main(argv: list[str] | None = None) -> int:
     ing.add_argument("--corpus", default=None, help="glob of existing h5ad files instead of a synthetic corpus")
     ing.add_argument("--workers", type=int, default=1)
     ing.add_argument("--out", type=Path, required=True)
+    ld = sub.add_parser("loader", help="streaming: I/O limit, collate limit, end to end, RSS, shuffle quality")
+    ld.add_argument("--zarr", type=Path, required=True, help="a Zarr shard set (>= 100k cells for the issue's figures)")
+    ld.add_argument("--wds", type=Path, required=True, help="the same corpus as a WebDataset shard set")
+    ld.add_argument("--batch-size", type=int, default=64)
+    ld.add_argument("--context-length", type=int, default=2048)
+    ld.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
-    results = ingest.run(args.out, args.cells, args.corpus, args.workers)
-    write_report(args.out, results, "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv))
+    command = "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.suite == "ingest":
+        write_report(args.out, ingest.run(args.out, args.cells, args.corpus, args.workers), command)
+    else:
+        results = loader.run(args.zarr, args.wds, args.out, args.batch_size, args.context_length)
+        write_report(args.out, results, command, loader.ratios(results))
     print((args.out / "REPORT.md").read_text())
     return 0
 

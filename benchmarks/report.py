@@ -36,7 +36,9 @@ def _machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "gpu": None}
 
 
-def write_report(out: Path, results: list[Result], command: str) -> None:
+def write_report(
+    out: Path, results: list[Result], command: str, derived: list[tuple[str, float, str]] | None = None
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     versions = {p: version(p) for p in ("cellshard", "numpy", "scipy", "anndata", "zarr", "pyarrow", "numba")}
     doc = {
@@ -65,4 +67,9 @@ def write_report(out: Path, results: list[Result], command: str) -> None:
     for r in results:
         ratio = f"{r.value / base:.1f}x" if base and r.metric == "cells_per_sec" else ""
         lines.append(f"| {r.name} | {r.metric} | {r.value:,.0f} {r.unit} | {ratio} |")
+    if derived:
+        lines += ["", "| ratio (same run) | value | target |", "|---|---:|---|"]
+        lines += [f"| {what} | {value:.2f} | {target} |" for what, value, target in derived]
+        doc["derived"] = [{"what": w, "value": v, "target": t} for w, v, t in derived]
+        (out / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
     (out / "REPORT.md").write_text("\n".join(lines) + "\n")
