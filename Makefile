@@ -24,6 +24,8 @@ demo: $(STAMP)
 	$(BIN)/ingest verify $(DEMO)/zarr
 	$(BIN)/ingest verify $(DEMO)/wds
 	$(BIN)/ingest inspect $(DEMO)/zarr
+	$(BIN)/python -m shards stream $(DEMO)/zarr --batch-size 64 --context-length 2048 --workers 2 --epochs 2
+	$(BIN)/python -m shards stream $(DEMO)/wds --batch-size 64 --context-length 2048 --epochs 1
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -32,8 +34,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+BENCH := benchmarks/results/latest
+
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks ingest --cells 100000 --out benchmarks/results/latest
+	$(BIN)/python -m benchmarks ingest --cells 100000 --out $(BENCH)/ingest
+	$(BIN)/ingest build --input '$(BENCH)/ingest/corpus/syn100000-*.h5ad' --out $(BENCH)/zarr --format zarr --workers 2 --quiet
+	$(BIN)/ingest build --input '$(BENCH)/ingest/corpus/syn100000-*.h5ad' --out $(BENCH)/wds --format webdataset --workers 2 --quiet
+	$(BIN)/python -m benchmarks loader --zarr $(BENCH)/zarr --wds $(BENCH)/wds --out $(BENCH)/loader
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

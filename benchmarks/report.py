@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-__all__ = ["Result", "write_report"]
+__all__ = ["Result", "render_markdown", "write_report"]
+
+_BASELINE = "geneformer tokenizer algorithm"
 
 
 @dataclass
@@ -25,6 +27,7 @@ class Result:
 
 def _machine() -> dict:
     cpu = platform.processor() or platform.machine()
+    mem = None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -32,15 +35,44 @@ def _machine() -> dict:
                 break
         mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024**2
     except OSError:
-        mem = None
+        pass
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "gpu": None}
+
+
+def render_markdown(doc: dict) -> str:
+    results = doc["results"]
+    base = next((r["value"] for r in results if r["name"] == _BASELINE and r["metric"] == "cells_per_sec"), None)
+    m = doc["machine"]
+    lines = [
+        f"# cellshard benchmark report ({doc['created_at'][:10]})",
+        "",
+        f"Command: `{doc['command']}`",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()),
+        "",
+    ]
+    if base:
+        lines += ["| benchmark | metric | value | vs Geneformer algorithm |", "|---|---|---:|---:|"]
+    else:
+        lines += ["| benchmark | metric | value |", "|---|---|---:|"]
+    for r in results:
+        row = f"| {r['name']} | {r['metric']} | {r['value']:,.0f} {r['unit']} |"
+        if base:
+            row += f" {r['value'] / base:.1f}x |" if r["metric"] == "cells_per_sec" else " |"
+        lines.append(row)
+    if doc.get("derived"):
+        lines += ["", "| ratio (same run) | value | target |", "|---|---:|---|"]
+        lines += [f"| {d['what']} | {d['value']:.2f} | {d['target']} |" for d in doc["derived"]]
+    return "\n".join(lines) + "\n"
 
 
 def write_report(
     out: Path, results: list[Result], command: str, derived: list[tuple[str, float, str]] | None = None
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    versions = {p: version(p) for p in ("cellshard", "numpy", "scipy", "anndata", "zarr", "pyarrow", "numba")}
+    versions = {p: version(p) for p in ("cellshard", "numpy", "scipy", "anndata", "zarr", "pyarrow", "numba", "torch")}
     doc = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": _machine(),
@@ -48,28 +80,7 @@ def write_report(
         "command": command,
         "results": [asdict(r) for r in results],
     }
-    (out / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
-    by_name = {(r.name, r.metric): r.value for r in results}
-    base = by_name.get(("geneformer tokenizer algorithm", "cells_per_sec"))
-    lines = [
-        f"# cellshard benchmark report ({doc['created_at'][:10]})",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores, "
-        f"{doc['machine']['memory_gib']} GiB, no GPU",
-        "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
-        "",
-        "| benchmark | metric | value | vs Geneformer algorithm |",
-        "|---|---|---:|---:|",
-    ]
-    for r in results:
-        ratio = f"{r.value / base:.1f}x" if base and r.metric == "cells_per_sec" else ""
-        lines.append(f"| {r.name} | {r.metric} | {r.value:,.0f} {r.unit} | {ratio} |")
     if derived:
-        lines += ["", "| ratio (same run) | value | target |", "|---|---:|---|"]
-        lines += [f"| {what} | {value:.2f} | {target} |" for what, value, target in derived]
         doc["derived"] = [{"what": w, "value": v, "target": t} for w, v, t in derived]
-        (out / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
-    (out / "REPORT.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (out / "REPORT.md").write_text(render_markdown(doc))

@@ -10,6 +10,7 @@ cells not yet served, so every remaining cell is served exactly once.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,9 @@ from .dataset import ShardedCellDataset
 from .errors import ShardError
 
 __all__ = ["CellDataLoader"]
+
+# torchdata 0.11 calls a deprecated torch hook on every iterator: noise for our users, nothing to act on
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
 
 
 class CellDataLoader(StatefulDataLoader):
