@@ -55,6 +55,8 @@ class ShardedCellDataset(IterableDataset):
         storage_options: dict | None = None,
         on_error: str = "raise",
         value_bins: int = 0,
+        balance_tokens: bool = False,
+        balance_chunk: int = 64,
     ) -> None:
         if batch_size < 1:
             raise ShardError(f"batch_size={batch_size}: must be at least 1; set --data.batch_size")
@@ -75,6 +77,7 @@ class ShardedCellDataset(IterableDataset):
         self.lanes, self.lane_cells = lanes, lane_cells
         self.return_cell_ids = return_cell_ids
         self.on_error = on_error
+        self.balance_tokens, self.balance_chunk = balance_tokens, balance_chunk
         self.skipped_cells = 0  # cells of runs that failed their integrity check, with on_error="skip"
         self._rank = (rank, world_size) if rank is not None else None
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
@@ -106,6 +109,7 @@ class ShardedCellDataset(IterableDataset):
     def _identity(self, topo: Topology) -> dict[str, Any]:
         return {"version": STATE_VERSION, "build_id": self.reader.manifest["build_id"], "split": self.split,
                 "seed": self.seed, "batch_size": self.batch_size, "remainder": self.remainder,
+                "balance_tokens": self.balance_tokens,
                 "world_size": topo.world_size, "num_workers": topo.num_workers}  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
@@ -117,7 +121,16 @@ class ShardedCellDataset(IterableDataset):
         mine = self._identity(self.topology())
         if state.get("version") != STATE_VERSION:
             raise ShardError(f"loader state version {state.get('version')} is not {STATE_VERSION}; cannot resume")
-        for key in ("build_id", "split", "seed", "batch_size", "remainder", "world_size", "num_workers"):
+        for key in (
+            "build_id",
+            "split",
+            "seed",
+            "batch_size",
+            "remainder",
+            "balance_tokens",
+            "world_size",
+            "num_workers",
+        ):
             if state.get(key) != mine[key]:
                 what = "shard set" if key == "build_id" else key
                 raise ShardError(
@@ -132,7 +145,7 @@ class ShardedCellDataset(IterableDataset):
         mine = {**self._identity(Topology(0, world_size)), "num_workers": num_workers}
         if state.get("version") != STATE_VERSION:
             raise ShardError(f"loader state version {state.get('version')} is not {STATE_VERSION}; cannot resume")
-        for key in ("build_id", "split", "seed", "remainder"):
+        for key in ("build_id", "split", "seed", "remainder", "balance_tokens"):
             if state.get(key) != mine[key]:
                 what = "shard set" if key == "build_id" else key
                 raise ShardError(f"cannot resume: the saved loader state has {what}={state.get(key)!r}, "
@@ -154,7 +167,7 @@ class ShardedCellDataset(IterableDataset):
         lo_hi = slot._window_ranges(k)
         pieces, ids, pads, pos_index = [], [], [], []
         for lo, hi in lo_hi:
-            at = slot.span_start + np.arange(lo, hi)  # index into the stage's sequence; beyond it: pad repeats
+            at = slot.to_sequence(np.arange(lo, hi))  # index into the stage's sequence; beyond it: pad repeats
             pad = at >= len(seq)
             shard, cell, _ = plan.locate(seq[np.where(pad, at - len(seq), at) % len(seq)])
             cuts = np.flatnonzero((np.diff(shard) != 0) | (np.diff(cell) != 1)) + 1
@@ -209,11 +222,17 @@ class ShardedCellDataset(IterableDataset):
         stages, role, start = self._start(topo, epoch)
         plan, _ = plan_epoch(self.reader.shard_cells, world_size=1, num_workers=0, batch_size=1, seed=self.seed,
                              epoch=epoch)  # fmt: skip
-        seq = (remaining_sequence(plan.n_cells, stages, seed=self.seed, epoch=epoch, lanes=self.lanes,
-                                  lane_cells=self.lane_cells) if stages else np.arange(plan.n_cells))  # fmt: skip
+        tokens = None
+        if self.balance_tokens:  # per-cell token counts in this epoch's sequence order
+            tokens = np.concatenate([self.reader.cell_tokens(int(i)) for i in plan.shard_order]).astype(np.int64)
+        seq = np.arange(plan.n_cells)
+        if stages:  # an elastic resume: only what the earlier stages did not serve
+            seq = remaining_sequence(plan.n_cells, stages, seed=self.seed, epoch=epoch, lanes=self.lanes,
+                                     lane_cells=self.lane_cells, tokens=tokens)  # fmt: skip
         slots = plan_slots(len(seq), world_size=topo.world_size, num_workers=topo.num_workers,
                            batch_size=self.batch_size, seed=self.seed, epoch=epoch, policy=self.remainder,
-                           lanes=self.lanes, lane_cells=self.lane_cells, stage=len(stages))  # fmt: skip
+                           lanes=self.lanes, lane_cells=self.lane_cells, stage=len(stages),
+                           tokens=None if tokens is None else tokens[seq], chunk_cells=self.balance_chunk)  # fmt: skip
         slot = slots[topo.rank * max(topo.num_workers, 1) + role]
         self._stages, self._batches = stages, start
         offset = start * self.batch_size

@@ -10,7 +10,7 @@ DataLoader worker builds its own.
 from __future__ import annotations
 
 import io
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +109,19 @@ class ShardSetReader:
         if len(idx) != self.shards[i]["n_cells"]:
             raise ShardError(f"{rel}: {len(idx)} samples indexed, manifest says {self.shards[i]['n_cells']}")
         return idx
+
+    @cache  # noqa: B019 - one small array per shard, read once per process
+    def cell_tokens(self, i: int) -> np.ndarray:
+        """Token count of every cell of shard ``i`` (from the Zarr offsets or the WebDataset index)."""
+        if self.format == "webdataset":
+            return self._idx(i)[:, 2].astype(np.int32)
+        local = self._local_dir(i)
+        where = (
+            str(local / self.shards[i]["path"])
+            if local is not None
+            else f"{self.root.rstrip('/')}/{self.shards[i]['path']}"
+        )
+        return np.diff(zarr_format.read_offsets(where, self.storage_options)).astype(np.int32)
 
     # -- cells -----------------------------------------------------------------------------------
     def read(self, i: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -51,6 +51,15 @@ class SlotPlan:
     seed: int
     epoch: int
     stage: int = 0  # > 0 after an elastic resume changed the world within this epoch
+    chunks: np.ndarray | None = None  # token balancing: sequence start of each of the slot's chunks
+    chunk_cells: int = 0
+
+    def to_sequence(self, positions: np.ndarray) -> np.ndarray:
+        """Span-relative positions → positions in the stage's sequence (>= its length: pad repeats)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if self.chunks is None:
+            return self.span_start + positions
+        return self.chunks[positions // self.chunk_cells] + positions % self.chunk_cells
 
     @property
     def n_batches(self) -> int:
@@ -134,15 +143,37 @@ def _check(world_size: int, num_workers: int, batch_size: int, policy: str, lane
 
 def plan_slots(
     n: int, *, world_size: int, num_workers: int, batch_size: int, seed: int, epoch: int, policy: str = "drop",
-    lanes: int = 4, lane_cells: int = 256, stage: int = 0,
+    lanes: int = 4, lane_cells: int = 256, stage: int = 0, tokens: np.ndarray | None = None, chunk_cells: int = 64,
 ) -> list[SlotPlan]:  # fmt: skip
-    """Equal spans of a sequence of ``n`` cells for every slot (``rank * max(num_workers, 1) + worker``)."""
+    """Equal shares of a sequence of ``n`` cells for every slot (``rank * max(num_workers, 1) + worker``).
+
+    Without ``tokens``: contiguous spans. With ``tokens`` (per sequence position): balanced by tokens.
+    The used part of the sequence (plus pad repeats) is cut into chunks of ``chunk_cells`` consecutive
+    cells (a divisor of the batch size, so reads stay runs), the chunks are sorted by their token sums
+    and dealt out in snake order (0, 1, .., S-1, S-1, .., 0, ..), so every slot gets the same number
+    of cells and nearly the same number of tokens.
+    """
     _check(world_size, num_workers, batch_size, policy, lanes, lane_cells)
     n_slots = world_size * max(num_workers, 1)
     unit = n_slots * batch_size
     per_slot = (n // unit if policy == "drop" else -(-n // unit)) * batch_size
+    if tokens is None:
+        return [
+            SlotPlan(s, s * per_slot, per_slot, batch_size, lanes, lane_cells, seed, epoch, stage)
+            for s in range(n_slots)
+        ]
+    c = int(np.gcd(batch_size, chunk_cells))
+    used = n_slots * per_slot
+    tok = np.asarray(tokens, dtype=np.int64)
+    tok = np.concatenate([tok, tok[: max(0, used - n)]])[:used]  # pad repeats weigh what they repeat
+    starts = np.arange(0, used, c, dtype=np.int64)
+    sums = np.add.reduceat(tok, starts) if used else np.zeros(0, np.int64)
+    order = starts[np.argsort(-sums, kind="stable")]
+    lap = np.arange(len(order)) % (2 * n_slots)
+    owner = np.where(lap < n_slots, lap, 2 * n_slots - 1 - lap)
     return [
-        SlotPlan(s, s * per_slot, per_slot, batch_size, lanes, lane_cells, seed, epoch, stage) for s in range(n_slots)
+        SlotPlan(s, 0, per_slot, batch_size, lanes, lane_cells, seed, epoch, stage, np.sort(order[owner == s]), c)
+        for s in range(n_slots)
     ]
 
 
@@ -186,7 +217,9 @@ def stream_positions(slot: SlotPlan, count: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def remaining_sequence(n: int, stages: list[dict], *, seed: int, epoch: int, lanes: int, lane_cells: int) -> np.ndarray:
+def remaining_sequence(
+    n: int, stages: list[dict], *, seed: int, epoch: int, lanes: int, lane_cells: int, tokens: np.ndarray | None = None
+) -> np.ndarray:
     """Epoch-sequence positions not yet served after the given (finished) stages, in sequence order.
 
     A stage is ``{world_size, num_workers, batch_size, policy, batches}``: a part of the epoch run with
@@ -197,12 +230,13 @@ def remaining_sequence(n: int, stages: list[dict], *, seed: int, epoch: int, lan
     for i, st in enumerate(stages):
         slots = plan_slots(len(seq), world_size=st["world_size"], num_workers=st["num_workers"],
                            batch_size=st["batch_size"], seed=seed, epoch=epoch, policy=st["policy"],
-                           lanes=lanes, lane_cells=lane_cells, stage=i)  # fmt: skip
+                           lanes=lanes, lane_cells=lane_cells, stage=i,
+                           tokens=None if tokens is None else tokens[seq])  # fmt: skip
         per_worker = worker_batches(st["batches"], st["num_workers"])
         used = []
         for slot in slots:
             count = per_worker[slot.slot % len(per_worker)] * slot.batch_size
-            pos = slot.span_start + stream_positions(slot, count)
+            pos = slot.to_sequence(stream_positions(slot, count))
             used.append(pos[pos < len(seq)])  # pad repeats consumed nothing new
         served = np.zeros(len(seq), dtype=bool)
         if used:

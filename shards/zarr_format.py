@@ -23,7 +23,7 @@ from .atomic import atomic_dir, atomic_file
 from .errors import ShardError
 from .records import CellBlock
 
-__all__ = ["CHUNK", "meta_name", "read_cells", "read_meta", "shard_name", "write_shard"]
+__all__ = ["CHUNK", "meta_name", "read_cells", "read_meta", "read_offsets", "shard_name", "write_shard"]
 
 CHUNK = 1 << 18
 
@@ -88,6 +88,16 @@ def read_cells(group_path: Path | str, start: int, stop: int, storage_options: d
         raise ShardError(f"{group_path}: cells {start}:{stop} failed to read ({exc})") from exc
     empty = pa.table({"i": pa.array(np.arange(stop - start))}).select([])
     return CellBlock(genes, counts, (offsets - lo).astype(np.int64), empty)
+
+
+def read_offsets(group_path: Path | str, storage_options: dict | None = None) -> np.ndarray:
+    """The whole ``offsets`` array of a shard (n_cells + 1 values)."""
+    try:
+        return _open(group_path, storage_options)["offsets"][:]
+    except ShardError:
+        raise
+    except Exception as exc:
+        raise ShardError(f"{group_path}: cannot read offsets ({exc})") from exc
 
 
 def read_meta(meta_path: Path) -> pa.Table:

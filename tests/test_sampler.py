@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shards.sampler import plan_epoch
+from shards.sampler import plan_epoch, plan_slots
 
 
 def _served(shard_cells, **kw):
@@ -15,7 +15,7 @@ def _served(shard_cells, **kw):
     plan, slots = plan_epoch(np.asarray(shard_cells), **kw)
     out = []
     for s in slots:
-        pos = np.concatenate([s.span_start + s.window_positions(k) for k in range(s.n_windows)] or [np.zeros(0, int)])
+        pos = np.concatenate([s.to_sequence(s.window_positions(k)) for k in range(s.n_windows)] or [np.zeros(0, int)])
         out.append(plan.locate(pos))
     return plan, slots, out
 
@@ -77,3 +77,23 @@ def test_bad_settings_name_the_knob(bad):
     kw = {"world_size": 1, "num_workers": 0, "batch_size": 4, "seed": 0, "epoch": 0, "policy": "drop", **bad}
     with pytest.raises(ValueError, match=next(iter(bad))):
         plan_epoch(np.array([10]), **kw)
+
+
+@pytest.mark.parametrize(("world", "workers"), [(2, 0), (3, 2), (7, 1)])
+def test_token_balance_within_one_percent(world, workers):
+    rng = np.random.default_rng(0)
+    n = int(rng.integers(500, 3000, size=12).sum())
+    tokens = np.clip(rng.lognormal(np.log(1500), 0.6, n), 200, 8000).astype(np.int64)  # very unequal cells
+    slots = plan_slots(n, world_size=world, num_workers=workers, batch_size=64, seed=1, epoch=0, tokens=tokens)
+    k = max(workers, 1)
+    per_rank, seen = np.zeros(world), []
+    for s in slots:
+        pos = np.concatenate([s.to_sequence(s.window_positions(w)) for w in range(s.n_windows)])
+        per_rank[s.slot // k] += tokens[pos].sum()
+        seen.append(pos)
+    seen = np.concatenate(seen)
+    assert len(seen) == len(np.unique(seen)) and {s.n_batches for s in slots} == {slots[0].n_batches}
+    assert (per_rank.max() - per_rank.min()) / per_rank.mean() <= 0.01
+    contiguous = plan_slots(n, world_size=world, num_workers=workers, batch_size=64, seed=1, epoch=0)
+    plain = [tokens[s.to_sequence(np.arange(s.n_cells))].sum() for s in contiguous]
+    assert (max(plain) - min(plain)) / np.mean(plain) > (per_rank.max() - per_rank.min()) / per_rank.mean()
