@@ -25,7 +25,15 @@ from torch.utils.data import IterableDataset
 from .collate import Collator
 from .errors import ShardError
 from .readers import ShardSetReader
-from .sampler import REMAINDER_POLICIES, SlotPlan, plan_epoch, plan_slots, remaining_sequence, worker_batches
+from .sampler import (
+    REMAINDER_POLICIES,
+    SlotPlan,
+    budget_plan,
+    plan_epoch,
+    plan_slots,
+    remaining_sequence,
+    worker_batches,
+)
 from .topology import Topology, detect_rank, worker_info
 
 __all__ = ["STATE_VERSION", "ShardedCellDataset"]
@@ -57,6 +65,7 @@ class ShardedCellDataset(IterableDataset):
         value_bins: int = 0,
         balance_tokens: bool = False,
         balance_chunk: int = 64,
+        token_budget: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ShardError(f"batch_size={batch_size}: must be at least 1; set --data.batch_size")
@@ -78,6 +87,10 @@ class ShardedCellDataset(IterableDataset):
         self.return_cell_ids = return_cell_ids
         self.on_error = on_error
         self.balance_tokens, self.balance_chunk = balance_tokens, balance_chunk
+        if token_budget is not None and token_budget < context_length:
+            raise ShardError(f"token_budget={token_budget}: must be at least context_length={context_length}")
+        self.token_budget = token_budget
+        self.context_length = context_length
         self.skipped_cells = 0  # cells of runs that failed their integrity check, with on_error="skip"
         self._rank = (rank, world_size) if rank is not None else None
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
@@ -109,7 +122,7 @@ class ShardedCellDataset(IterableDataset):
     def _identity(self, topo: Topology) -> dict[str, Any]:
         return {"version": STATE_VERSION, "build_id": self.reader.manifest["build_id"], "split": self.split,
                 "seed": self.seed, "batch_size": self.batch_size, "remainder": self.remainder,
-                "balance_tokens": self.balance_tokens,
+                "balance_tokens": self.balance_tokens, "token_budget": self.token_budget,
                 "world_size": topo.world_size, "num_workers": topo.num_workers}  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
@@ -145,12 +158,14 @@ class ShardedCellDataset(IterableDataset):
         mine = {**self._identity(Topology(0, world_size)), "num_workers": num_workers}
         if state.get("version") != STATE_VERSION:
             raise ShardError(f"loader state version {state.get('version')} is not {STATE_VERSION}; cannot resume")
-        for key in ("build_id", "split", "seed", "remainder", "balance_tokens"):
+        for key in ("build_id", "split", "seed", "remainder", "balance_tokens", "token_budget"):
             if state.get(key) != mine[key]:
                 what = "shard set" if key == "build_id" else key
                 raise ShardError(f"cannot resume: the saved loader state has {what}={state.get(key)!r}, "
                                  f"this run has {mine[key]!r}; resume with the same data settings")  # fmt: skip
         same = all(state[k] == mine[k] for k in ("world_size", "num_workers", "batch_size"))
+        if not same and self.token_budget is not None:
+            raise ShardError("cannot resume a token-budget run on another world size, batch size or workers")
         if not same and state["world_size"] * state["batch_size"] != world_size * self.batch_size:
             raise ShardError(
                 f"cannot resume on {world_size} ranks x batch_size {self.batch_size}: the saved run had "
@@ -223,7 +238,7 @@ class ShardedCellDataset(IterableDataset):
         plan, _ = plan_epoch(self.reader.shard_cells, world_size=1, num_workers=0, batch_size=1, seed=self.seed,
                              epoch=epoch)  # fmt: skip
         tokens = None
-        if self.balance_tokens:  # per-cell token counts in this epoch's sequence order
+        if self.balance_tokens or self.token_budget:  # per-cell token counts in this epoch's sequence order
             tokens = np.concatenate([self.reader.cell_tokens(int(i)) for i in plan.shard_order]).astype(np.int64)
         seq = np.arange(plan.n_cells)
         if stages:  # an elastic resume: only what the earlier stages did not serve
@@ -232,29 +247,42 @@ class ShardedCellDataset(IterableDataset):
         slots = plan_slots(len(seq), world_size=topo.world_size, num_workers=topo.num_workers,
                            batch_size=self.batch_size, seed=self.seed, epoch=epoch, policy=self.remainder,
                            lanes=self.lanes, lane_cells=self.lane_cells, stage=len(stages),
-                           tokens=None if tokens is None else tokens[seq], chunk_cells=self.balance_chunk)  # fmt: skip
-        slot = slots[topo.rank * max(topo.num_workers, 1) + role]
+                           tokens=tokens[seq] if self.balance_tokens else None,
+                           chunk_cells=self.balance_chunk)  # fmt: skip
+        index = topo.rank * max(topo.num_workers, 1) + role
+        slot = slots[index]
+        if self.token_budget:  # the whole epoch's batch plan, so every rank agrees on the count
+            n = len(seq)
+
+            def costs(at: np.ndarray) -> np.ndarray:
+                cells = tokens[seq[np.where(at >= n, at - n, at) % n]]
+                return np.minimum(cells, self.context_length - 2) + 2
+
+            ends = budget_plan(slots, costs, self.token_budget)[index]
+        else:
+            ends = np.arange(1, slot.n_batches + 1, dtype=np.int64) * self.batch_size
         self._stages, self._batches = stages, start
-        offset = start * self.batch_size
+        offset = int(ends[start - 1]) if start else 0
         k = int(np.searchsorted(slot.window_offsets, offset, side="right") - 1) if slot.n_cells else 0
         skip = offset - int(slot.window_offsets[k]) if slot.n_cells else 0
         carry: list[tuple] = []
         carried = 0
-        while k < slot.n_windows and self._batches < slot.n_batches:
+        while k < slot.n_windows and self._batches < len(ends):
             genes, offsets, ids, pads, rows = self._window(plan, seq, slot, k)
             rows = rows[skip:]
             skip = 0
             carry.append((genes, offsets, ids, pads, rows))
             carried += len(rows)
-            while carried >= self.batch_size:
-                batch, carry, carried = self._cut(carry, carried)
+            while self._batches < len(ends) and carried >= (size := int(ends[self._batches]) - offset):
+                batch, carry, carried = self._cut(carry, carried, size)
+                offset += size
                 self._batches += 1
                 yield self._collate(batch, epoch)
             k += 1
 
-    def _cut(self, carry: list[tuple], carried: int):
-        """Take ``batch_size`` cells from the front of the carried windows."""
-        need, parts, rest = self.batch_size, [], []
+    def _cut(self, carry: list[tuple], carried: int, size: int):
+        """Take ``size`` cells from the front of the carried windows."""
+        need, parts, rest = size, [], []
         for genes, offsets, ids, pads, rows in carry:
             take = rows[:need] if need else rows[:0]
             if len(take):
@@ -262,7 +290,7 @@ class ShardedCellDataset(IterableDataset):
             if len(rows) > len(take):
                 rest.append((genes, offsets, ids, pads, rows[len(take) :]))
             need -= len(take)
-        return parts, rest, carried - self.batch_size
+        return parts, rest, carried - size
 
     def _collate(self, parts: list[tuple], epoch: int) -> dict[str, Any]:
         all_genes, all_lengths, all_ids, all_pads = [], [], [], []

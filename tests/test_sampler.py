@@ -97,3 +97,17 @@ def test_token_balance_within_one_percent(world, workers):
     contiguous = plan_slots(n, world_size=world, num_workers=workers, batch_size=64, seed=1, epoch=0)
     plain = [tokens[s.to_sequence(np.arange(s.n_cells))].sum() for s in contiguous]
     assert (max(plain) - min(plain)) / np.mean(plain) > (per_rank.max() - per_rank.min()) / per_rank.mean()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(3, 300), min_size=0, max_size=200), st.integers(300, 2000))
+def test_budget_batches_fit_and_are_greedy(costs, budget):
+    from shards.sampler import budget_batches
+
+    ends = budget_batches(np.array(costs), budget).tolist()
+    starts = [0, *ends[:-1]]
+    assert (ends[-1] if ends else 0) == len(costs)
+    for a, b in zip(starts, ends, strict=True):
+        assert (b - a) * max(costs[a:b]) <= budget
+        if b < len(costs):
+            assert (b - a + 1) * max(costs[a : b + 1]) > budget  # the next cell would not have fit

@@ -272,3 +272,32 @@ def test_token_balanced_loader_covers_every_cell_once(zarr_set):
     n_train = load_manifest(zarr_set)["splits"]["train"]["n_cells"]
     assert len(served) == len(set(served)) and n_train - len(served) < 2 * 16
     assert abs(tokens[0] - tokens[1]) / np.mean(tokens) < 0.05  # 2k cells truncated at 126: coarse check
+
+
+def test_token_budget_batches_fit_and_ranks_agree(zarr_set):
+    budget = 8 * 2048
+    counts, served = [], []
+    for rank in range(2):
+        ds = _ds(zarr_set, rank=rank, world_size=2, token_budget=budget, context_length=2048, batch_size=8)
+        ds.set_epoch(0)
+        batches = list(ds)
+        assert all(b["input_ids"].numel() <= budget for b in batches)
+        assert len({b["input_ids"].shape[0] for b in batches}) > 1  # sizes follow the cells' lengths
+        counts.append(len(batches))
+        served += [c for b in batches for c in b["cell_id"]]
+    assert counts[0] == counts[1] and len(served) == len(set(served))
+    ds = _ds(zarr_set, rank=0, world_size=2, token_budget=budget, context_length=2048, batch_size=8)
+    ds.set_epoch(0)
+    full = list(ds)
+    state = None
+    ds = _ds(zarr_set, rank=0, world_size=2, token_budget=budget, context_length=2048, batch_size=8)
+    ds.set_epoch(0)
+    for i, _ in enumerate(ds):
+        if i == 6:
+            state = ds.state_dict()
+            break
+    again = _ds(zarr_set, rank=0, world_size=2, token_budget=budget, context_length=2048, batch_size=8)
+    again.load_state_dict(state)
+    _same(list(again), full[7:])
+    with pytest.raises(ShardError, match="token_budget"):
+        _ds(zarr_set, token_budget=64)
