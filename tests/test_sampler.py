@@ -105,7 +105,7 @@ def test_budget_batches_fit_and_are_greedy(costs, budget):
     from shards.sampler import budget_batches
 
     ends = budget_batches(np.array(costs), budget).tolist()
-    starts = [0, *ends[:-1]]
+    starts = [0, *ends[:-1]] if ends else []
     assert (ends[-1] if ends else 0) == len(costs)
     for a, b in zip(starts, ends, strict=True):
         assert (b - a) * max(costs[a:b]) <= budget
