@@ -7,7 +7,7 @@ from .formats import FORMATS, ShardFormat, get_format
 from .loader import CellDataLoader
 from .manifest import FORMAT_VERSION, INDEX_NAME, dump_manifest, load_manifest
 from .records import METADATA_COLUMNS, CellBlock
-from .sampler import plan_epoch
+from .sampler import DistributedShardSampler, plan_epoch
 from .topology import Topology, detect_rank
 from .verify import Fault, verify_shard_set
 from .vocab import SPECIAL_TOKENS, Vocabulary, read_vocab, vocab_to_csv
@@ -21,6 +21,7 @@ __all__ = [
     "CellBlock",
     "CellDataLoader",
     "Collator",
+    "DistributedShardSampler",
     "Fault",
     "ShardError",
     "ShardFormat",

@@ -111,3 +111,19 @@ def test_budget_batches_fit_and_are_greedy(costs, budget):
         assert (b - a) * max(costs[a:b]) <= budget
         if b < len(costs):
             assert (b - a + 1) * max(costs[a : b + 1]) > budget  # the next cell would not have fit
+
+
+def test_distributed_shard_sampler_ranges_cover_once():
+    from shards.sampler import DistributedShardSampler
+
+    cells = np.array([300, 17, 1000, 45])
+    sampler = DistributedShardSampler(cells, batch_size=8, seed=3, remainder="pad")
+    seen = []
+    for rank in range(3):
+        for worker in range(2):
+            for shard, a, b, pad in sampler.ranges(world_size=3, rank=rank, num_workers=2, worker_id=worker, epoch=4):
+                if not pad:
+                    seen += [(shard, c) for c in range(a, b)]
+    assert len(seen) == len(set(seen)) == cells.sum()
+    with pytest.raises(ValueError, match="rank"):
+        sampler.ranges(world_size=2, rank=2, num_workers=0, worker_id=0, epoch=0)

@@ -301,3 +301,21 @@ def test_token_budget_batches_fit_and_ranks_agree(zarr_set):
     _same(list(again), full[7:])
     with pytest.raises(ShardError, match="token_budget"):
         _ds(zarr_set, token_budget=64)
+
+
+@pytest.mark.parametrize(("edit", "needle"), [("garbage", "unreadable manifest"), ("format", "format"),
+                                              ("n_cells", "n_cells")])  # fmt: skip
+def test_tampered_manifest_is_refused(zarr_set, tmp_path, edit, needle):
+    import json as _json
+
+    root = tmp_path / "set"
+    shutil.copytree(zarr_set, root)
+    index = root / "index.json"
+    if edit == "garbage":
+        index.write_text(index.read_text()[:-40])
+    else:
+        doc = _json.loads(index.read_text())
+        doc[edit] = "parquet" if edit == "format" else "many"
+        index.write_text(_json.dumps(doc))
+    with pytest.raises(ShardError, match=needle):
+        _ds(root)
