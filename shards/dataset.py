@@ -111,13 +111,6 @@ class ShardedCellDataset(IterableDataset):
         worker, workers = worker_info()
         return Topology(rank, world, worker, workers)
 
-    def batches_per_epoch(self, world_size: int | None = None, num_workers: int = 0) -> int:
-        """Batches each rank yields per epoch (equal on every rank)."""
-        world = world_size if world_size is not None else self.topology().world_size
-        _, slots = plan_epoch(self.reader.shard_cells, world_size=world, num_workers=num_workers,
-                              batch_size=self.batch_size, seed=self.seed, epoch=0, policy=self.remainder)  # fmt: skip
-        return slots[0].n_batches * max(num_workers, 1)
-
     # -- state ---------------------------------------------------------------------------------------
     def _identity(self, topo: Topology) -> dict[str, Any]:
         return {"version": STATE_VERSION, "build_id": self.reader.manifest["build_id"], "split": self.split,

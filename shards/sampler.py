@@ -296,10 +296,8 @@ class DistributedShardSampler:
     """
 
     def __init__(self, shard_cells: np.ndarray, *, batch_size: int, seed: int = 0, remainder: str = "drop",
-                 shard_tokens: np.ndarray | None = None, cell_tokens: list[np.ndarray] | None = None,
-                 lanes: int = 4, lane_cells: int = 256) -> None:  # fmt: skip
+                 cell_tokens: list[np.ndarray] | None = None, lanes: int = 4, lane_cells: int = 256) -> None:  # fmt: skip
         self.shard_cells = np.asarray(shard_cells, dtype=np.int64)
-        self.shard_tokens = None if shard_tokens is None else np.asarray(shard_tokens, dtype=np.int64)
         self.cell_tokens = cell_tokens  # per shard, per cell: enables balancing by tokens
         self.batch_size, self.seed, self.remainder = batch_size, seed, remainder
         self.lanes, self.lane_cells = lanes, lane_cells
