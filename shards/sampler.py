@@ -296,7 +296,8 @@ class DistributedShardSampler:
     """
 
     def __init__(self, shard_cells: np.ndarray, *, batch_size: int, seed: int = 0, remainder: str = "drop",
-                 cell_tokens: list[np.ndarray] | None = None, lanes: int = 4, lane_cells: int = 256) -> None:  # fmt: skip
+                 cell_tokens: list[np.ndarray] | None = None, lanes: int = 4,
+                 lane_cells: int = 256) -> None:  # fmt: skip
         self.shard_cells = np.asarray(shard_cells, dtype=np.int64)
         self.cell_tokens = cell_tokens  # per shard, per cell: enables balancing by tokens
         self.batch_size, self.seed, self.remainder = batch_size, seed, remainder
