@@ -6,9 +6,11 @@ batches and collating them (truncate, specials, pad, mask). Batches are whole: u
 ``batch_size=None``.
 
 The epoch lives in a shared-memory tensor, so ``set_epoch`` in the main process reaches persistent
-workers too. The state is ``{epoch, batches}`` per worker plus what makes it valid (shard set, seed,
-batch size, world size, workers), equal on every rank, so the copy that Lightning saves from rank 0
-serves all ranks; a state from another shard set, seed or batch size is refused.
+workers too. ``state_dict`` is this worker's ``{epoch, batches, stages}`` plus what makes it valid
+(shard set, seed, batch size, world size, workers): what torchdata's StatefulDataLoader stores per
+worker. ``CellDataLoader`` keeps one rank-independent state instead (epoch + batches consumed) and
+supports elastic resumes. Optional: balancing by tokens, batching by a token budget (the epoch's batch
+plan is computed up front), scGPT value bins, remote shard sets, skipping corrupt runs.
 """
 
 from __future__ import annotations
