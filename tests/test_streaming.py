@@ -32,6 +32,15 @@ def _epochs(loader, ds, epochs):
     return out
 
 
+def _rest_of_two_epochs(ds, loader, epoch):
+    """Everything a resumed loader yields until the end of epoch 1."""
+    rest = list(loader)
+    if epoch == 0:
+        ds.set_epoch(1)
+        rest += list(loader)
+    return rest
+
+
 def _same(a, b):
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):
@@ -112,11 +121,7 @@ def test_exact_resume_mid_epoch_and_across_epochs(zarr_set, wds_set, fmt, worker
         ds2.set_epoch(epoch)
         loader2 = _loader(ds2, workers)
         loader2.load_state_dict(state)
-        rest = list(loader2)
-        if epoch == 0:
-            ds2.set_epoch(1)
-            rest += list(loader2)
-        _same(rest, reference[stop:])
+        _same(_rest_of_two_epochs(ds2, loader2, epoch), reference[stop:])
 
 
 def test_state_from_other_settings_is_refused(zarr_set, wds_set):
@@ -187,11 +192,7 @@ def test_rank_independent_state_resumes_exactly(zarr_set, workers):
         assert state["epoch"] == epoch and state["batches"] == stop - epoch * per_epoch
         ds2, loader2 = _cell_loader(zarr_set, workers)
         loader2.load_state_dict(state)
-        rest = list(loader2)
-        if epoch == 0:
-            ds2.set_epoch(1)
-            rest += list(loader2)
-        _same(rest, reference[stop:])
+        _same(_rest_of_two_epochs(ds2, loader2, epoch), reference[stop:])
 
 
 def test_elastic_resume_in_one_process_and_global_batch_check(zarr_set):
