@@ -6,7 +6,7 @@ import json
 import os
 import platform
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
@@ -74,7 +74,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     versions = {p: version(p) for p in ("cellshard", "numpy", "scipy", "anndata", "zarr", "pyarrow", "numba", "torch")}
     doc = {
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": _machine(),
         "versions": versions,
         "command": command,

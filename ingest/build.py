@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from multiprocessing import get_context
 from pathlib import Path
@@ -412,5 +412,5 @@ def _manifest(opts, out, files, inputs, vocab, layout, infos, summaries, dropped
             "genes_per_cell_hist": {"edges": list(GENES_PER_CELL_EDGES), "counts": hist.tolist()},
         },
         "created_by": {"package": "cellshard", "version": _package_version()},
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
