@@ -10,6 +10,8 @@ DataLoader worker builds its own.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache, lru_cache
 from pathlib import Path
 
@@ -73,23 +75,27 @@ class ShardSetReader:
             return parse_vocab(self._fetch(name).decode(), f"{redact(self.root)}/{name}")
         return read_vocab(Path(self.root) / name)
 
-    def _local_dir(self, i: int) -> Path | None:
-        """Where shard ``i``'s files are on local disk (the set itself, or the cache), else None."""
+    @contextmanager
+    def _local(self, i: int) -> Iterator[Path | None]:
+        """Where shard ``i``'s files are on local disk while the caller reads them (the set itself, or the
+        cache, which will not evict them meanwhile); None when they are read remotely."""
         if not self.remote:
-            return Path(self.root)
-        if self.cache is None:
-            return None
-        fs, base = self._fs
-        return self.cache.get(f"{self.split}-{i:06d}", self.shards[i], fs, base)
+            yield Path(self.root)
+        elif self.cache is None:
+            yield None
+        else:
+            fs, base = self._fs
+            with self.cache.use(f"{self.split}-{i:06d}", self.shards[i], fs, base) as local:
+                yield local
 
     # -- per-shard tables ------------------------------------------------------------------------
     @lru_cache(maxsize=8)  # noqa: B019 - a few shards' small tables per worker
     def _zarr_ids(self, i: int) -> np.ndarray:
         rel = self.shards[i]["files"][0]["path"]
-        local = self._local_dir(i)
         try:
-            src = local / rel if local is not None else io.BytesIO(self._fetch(rel))
-            return pq.read_table(src, columns=["cell_id"])["cell_id"].to_numpy(zero_copy_only=False)
+            with self._local(i) as local:
+                src = local / rel if local is not None else io.BytesIO(self._fetch(rel))
+                return pq.read_table(src, columns=["cell_id"])["cell_id"].to_numpy(zero_copy_only=False)
         except ShardError:
             raise
         except Exception as exc:
@@ -98,14 +104,11 @@ class ShardSetReader:
     @lru_cache(maxsize=64)  # noqa: B019
     def _idx(self, i: int) -> np.ndarray:
         rel = self.shards[i]["files"][0]["path"]
-        local = self._local_dir(i)
-        if local is not None and not (local / rel).exists():
-            raise ShardError(f"{local / rel}: the sample index of {self.shards[i]['path']} is missing; rebuild it")
-        idx = (
-            webdataset_format.read_idx(local / rel)
-            if local is not None
-            else webdataset_format.read_idx(rel, self._fetch(rel))
-        )
+        with self._local(i) as local:
+            if local is not None and not (local / rel).exists():
+                raise ShardError(f"{local / rel}: the sample index of {self.shards[i]['path']} is missing; rebuild it")
+            data = None if local is not None else self._fetch(rel)
+            idx = webdataset_format.read_idx(local / rel if local is not None else rel, data)
         if len(idx) != self.shards[i]["n_cells"]:
             raise ShardError(f"{rel}: {len(idx)} samples indexed, manifest says {self.shards[i]['n_cells']}")
         return idx
@@ -115,13 +118,10 @@ class ShardSetReader:
         """Token count of every cell of shard ``i`` (from the Zarr offsets or the WebDataset index)."""
         if self.format == "webdataset":
             return self._idx(i)[:, 2].astype(np.int32)
-        local = self._local_dir(i)
-        where = (
-            str(local / self.shards[i]["path"])
-            if local is not None
-            else f"{self.root.rstrip('/')}/{self.shards[i]['path']}"
-        )
-        return np.diff(zarr_format.read_offsets(where, self.storage_options)).astype(np.int32)
+        rel = self.shards[i]["path"]
+        with self._local(i) as local:
+            where = str(local / rel) if local is not None else f"{self.root.rstrip('/')}/{rel}"
+            return np.diff(zarr_format.read_offsets(where, self.storage_options)).astype(np.int32)
 
     # -- cells -----------------------------------------------------------------------------------
     def read(self, i: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -129,16 +129,16 @@ class ShardSetReader:
         rel = self.shards[i]["path"]
         if not 0 <= start <= stop <= self.shard_cells[i]:
             raise ShardError(f"{rel}: cell range {start}:{stop} outside 0:{self.shard_cells[i]}")
-        local = self._local_dir(i)
-        if local is not None and not (local / rel).exists():
-            raise ShardError(f"{local / rel}: shard is missing from the shard set")
-        if self.format == "zarr":
-            where = str(local / rel) if local is not None else f"{self.root.rstrip('/')}/{rel}"
-            block = zarr_format.read_cells(where, start, stop, storage_options=self.storage_options)
-            return block.genes, block.counts, block.offsets, self._zarr_ids(i)[start:stop]
-        fetch = None if local is not None else (lambda lo, hi: self._fetch(rel, lo, hi))
-        path = local / rel if local is not None else f"{redact(self.root)}/{rel}"
-        samples = webdataset_format.read_samples(path, self._idx(i), start, stop, fetch=fetch)
+        with self._local(i) as local:
+            if local is not None and not (local / rel).exists():
+                raise ShardError(f"{local / rel}: shard is missing from the shard set")
+            if self.format == "zarr":
+                where = str(local / rel) if local is not None else f"{self.root.rstrip('/')}/{rel}"
+                block = zarr_format.read_cells(where, start, stop, storage_options=self.storage_options)
+                return block.genes, block.counts, block.offsets, self._zarr_ids(i)[start:stop]
+            fetch = None if local is not None else (lambda lo, hi: self._fetch(rel, lo, hi))
+            path = local / rel if local is not None else f"{redact(self.root)}/{rel}"
+            samples = webdataset_format.read_samples(path, self._idx(i), start, stop, fetch=fetch)
         lengths = np.array([len(g) for g, _, _ in samples], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         genes = np.concatenate([g for g, _, _ in samples]) if samples else np.zeros(0, np.int32)

@@ -16,7 +16,8 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -70,7 +71,8 @@ class ShardCache:
     """Whole shards on local disk, at most ``max_bytes``, least recently used evicted first.
 
     Several DataLoader workers may share the directory: a download takes an exclusive ``flock`` on the
-    shard, lands in a temporary directory and is renamed into place when its hash matches.
+    shard, lands in a temporary directory and is renamed into place when its hash matches; readers hold
+    a shared lock, and eviction skips shards that are being read.
     """
 
     def __init__(self, directory: str | Path, max_bytes: int) -> None:
@@ -83,17 +85,26 @@ class ShardCache:
     def _size(self, path: Path) -> int:
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
-    def get(self, key: str, shard: dict, fs: fsspec.AbstractFileSystem, base: str) -> Path:
-        """Local directory holding the shard's files (downloading and verifying them if needed)."""
+    @contextmanager
+    def use(self, key: str, shard: dict, fs: fsspec.AbstractFileSystem, base: str) -> Iterator[Path]:
+        """The local directory holding the shard's files, downloaded and verified if needed, and kept
+        from eviction while the caller reads (a shared ``flock``; eviction takes it exclusively)."""
         target = self.dir / key
-        lock_path = self.dir / f".{key}.lock"
-        with open(lock_path, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with open(self.dir / f".{key}.lock", "a+") as lock:
+            # shared from the start when the shard is there: a reader may nest uses of one shard (the
+            # sample index, then the cells), and an exclusive request would wait on its own shared lock
+            fcntl.flock(lock, fcntl.LOCK_SH)
             if not target.exists():
-                self._download(target, shard, fs, base)
+                fcntl.flock(lock, fcntl.LOCK_EX)  # converts; only the first use of a shard gets here
+                if not target.exists():
+                    self._download(target, shard, fs, base)
+                fcntl.flock(lock, fcntl.LOCK_SH)  # downgrade: other readers welcome, evictors not
             os.utime(target)  # recency for the LRU order
+            try:
+                yield target
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
         self._evict(keep=target)
-        return target
 
     def _download(self, target: Path, shard: dict, fs: fsspec.AbstractFileSystem, base: str) -> None:
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -120,6 +131,12 @@ class ShardCache:
         for path in sorted(entries, key=lambda p: p.stat().st_mtime):
             if total <= self.max_bytes:
                 break
-            if path != keep:
+            if path == keep:
+                continue
+            with open(self.dir / f".{path.name}.lock", "a+") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # another worker is reading it: leave it for now
+                    continue
                 shutil.rmtree(path, ignore_errors=True)
                 total -= sizes[path]

@@ -140,3 +140,19 @@ def test_s3_reads_equal_local_reads(zarr_set, monkeypatch):
         _same(got, _epoch(zarr_set))
     finally:
         server.stop()
+
+
+def test_cache_never_evicts_a_shard_being_read(http_root, tmp_path):
+    from shards.readers import ShardSetReader
+
+    url, root, _ = http_root
+    one = max(p.stat().st_size for p in (root / "wds").glob("*.tar"))
+    reader = ShardSetReader(f"{url}/wds", cache_dir=tmp_path / "c", cache_bytes=one)  # room for about one shard
+    with reader._local(0) as first:
+        reader.read(1, 0, 5)  # needs room: evicting shard 0 would pull it from under our feet
+        assert first.exists()
+        reader.read(2, 0, 5)
+        assert first.exists()
+    reader.read(3, 0, 5)  # no longer in use: now it may go
+    kept = [p for p in (tmp_path / "c").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert first not in kept
