@@ -62,6 +62,7 @@ class Collator:
     seed: int = 0
     mask_prob: float = 0.15
     value_bins: int = 0  # > 0: scGPT-style per-cell quantile bins of the counts in ``values``
+    masking: bool = True  # False: inputs as they are, no labels (for embedding cells)
 
     def __post_init__(self) -> None:
         if self.context_length < 3:
@@ -95,6 +96,16 @@ class Collator:
         is_gene = (cols >= 1) & (cols <= lengths[:, None])
 
         h = cell_hashes(cell_ids)
+        if not self.masking:
+            batch = {
+                "input_ids": torch.from_numpy(ids),
+                "attention_mask": torch.from_numpy(attention),
+                "labels": torch.from_numpy(np.full_like(ids, -100)),
+                "loss_weight": torch.from_numpy((~np.asarray(is_pad, dtype=bool)).astype(np.float32)),
+            }
+            if self.value_bins:
+                batch["values"] = torch.from_numpy(self._bins(counts, offsets, lengths, width, h, epoch))
+            return batch
         # the k gene positions with the smallest hashes are masked: one sort per batch, no RNG state
         key = np.where(is_gene, _hash(self.seed, epoch, h[:, None], cols, 0), np.uint64(2**64 - 1))
         k = np.maximum(1, np.floor(self.mask_prob * lengths + 0.5)).astype(np.int64)

@@ -16,6 +16,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 
 from . import webdataset_format, zarr_format
@@ -122,6 +123,29 @@ class ShardSetReader:
         with self._local(i) as local:
             where = str(local / rel) if local is not None else f"{self.root.rstrip('/')}/{rel}"
             return np.diff(zarr_format.read_offsets(where, self.storage_options)).astype(np.int32)
+
+    def metadata(self, i: int) -> pd.DataFrame:
+        """The metadata table of shard ``i`` (``cell_id``, ``cell_type``, ... in cell order): the Zarr
+        format's parquet file, or the WebDataset samples' JSON members."""
+        n = int(self.shard_cells[i])
+        if self.format == "webdataset":
+            rel = self.shards[i]["path"]
+            with self._local(i) as local:
+                fetch = None if local is not None else (lambda lo, hi: self._fetch(rel, lo, hi))
+                path = local / rel if local is not None else f"{redact(self.root)}/{rel}"
+                samples = webdataset_format.read_samples(path, self._idx(i), 0, n, fetch=fetch)
+            return pd.DataFrame([m for _, _, m in samples])
+        rel = self.shards[i]["files"][0]["path"]
+        try:
+            with self._local(i) as local:
+                src = local / rel if local is not None else io.BytesIO(self._fetch(rel))
+                return pq.read_table(src).to_pandas()
+        except ShardError:
+            raise
+        except Exception as exc:
+            raise ShardError(
+                f"{redact(self.root)}/{rel}: cannot read cell metadata ({exc}); run `ingest verify`"
+            ) from exc
 
     # -- cells -----------------------------------------------------------------------------------
     def read(self, i: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -1,0 +1,26 @@
+"""``python -m training fit|validate|embed|export ...``"""
+
+from __future__ import annotations
+
+import sys
+
+
+def _dispatch(argv: list[str]) -> int:
+    if argv and argv[0] in ("embed", "export"):
+        from .tools import main as tools_main
+
+        return tools_main(argv)
+    from .cli import main
+
+    return main(None)  # LightningCLI reads sys.argv itself
+
+
+if __name__ == "__main__":
+    code = _dispatch(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # torch 2.13 + gloo can abort a rank while tearing down at interpreter exit, after all work is done
+    # (PLATFORM.md): end the process directly once everything is flushed.
+    import os
+
+    os._exit(code)

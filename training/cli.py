@@ -1,0 +1,211 @@
+"""``python -m training fit|validate ...``: LightningCLI over ``CellshardModule`` and ``CellDataModule``.
+
+Config keys: ``data.*`` (the DataModule), ``model.*`` (the module; ``model.optimizer`` and
+``model.scheduler`` are our factories), ``trainer.*`` (Lightning's), ``checkpoint.*`` (the
+``ModelCheckpoint`` of last + best ``val/loss``), ``throughput.*``, and top-level ``deepspeed_config``,
+``async_checkpoint``, ``every_n_steps``, ``validate_first``. The vocabulary size and hash, the
+context length and the value bins flow from ``data`` into ``model`` (linked, never set twice).
+
+At start the resolved config, the environment (python, torch, lightning, CUDA, GPUs, world size,
+nodes) and the shard set's ``vocab.csv`` and ``gene_medians.csv`` are written beside the checkpoints;
+after ``fit`` the training history is written as ``history.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning
+import lightning.pytorch as pl
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.plugins.io import AsyncCheckpointIO
+
+from shards.atomic import write_bytes_atomic
+
+from .callbacks import GradNormMonitor, SamplerEpoch, ThroughputMonitor
+from .data import CellDataModule
+from .errors import ConfigError
+from .history import write_history
+from .module import CellshardModule
+from .strategies import resolve_trainer_options
+
+__all__ = ["CellshardCLI", "environment_info", "main"]
+
+log = logging.getLogger("training")
+
+
+def environment_info(trainer: pl.Trainer | None = None) -> dict[str, Any]:
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    )
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "cuda": torch.version.cuda,
+        "gpus": gpus,
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+    }
+    if trainer is not None:
+        info |= {
+            "world_size": trainer.world_size,
+            "num_nodes": trainer.num_nodes,
+            "devices_per_node": trainer.num_devices,
+            "strategy": type(trainer.strategy).__name__,
+            "precision": str(trainer.precision),
+        }
+    return info
+
+
+class SaveRunFiles(SaveConfigCallback):
+    """Beside the checkpoints: ``config.yaml`` (resolved), ``environment.json``, ``vocab.csv`` and
+    ``gene_medians.csv`` — what it takes to tokenize new data for these checkpoints and rerun them."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        pass  # at fit start instead: ModelCheckpoint would warn about a non-empty directory at setup
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().setup(trainer, pl_module, "fit")
+
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.dirpath), None)
+        where = Path(ckpt.dirpath) if ckpt is not None else Path(trainer.default_root_dir) / "checkpoints"
+        where.mkdir(parents=True, exist_ok=True)
+        env = environment_info(trainer)
+        log.info("environment: %s", json.dumps(env))
+        self.parser.save(self.config, str(where / "config.yaml"), skip_none=False, overwrite=True)
+        write_bytes_atomic(where / "environment.json", (json.dumps(env, indent=1) + "\n").encode())
+        dm = trainer.datamodule
+        if isinstance(dm, CellDataModule):
+            for name, data in dm.side_files().items():
+                write_bytes_atomic(where / name, data)
+
+
+class CellshardCLI(LightningCLI):
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            CellshardModule,
+            CellDataModule,
+            save_config_callback=SaveRunFiles,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"callbacks": [SamplerEpoch(), GradNormMonitor()], "use_distributed_sampler": False},
+            seed_everything_default=0,
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+            parser_kwargs={"description": "cellshard training: pretrain on a shard set"},
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.vocab_sha256", "model.vocab_sha256", apply_on="instantiate")
+        parser.link_arguments("data.context_length", "model.max_positions")
+        parser.link_arguments("data.value_bins", "model.value_bins")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.monitor": "val/loss",
+                "checkpoint.mode": "min",
+                "checkpoint.save_top_k": 1,
+                "checkpoint.filename": "best-{step}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(ThroughputMonitor, "throughput")
+        parser.add_argument(
+            "--deepspeed_config",
+            type=str | None,
+            default=None,
+            help="a DeepSpeed JSON config (then trainer.strategy is DeepSpeed with it)",
+        )
+        parser.add_argument(
+            "--async_checkpoint",
+            type=bool,
+            default=False,
+            help="write checkpoints in a background thread (Lightning's AsyncCheckpointIO)",
+        )
+        parser.add_argument(
+            "--every_n_steps", type=int | None, default=None, help="also keep a checkpoint every N optimizer steps"
+        )
+        parser.add_argument(
+            "--validate_first",
+            type=bool,
+            default=False,
+            help="with ckpt_path: run a validation pass before resuming training",
+        )
+
+    def _sub(self) -> Any:
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self._sub()
+        root = Path(cfg.trainer.default_root_dir or os.getcwd())
+        cfg.trainer.default_root_dir = str(root)
+        if cfg.trainer.logger in (None, True):  # CSV by default (TensorBoard / W&B through trainer.logger)
+            cfg.trainer.logger = Namespace(
+                class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(save_dir=str(root), name="logs")
+            )
+        if not cfg.checkpoint.dirpath:
+            cfg.checkpoint.dirpath = str(root / "checkpoints")
+        if cfg.data.val_split is None and cfg.checkpoint.monitor == "val/loss":
+            cfg.checkpoint.monitor = None  # no validation: keep last only
+            cfg.checkpoint.save_top_k = 1
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        cfg = self._sub()
+        extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        trainer_config = resolve_trainer_options(trainer_config, cfg.get("deepspeed_config"))
+        if cfg.get("every_n_steps"):
+            extra.append(
+                ModelCheckpoint(
+                    dirpath=cfg.checkpoint.dirpath,
+                    filename="step-{step}",
+                    every_n_train_steps=int(cfg.every_n_steps),
+                    save_top_k=-1,
+                    auto_insert_metric_name=False,
+                )
+            )
+        if trainer_config.get("logger") not in (False, None):
+            extra.append(LearningRateMonitor(logging_interval="step"))
+        if cfg.get("async_checkpoint"):
+            if "DeepSpeed" in type(trainer_config.get("strategy")).__name__:
+                raise ConfigError("async_checkpoint does not apply to DeepSpeed (it writes its own checkpoints)")
+            plugins = trainer_config.get("plugins") or []
+            trainer_config["plugins"] = [*(plugins if isinstance(plugins, list) else [plugins]), AsyncCheckpointIO()]
+        return self._instantiate_trainer(trainer_config, extra)
+
+    def before_fit(self) -> None:
+        cfg = self._sub()
+        if cfg.get("validate_first") and cfg.get("ckpt_path"):
+            self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=cfg.ckpt_path)
+
+    def after_fit(self) -> None:
+        if self.trainer.is_global_zero:
+            path = write_history(self.trainer)
+            if path is not None:
+                log.info("training history: %s", path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default: the command line)."""
+    from shards.errors import ShardError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        CellshardCLI(args=argv)
+    except (ConfigError, ShardError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

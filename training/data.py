@@ -1,0 +1,155 @@
+"""``CellDataModule``: the streaming stage as a ``LightningDataModule`` (config keys ``data.*``).
+
+Train batches come from ``CellDataLoader`` (torchdata's StatefulDataLoader with a rank-independent
+state): Lightning's fit loop saves that state in the checkpoint and loads it back on resume, so a
+resumed run continues with the next batch. The validation loader pads the remainder (padded repeats
+weigh 0), keeps epoch 0 (the same masks at every validation) and so scores every val cell once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+
+from shards import CellDataLoader, ShardedCellDataset, ShardError
+from shards.readers import ShardSetReader
+
+from .errors import ConfigError
+
+__all__ = ["CellDataModule"]
+
+
+class CellDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        path: str,
+        val_split: str | None = "val",
+        val_path: str | None = None,
+        train_split: str = "train",
+        batch_size: int = 32,
+        val_batch_size: int | None = None,
+        context_length: int = 2048,
+        num_workers: int = 2,
+        seed: int = 0,
+        remainder: str = "drop",
+        value_bins: int = 0,
+        balance_tokens: bool = False,
+        token_budget: int | None = None,
+        on_error: str = "raise",
+        cache_dir: str | None = None,
+        cache_bytes: int | None = None,
+        storage_options: dict[str, Any] | None = None,
+        persistent_workers: bool = True,
+        prefetch_factor: int | None = None,
+    ) -> None:
+        """
+        Args:
+            path: the shard set (directory or URL) to train on.
+            val_split: the split of ``path`` to validate on; null turns validation off.
+            val_path: a separate shard set for validation (its ``val_split`` is used).
+            train_split: the split to train on.
+            batch_size: cells per batch and rank.
+            val_batch_size: cells per validation batch (default: batch_size).
+            context_length: tokens per cell including ``<cls>`` and ``<eos>``.
+            num_workers: DataLoader worker processes per rank (spawned).
+            seed: the loader's seed (shuffle, masking).
+            remainder: ``drop`` or ``pad`` for the cells left over by whole batches.
+            value_bins: scGPT value bins (0 = off); must equal ``model.value_bins``.
+            balance_tokens: balance tokens, not only cells, across ranks.
+            token_budget: batch by a token budget instead of a fixed cell count.
+            on_error: ``raise`` or ``skip`` cells of corrupt ranges (with zero loss weight).
+            cache_dir: local cache directory for a remote shard set.
+            cache_bytes: size limit of that cache.
+            storage_options: fsspec options for a remote shard set.
+            persistent_workers: keep workers between epochs.
+            prefetch_factor: batches prefetched per worker.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.path, self.val_path = path, val_path
+        try:
+            self.reader = ShardSetReader(path, train_split, storage_options=storage_options)
+            self.vocab = self.reader.vocab()
+        except (ShardError, FileNotFoundError) as exc:
+            raise ConfigError(
+                f"data.path={path!r}: {exc}; point data.path at a shard set from `ingest build`"
+            ) from None
+        if val_split is not None:
+            where = val_path or path
+            try:
+                val_reader = ShardSetReader(where, val_split, storage_options=storage_options)
+            except ShardError as exc:
+                raise ConfigError(
+                    f"data.val_split={val_split!r} (data.val_path={val_path!r}): {exc}; "
+                    "set data.val_split to a split of the set, or null to skip validation"
+                ) from None
+            if val_reader.manifest["vocab"]["sha256"] != self.reader.manifest["vocab"]["sha256"]:
+                raise ConfigError(
+                    f"data.val_path={val_path!r}: its vocabulary differs from data.path's; build it "
+                    f"with `ingest build --vocab {Path(path) / 'vocab.csv'}`"
+                )
+        if value_bins and value_bins < 2:
+            raise ConfigError(f"data.value_bins={value_bins}: use 0 (off) or at least 2")
+        self.train_loader: CellDataLoader | None = None
+
+    # -- what the model and checkpoints need from the data -------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab.size
+
+    @property
+    def vocab_sha256(self) -> str:
+        return self.reader.manifest["vocab"]["sha256"]
+
+    def side_files(self) -> dict[str, bytes]:
+        """``vocab.csv`` and ``gene_medians.csv`` of the shard set, to be copied beside checkpoints."""
+        m = self.reader.manifest
+        out = {}
+        for key in ("vocab", "gene_medians"):
+            name = m[key]["file"]
+            out[name] = self.reader._fetch(name) if self.reader.remote else (Path(self.path) / name).read_bytes()
+        return out
+
+    # -- loaders -------------------------------------------------------------------------------------
+    def _dataset(self, where: str, split: str, *, batch_size: int, remainder: str) -> ShardedCellDataset:
+        h = self.hparams
+        cache = {"cache_dir": h.cache_dir, "cache_bytes": h.cache_bytes} if h.cache_dir else {}
+        try:
+            return ShardedCellDataset(
+                where,
+                batch_size=batch_size,
+                context_length=h.context_length,
+                split=split,
+                seed=h.seed,
+                remainder=remainder,
+                value_bins=h.value_bins,
+                balance_tokens=h.balance_tokens and split == h.train_split,
+                token_budget=h.token_budget if split == h.train_split else None,
+                on_error=h.on_error,
+                storage_options=h.storage_options,
+                **cache,
+            )
+        except ShardError as exc:
+            raise ConfigError(f"data: {exc}") from None
+
+    def _loader(self, ds: ShardedCellDataset, persistent: bool) -> CellDataLoader:
+        h = self.hparams
+        extra = {"prefetch_factor": h.prefetch_factor} if h.prefetch_factor and h.num_workers else {}
+        return CellDataLoader(ds, num_workers=h.num_workers, persistent_workers=persistent, **extra)
+
+    def train_dataloader(self) -> CellDataLoader:
+        h = self.hparams
+        ds = self._dataset(self.path, h.train_split, batch_size=h.batch_size, remainder=h.remainder)
+        self.train_loader = self._loader(ds, h.persistent_workers)
+        return self.train_loader
+
+    def val_dataloader(self) -> CellDataLoader | list:
+        h = self.hparams
+        if h.val_split is None:
+            return []
+        ds = self._dataset(
+            self.val_path or self.path, h.val_split, batch_size=h.val_batch_size or h.batch_size, remainder="pad"
+        )
+        return self._loader(ds, h.persistent_workers)

@@ -1,0 +1,34 @@
+"""The training history as a pandas DataFrame: one row per logged step, one column per metric,
+read back from the CSV logger (or any logger that writes ``metrics.csv``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pandas as pd
+
+from shards.atomic import write_bytes_atomic
+
+__all__ = ["load_history", "write_history"]
+
+
+def load_history(metrics_csv: str | Path) -> pd.DataFrame:
+    """Lightning's CSV logger writes a sparse table (a row per log call); merge it to one row per step."""
+    table = pd.read_csv(metrics_csv)
+    if "step" not in table.columns:
+        return table
+    return table.groupby("step", as_index=False).last().sort_values("step").reset_index(drop=True)
+
+
+def write_history(trainer: pl.Trainer) -> Path | None:
+    """Write ``<default_root_dir>/history.csv`` from the CSV logger's metrics (None without one)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, pl.loggers.CSVLogger):
+            logger.save()
+            src = Path(logger.log_dir) / "metrics.csv"
+            if src.exists():
+                out = Path(trainer.default_root_dir) / "history.csv"
+                write_bytes_atomic(out, load_history(src).to_csv(index=False).encode())
+                return out
+    return None
