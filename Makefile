@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	DS_BUILD_OPS=0 $(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,6 +26,15 @@ demo: $(STAMP)
 	$(BIN)/ingest inspect $(DEMO)/zarr
 	$(BIN)/python -m shards stream $(DEMO)/zarr --batch-size 64 --context-length 2048 --workers 2 --epochs 2
 	$(BIN)/python -m shards stream $(DEMO)/wds --batch-size 64 --context-length 2048 --epochs 1
+	@echo "== train tiny: 200 steps, then resume from the checkpoint to 300 =="
+	$(BIN)/python -m training fit --config configs/train/tiny.yaml --data.path $(DEMO)/zarr \
+		--trainer.default_root_dir $(DEMO)/train --trainer.max_steps 200 --trainer.enable_progress_bar false
+	$(BIN)/python -m training fit --config configs/train/tiny.yaml --data.path $(DEMO)/zarr \
+		--trainer.default_root_dir $(DEMO)/train --trainer.enable_progress_bar false \
+		--ckpt_path $(DEMO)/train/checkpoints/last.ckpt
+	$(BIN)/python -m training embed --ckpt $(DEMO)/train/checkpoints/last.ckpt --data $(DEMO)/zarr --split val \
+		--out $(DEMO)/train/val-cells.h5ad
+	$(BIN)/python -m training report --run $(DEMO)/train --embeddings $(DEMO)/train/val-cells.h5ad
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -6,7 +6,7 @@ import sys
 
 
 def _dispatch(argv: list[str]) -> int:
-    if argv and argv[0] in ("embed", "export"):
+    if argv and argv[0] in ("embed", "export", "report"):
         from .tools import main as tools_main
 
         return tools_main(argv)

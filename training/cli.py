@@ -145,6 +145,18 @@ class CellshardCLI(LightningCLI):
             help="with ckpt_path: run a validation pass before resuming training",
         )
 
+    #: model keys a resume may change; the rest of ``model.*`` comes from the checkpoint's hyperparameters
+    RESUME_KEYS = ("resume_lr", "resume_weight_decay", "position_mode", "compile", "freeze_gene_embeddings")
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI replaces ``model.*`` with the checkpoint's hyperparameters (the architecture must
+        match the weights); keep what this run asks to change on resume."""
+        sub = self.config.get("subcommand")
+        keep = {k: self.config[sub].model.get(k) for k in self.RESUME_KEYS} if sub else {}
+        super()._parse_ckpt_path()
+        for key, value in keep.items():
+            self.config[sub].model[key] = value
+
     def _sub(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
 
@@ -166,7 +178,9 @@ class CellshardCLI(LightningCLI):
         cfg = self._sub()
         extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
-        trainer_config = resolve_trainer_options(trainer_config, cfg.get("deepspeed_config"))
+        trainer_config = resolve_trainer_options(
+            trainer_config, cfg.get("deepspeed_config"), batch_size=cfg.data.batch_size
+        )
         if cfg.get("every_n_steps"):
             extra.append(
                 ModelCheckpoint(

@@ -47,7 +47,7 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
         DDPStrategy.setup_environment(self)  # skip DeepSpeedStrategy's CUDA-only check
 
     def setup_distributed(self) -> None:
-        from lightning.pytorch.utilities.seed import reset_seed
+        from lightning.fabric.utilities.seed import reset_seed
 
         reset_seed()
         self.set_world_ranks()
@@ -55,7 +55,8 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
 
     @property
     def root_device(self) -> torch.device:
-        return torch.device("cpu")
+        # an index, because DeepSpeed reads ``device_rank`` from it; on CPU every rank's is 0
+        return torch.device("cpu", 0)
 
 
 def launcher_topology(env: dict[str, str] | None = None) -> tuple[int, int] | None:
@@ -87,7 +88,10 @@ def _ds_stage(name: str) -> int | None:
 
 
 def resolve_trainer_options(
-    trainer: dict[str, Any], deepspeed_config: str | None = None, env: dict[str, str] | None = None
+    trainer: dict[str, Any],
+    deepspeed_config: str | None = None,
+    env: dict[str, str] | None = None,
+    batch_size: int = 1,
 ) -> dict[str, Any]:
     """Validate and complete the ``trainer.*`` options before the Trainer is built (pure: returns a new
     dict). Strategy names become strategy objects where the stock name would fail on this hardware."""
@@ -131,12 +135,11 @@ def resolve_trainer_options(
             if not path.is_file():
                 raise ConfigError(f"deepspeed_config={deepspeed_config!r}: no such file")
             cls = DeepSpeedStrategy if cuda else CPUDeepSpeedStrategy
-            out["strategy"] = cls(config=str(path))
+            out["strategy"] = cls(config=str(path), logging_batch_size_per_gpu=batch_size)
         elif stage is not None:
             if precision.startswith("16") or precision == "64-true":
                 raise ConfigError(f"trainer.precision={precision} with DeepSpeed: use bf16-mixed or 32-true")
-            if not cuda:
-                out["strategy"] = CPUDeepSpeedStrategy(stage=stage)
-            elif strategy == "deepspeed":
-                out["strategy"] = DeepSpeedStrategy(stage=stage)
+            # the batch size is given: Lightning would otherwise build a train loader early to find it
+            cls = DeepSpeedStrategy if cuda else CPUDeepSpeedStrategy
+            out["strategy"] = cls(stage=stage, logging_batch_size_per_gpu=batch_size)
     return out

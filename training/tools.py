@@ -170,7 +170,12 @@ def _parser() -> ArgumentParser:
     x = ArgumentParser(description="Write a plain state dict + config from a checkpoint (also ZeRO-3).")
     x.add_argument("--ckpt", type=str, required=True)
     x.add_argument("--out", type=str, required=True)
+    r = ArgumentParser(description="Summarize a finished run against the frequency and majority baselines.")
+    r.add_argument("--run", type=str, required=True, help="the run's trainer.default_root_dir")
+    r.add_argument("--embeddings", type=str, default=None, help="val-cell embeddings from `embed` (else computed)")
+    r.add_argument("--label", type=str, default="cell_type", help="metadata column for the linear probe")
     sub.add_subcommand("embed", e, help="cell embeddings -> h5ad")
+    sub.add_subcommand("report", r, help="summary of a run against baselines")
     sub.add_subcommand("export", x, help="checkpoint -> plain state dict")
     return p
 
@@ -178,7 +183,11 @@ def _parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     try:
-        if ns.command == "export":
+        if ns.command == "report":
+            from .report import format_report, run_report
+
+            print(format_report(run_report(ns.report.run, ns.report.embeddings, ns.report.label)))
+        elif ns.command == "export":
             print(export_checkpoint(ns.export.ckpt, ns.export.out))
         else:
             a = ns.embed
