@@ -20,20 +20,52 @@ from tests.conftest import ROOT, small_build
 from tests.test_distributed import _port
 
 TINY = str(ROOT / "configs" / "train" / "tiny.yaml")
-METRICS = ["train/loss", "train/perplexity", "train/masked_accuracy", "val/loss", "val/perplexity",
-           "val/masked_accuracy", "perf/cells_per_sec", "perf/tokens_per_sec", "perf/padding_frac",
-           "perf/step_time_ms", "perf/data_wait_frac", "train/grad_norm", "train/grad_clip_frac"]  # fmt: skip
+METRICS = [
+    "train/loss",
+    "train/perplexity",
+    "train/masked_accuracy",
+    "val/loss",
+    "val/perplexity",
+    "val/masked_accuracy",
+    "perf/cells_per_sec",
+    "perf/tokens_per_sec",
+    "perf/padding_frac",
+    "perf/step_time_ms",
+    "perf/data_wait_frac",
+    "train/grad_norm",
+    "train/grad_clip_frac",
+]
 
 
 def _args(data: Path, root: Path, *extra: str, steps: int = 30) -> list[str]:
-    return ["--config", TINY, "--data.path", str(data), "--trainer.default_root_dir", str(root),
-            "--trainer.max_steps", str(steps), "--model.scheduler.total_steps", str(steps),
-            "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false", *extra]  # fmt: skip
+    return [
+        "--config",
+        TINY,
+        "--data.path",
+        str(data),
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.max_steps",
+        str(steps),
+        "--model.scheduler.total_steps",
+        str(steps),
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
 
 
 def train(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "training", *args], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, **(env or {})}, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -44,10 +76,21 @@ def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 def torchrun_two_nodes(args: list[str], tmp: Path, module: list[str] | None = None) -> None:
     """Two "nodes" of one process each, rendezvous over c10d on localhost, both started in background."""
     endpoint = f"127.0.0.1:{_port()}"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
-           f"--rdzv-endpoint={endpoint}", f"--rdzv-id={tmp.name}", *(module or ["-m", "training", "fit"]), *args]  # fmt: skip
-    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(2)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--nproc-per-node=1",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={endpoint}",
+        f"--rdzv-id={tmp.name}",
+        *(module or ["-m", "training", "fit"]),
+        *args,
+    ]
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out[-4000:]
@@ -70,8 +113,12 @@ def test_fit_then_exact_resume(zarr_set, tmp_path):
     h = history(full)
     assert set(METRICS) <= set(h.columns)
     assert h["train/loss"].iloc[-5:].mean() < h["train/loss"].iloc[:5].mean()  # it learns
-    ok(train("fit", *_args(zarr_set, resumed, "--trainer.val_check_interval", "10",
-                           "--ckpt_path", str(ckpts / "step-15.ckpt"))))  # fmt: skip
+    ok(
+        train(
+            "fit",
+            *_args(zarr_set, resumed, "--trainer.val_check_interval", "10", "--ckpt_path", str(ckpts / "step-15.ckpt")),
+        )
+    )
     a, b = h["train/loss"].dropna(), history(resumed)["train/loss"].dropna()
     assert list(b.index) == list(range(15, 30))
     assert np.array_equal(a.loc[15:].to_numpy(), b.to_numpy())  # the same batches, masks and updates
@@ -82,9 +129,26 @@ def test_fit_then_exact_resume(zarr_set, tmp_path):
 def test_resume_with_new_context_lr_and_validation_first(zarr_set, tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     ok(train("fit", *_args(zarr_set, first, "--trainer.val_check_interval", "10", steps=10)))
-    proc = ok(train("fit", *_args(zarr_set, second, "--trainer.val_check_interval", "10", "--data.context_length", "200",
-                                  "--model.resume_lr", "0.0005", "--validate_first", "true",
-                                  "--ckpt_path", str(first / "checkpoints" / "last.ckpt"), steps=20)))  # fmt: skip
+    proc = ok(
+        train(
+            "fit",
+            *_args(
+                zarr_set,
+                second,
+                "--trainer.val_check_interval",
+                "10",
+                "--data.context_length",
+                "200",
+                "--model.resume_lr",
+                "0.0005",
+                "--validate_first",
+                "true",
+                "--ckpt_path",
+                str(first / "checkpoints" / "last.ckpt"),
+                steps=20,
+            ),
+        )
+    )
     assert "Validate metric" in proc.stdout or "val/loss" in proc.stdout
     state = torch.load(second / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["state_dict"]["model.positions.weight"].shape[0] == 200
@@ -119,11 +183,28 @@ def test_vocabulary_mismatch_is_refused(zarr_set, tmp_path):
     small_build([p for p, _ in other_corpus], other, format="zarr", val_fraction=0.3)
     run = tmp_path / "run"
     ok(train("fit", *_args(zarr_set, run, "--data.val_split", "null", "--data.num_workers", "0", steps=3)))
-    proc = train("fit", *_args(other, tmp_path / "run2", "--data.num_workers", "0",
-                               "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), steps=6))  # fmt: skip
+    proc = train(
+        "fit",
+        *_args(
+            other,
+            tmp_path / "run2",
+            "--data.num_workers",
+            "0",
+            "--ckpt_path",
+            str(run / "checkpoints" / "last.ckpt"),
+            steps=6,
+        ),
+    )
     assert proc.returncode == 1 and "ingest build --vocab" in proc.stderr, proc.stderr[-3000:]
-    proc = train("embed", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--data", str(other), "--out",
-                 str(tmp_path / "x.h5ad"))  # fmt: skip
+    proc = train(
+        "embed",
+        "--ckpt",
+        str(run / "checkpoints" / "last.ckpt"),
+        "--data",
+        str(other),
+        "--out",
+        str(tmp_path / "x.h5ad"),
+    )
     assert proc.returncode == 1 and "vocabulary differs" in proc.stderr
     assert not (tmp_path / "x.h5ad").exists()
 
@@ -137,15 +218,25 @@ def _params(d: Path, name: str, rank: int) -> dict[str, torch.Tensor]:
 def test_two_nodes_match_one_process_with_the_same_global_batch(zarr_set, tmp_path, strategy):
     common = ["--data.val_split", "null", "--data.num_workers", "0", "--data.batch_size", "16"]
     dump = ["--trainer.callbacks+=tests.train_helpers.DumpParams"]
-    run = _args(zarr_set, tmp_path / "run", *common, "--trainer.strategy", strategy, *dump,
-                "--trainer.callbacks.out_dir", str(tmp_path / "p"), steps=20)  # fmt: skip
+    run = _args(
+        zarr_set,
+        tmp_path / "run",
+        *common,
+        "--trainer.strategy",
+        strategy,
+        *dump,
+        "--trainer.callbacks.out_dir",
+        str(tmp_path / "p"),
+        steps=20,
+    )
     torchrun_two_nodes(run, tmp_path)
     # the reference: one process whose every batch is the union of both ranks' batches at that step
     ref = _args(
         zarr_set, tmp_path / "ref", *common, *dump, "--trainer.callbacks.out_dir", str(tmp_path / "r"), steps=20
     )
-    out = subprocess.run([sys.executable, "-m", "tests.train_helpers", "2", *ref], cwd=ROOT, capture_output=True,
-                         text=True, timeout=600)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.train_helpers", "2", *ref], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     p0, p1 = _params(tmp_path / "p", "params", 0), _params(tmp_path / "p", "params", 1)
     init, ref_p = _params(tmp_path / "p", "init", 0), _params(tmp_path / "r", "params", 0)
@@ -161,12 +252,26 @@ def test_two_nodes_match_one_process_with_the_same_global_batch(zarr_set, tmp_pa
 
 @pytest.mark.slow
 def test_two_rank_ddp_resume_is_exact(zarr_set, tmp_path):
-    common = ["--data.num_workers", "1", "--data.batch_size", "16", "--trainer.strategy", "ddp",
-              "--trainer.val_check_interval", "10"]  # fmt: skip
+    common = [
+        "--data.num_workers",
+        "1",
+        "--data.batch_size",
+        "16",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.val_check_interval",
+        "10",
+    ]
     full = _args(zarr_set, tmp_path / "full", *common, "--every_n_steps", "8", steps=16)
     torchrun_two_nodes(full, tmp_path)
-    resumed = _args(zarr_set, tmp_path / "resumed", *common, "--ckpt_path",
-                    str(tmp_path / "full" / "checkpoints" / "step-8.ckpt"), steps=16)  # fmt: skip
+    resumed = _args(
+        zarr_set,
+        tmp_path / "resumed",
+        *common,
+        "--ckpt_path",
+        str(tmp_path / "full" / "checkpoints" / "step-8.ckpt"),
+        steps=16,
+    )
     torchrun_two_nodes(resumed, tmp_path)
     a = history(tmp_path / "full")["train/loss"].dropna()
     b = history(tmp_path / "resumed")["train/loss"].dropna()
@@ -176,8 +281,17 @@ def test_two_rank_ddp_resume_is_exact(zarr_set, tmp_path):
 
 @pytest.mark.slow
 def test_zero3_checkpoint_exports_and_embeds(zarr_set, tmp_path):
-    run = _args(zarr_set, tmp_path / "run", "--data.num_workers", "0", "--trainer.strategy", "deepspeed_stage_3",
-                "--trainer.val_check_interval", "5", steps=5)  # fmt: skip
+    run = _args(
+        zarr_set,
+        tmp_path / "run",
+        "--data.num_workers",
+        "0",
+        "--trainer.strategy",
+        "deepspeed_stage_3",
+        "--trainer.val_check_interval",
+        "5",
+        steps=5,
+    )
     torchrun_two_nodes(run, tmp_path)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert last.is_dir()  # ZeRO-3 checkpoints are directories of partitions
@@ -185,13 +299,39 @@ def test_zero3_checkpoint_exports_and_embeds(zarr_set, tmp_path):
     plain = torch.load(tmp_path / "model.pt", weights_only=False)
     assert plain["encoder"]["d_model"] == 64 and "genes.weight" in plain["state_dict"]
     assert all(torch.isfinite(v).all() for v in plain["state_dict"].values())
-    ok(train("embed", "--ckpt", str(tmp_path / "model.pt"), "--data", str(zarr_set), "--out", str(tmp_path / "c.h5ad"),
-             "--split", "val", "--pooling", "mean"))  # fmt: skip
+    ok(
+        train(
+            "embed",
+            "--ckpt",
+            str(tmp_path / "model.pt"),
+            "--data",
+            str(zarr_set),
+            "--out",
+            str(tmp_path / "c.h5ad"),
+            "--split",
+            "val",
+            "--pooling",
+            "mean",
+        )
+    )
     cells = ad.read_h5ad(tmp_path / "c.h5ad")
     n_val = json.loads((zarr_set / "index.json").read_text())["splits"]["val"]["n_cells"]
     assert cells.obsm["X_cellshard"].shape == (n_val, 64) and "cell_type" in cells.obs
-    ok(train("embed", "--ckpt", str(last), "--data", str(zarr_set), "--out", str(tmp_path / "d.h5ad"), "--split", "val",
-             "--pooling", "mean"))  # fmt: skip
+    ok(
+        train(
+            "embed",
+            "--ckpt",
+            str(last),
+            "--data",
+            str(zarr_set),
+            "--out",
+            str(tmp_path / "d.h5ad"),
+            "--split",
+            "val",
+            "--pooling",
+            "mean",
+        )
+    )
     assert np.allclose(ad.read_h5ad(tmp_path / "d.h5ad").obsm["X_cellshard"], cells.obsm["X_cellshard"], atol=1e-5)
 
 
@@ -200,8 +340,22 @@ def test_tiny_learns_the_synthetic_corpus(zarr_set, tmp_path):
     """The demo's claims, on the test corpus: val loss below the frequency-only baseline and a cell-type
     probe above the majority class."""
     run = tmp_path / "run"
-    ok(train("fit", *_args(zarr_set, run, "--trainer.val_check_interval", "150", "--data.num_workers", "1",
-                           "--trainer.log_every_n_steps", "10", steps=150)))  # fmt: skip
+    ok(
+        train(
+            "fit",
+            *_args(
+                zarr_set,
+                run,
+                "--trainer.val_check_interval",
+                "150",
+                "--data.num_workers",
+                "1",
+                "--trainer.log_every_n_steps",
+                "10",
+                steps=150,
+            ),
+        )
+    )
     proc = ok(train("report", "--run", str(run)))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["val_loss"] < summary["frequency_baseline_loss"] - 0.1, summary
@@ -234,10 +388,27 @@ trainer:
       init_args: {{every_n_steps: 5, max_cells: 400}}
 """
     )
-    proc = ok(train("fit", *_args(zarr_set, run, "--config", str(extra), "--async_checkpoint", "true",
-                                  "--model.gene_embeddings", str(tmp_path / "esm.csv"), "--data.num_workers", "0",
-                                  "--trainer.val_check_interval", "5", steps=10),
-                    env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"}))  # fmt: skip
+    proc = ok(
+        train(
+            "fit",
+            *_args(
+                zarr_set,
+                run,
+                "--config",
+                str(extra),
+                "--async_checkpoint",
+                "true",
+                "--model.gene_embeddings",
+                str(tmp_path / "esm.csv"),
+                "--data.num_workers",
+                "0",
+                "--trainer.val_check_interval",
+                "5",
+                steps=10,
+            ),
+            env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+        )
+    )
     assert "initialised 50 of" in proc.stderr + proc.stdout
     assert list((run / "tb").rglob("events.out.tfevents.*"))
     assert list(run.rglob("offline-run-*"))

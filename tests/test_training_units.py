@@ -46,7 +46,7 @@ def test_flop_formula_matches_flop_counter():
     # the CPU's fused attention kernel is not registered with the FLOP counter; the math backend runs
     # the same matmuls as bmm, which it counts
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        logits, rows = model(ids, mask, labels)
+        logits, _ = model(ids, mask, labels)
         torch.nn.functional.cross_entropy(logits, labels[labels >= 0]).backward()
     expected = train_flops(cfg, 3, 24, int((labels >= 0).sum()))
     assert counter.get_total_flops() == pytest.approx(expected, rel=0.01)
@@ -68,7 +68,7 @@ def test_padding_does_not_change_real_positions():
 def test_value_bins_are_required_when_configured():
     model = CellEncoder(EncoderConfig(vocab_size=50, d_model=16, n_layers=1, n_heads=2, max_positions=20, value_bins=5))
     ids, mask, labels = _batch(n=20)
-    with pytest.raises(ValueError, match="value bins"):
+    with pytest.raises(ValueError, match=r"value bins"):
         model(ids, mask, labels)
     logits, _ = model(ids, mask, labels, torch.randint(0, 5, ids.shape))
     assert logits.shape == (int((labels >= 0).sum()), 50)
@@ -87,14 +87,14 @@ def test_extend_positions_keeps_learned_rows():
 def test_gene_embeddings_from_csv(zarr_set, tmp_path):
     vocab = read_vocab(zarr_set / "vocab.csv")
     model = CellEncoder(EncoderConfig(vocab_size=vocab.size, d_model=8, n_layers=1, n_heads=2, max_positions=16))
-    genes = list(vocab.gene_ids[:5]) + ["ENSG_NOT_IN_VOCAB"]
+    genes = [*vocab.gene_ids[:5], "ENSG_NOT_IN_VOCAB"]
     table = pd.DataFrame(np.arange(48, dtype=float).reshape(6, 8), columns=[f"dim_{i}" for i in range(8)])
     table.insert(0, "gene_id", genes)
     table.to_csv(tmp_path / "emb.csv", index=False)
     assert load_gene_embeddings(model, tmp_path / "emb.csv", vocab) == 5
     assert torch.equal(model.genes.weight[int(vocab.tokens[2])], torch.arange(16, 24, dtype=torch.float32))
     table.drop(columns=["dim_7"]).to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(ConfigError, match="model.d_model"):
+    with pytest.raises(ConfigError, match=r"model.d_model"):
         load_gene_embeddings(model, tmp_path / "bad.csv", vocab)
 
 
@@ -161,15 +161,15 @@ def test_strategy_resolution_on_cpu():
         isinstance(out["strategy"], CPUDeepSpeedStrategy) and out["strategy"].config["zero_optimization"]["stage"] == 3
     )
     assert resolve_trainer_options({"strategy": "ddp"})["strategy"] == "ddp"
-    with pytest.raises(ConfigError, match="trainer.strategy=.*choose"):
+    with pytest.raises(ConfigError, match=r"trainer.strategy=.*choose"):
         resolve_trainer_options({"strategy": "horovod"})
-    with pytest.raises(ConfigError, match="fsdp needs CUDA"):
+    with pytest.raises(ConfigError, match=r"fsdp needs CUDA"):
         resolve_trainer_options({"strategy": "fsdp"})
-    with pytest.raises(ConfigError, match="trainer.precision"):
+    with pytest.raises(ConfigError, match=r"trainer.precision"):
         resolve_trainer_options({"precision": "8-bit"})
-    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+    with pytest.raises(ConfigError, match=r"needs a CUDA GPU"):
         resolve_trainer_options({"precision": "16-mixed"})
-    with pytest.raises(ConfigError, match="deepspeed_config"):
+    with pytest.raises(ConfigError, match=r"deepspeed_config"):
         resolve_trainer_options({"strategy": "ddp"}, deepspeed_config="/nonexistent.json")
 
 
@@ -185,9 +185,9 @@ def test_nodes_come_from_the_launcher():
     assert launcher_topology(env) == (2, 4)
     out = resolve_trainer_options({"num_nodes": 1, "devices": "auto"}, env=env)
     assert out["num_nodes"] == 2 and out["devices"] == 4
-    with pytest.raises(ConfigError, match="trainer.num_nodes=3 but the launcher started 2"):
+    with pytest.raises(ConfigError, match=r"trainer.num_nodes=3 but the launcher started 2"):
         resolve_trainer_options({"num_nodes": 3}, env=env)
-    with pytest.raises(ConfigError, match="trainer.devices=2"):
+    with pytest.raises(ConfigError, match=r"trainer.devices=2"):
         resolve_trainer_options({"devices": 2}, env=env)
     assert launcher_topology({"SLURM_NNODES": "3", "SLURM_NTASKS_PER_NODE": "8", "SLURM_JOB_NAME": "pretrain"}) == (
         3,
@@ -223,9 +223,9 @@ def test_ingest_configs_load(config):
 
 # -- data module ---------------------------------------------------------------------------------------
 def test_data_module_errors(zarr_set, wds_set, tmp_path):
-    with pytest.raises(ConfigError, match="data.path="):
+    with pytest.raises(ConfigError, match=r"data.path="):
         CellDataModule(str(tmp_path / "missing"))
-    with pytest.raises(ConfigError, match="data.val_split='holdout'"):
+    with pytest.raises(ConfigError, match=r"data.val_split='holdout'"):
         CellDataModule(str(zarr_set), val_split="holdout")
     dm = CellDataModule(str(zarr_set), val_split=None, batch_size=8, num_workers=0)
     assert dm.val_dataloader() == [] and dm.vocab_size == read_vocab(zarr_set / "vocab.csv").size

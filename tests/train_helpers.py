@@ -50,8 +50,12 @@ class UnionDataset(IterableDataset):
             out = {}
             for key in batches[0]:
                 if batches[0][key].dim() == 2:
-                    out[key] = torch.cat([torch.nn.functional.pad(b[key], (0, width - b[key].shape[1]),
-                                                                  value=fill[key]) for b in batches])  # fmt: skip
+                    out[key] = torch.cat(
+                        [
+                            torch.nn.functional.pad(b[key], (0, width - b[key].shape[1]), value=fill[key])
+                            for b in batches
+                        ]
+                    )
                 else:
                     out[key] = torch.cat([b[key] for b in batches])
             yield out
@@ -64,8 +68,18 @@ class UnionDataModule(CellDataModule):
 
     def train_dataloader(self):
         h = self.hparams
-        parts = [ShardedCellDataset(self.path, batch_size=h.batch_size, context_length=h.context_length, seed=h.seed,
-                                    value_bins=h.value_bins, rank=r, world_size=self.world) for r in range(self.world)]  # fmt: skip
+        parts = [
+            ShardedCellDataset(
+                self.path,
+                batch_size=h.batch_size,
+                context_length=h.context_length,
+                seed=h.seed,
+                value_bins=h.value_bins,
+                rank=r,
+                world_size=self.world,
+            )
+            for r in range(self.world)
+        ]
         return torch.utils.data.DataLoader(UnionDataset(parts, self.vocab.pad_id), batch_size=None)
 
     def val_dataloader(self):
@@ -80,8 +94,16 @@ def reference_run(argv: list[str], world: int) -> None:
     sys.argv = sys.argv[:1]  # LightningCLI warns when args and a command line are both given
     cli = CellshardCLI(args=argv, run=False)
     h = cli.datamodule.hparams
-    dm = UnionDataModule(h.path, val_split=None, batch_size=h.batch_size, context_length=h.context_length,
-                         num_workers=0, seed=h.seed, value_bins=h.value_bins, world=world)  # fmt: skip
+    dm = UnionDataModule(
+        h.path,
+        val_split=None,
+        batch_size=h.batch_size,
+        context_length=h.context_length,
+        num_workers=0,
+        seed=h.seed,
+        value_bins=h.value_bins,
+        world=world,
+    )
     cli.trainer.fit(cli.model, datamodule=dm)
     write_history(cli.trainer)
 

@@ -16,8 +16,16 @@ from shards.readers import ShardSetReader
 __all__ = ["frequency_baseline"]
 
 
-def frequency_baseline(path: str, *, context_length: int, seed: int = 0, train_split: str = "train",
-                       val_split: str = "val", batch_size: int = 256, max_batches: int | None = None) -> float:  # fmt: skip
+def frequency_baseline(
+    path: str,
+    *,
+    context_length: int,
+    seed: int = 0,
+    train_split: str = "train",
+    val_split: str = "val",
+    batch_size: int = 256,
+    max_batches: int | None = None,
+) -> float:
     reader = ShardSetReader(path, train_split)
     size = reader.vocab().size
     counts = np.zeros(size, dtype=np.float64)
@@ -28,8 +36,16 @@ def frequency_baseline(path: str, *, context_length: int, seed: int = 0, train_s
         within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         counts += np.bincount(genes[np.repeat(offsets[:-1], lengths) + within], minlength=size)
     logp = np.log(np.maximum(counts, 0.5) / counts.sum())  # unseen genes: half a count
-    val = ShardedCellDataset(path, batch_size=batch_size, context_length=context_length, split=val_split, seed=seed,
-                             remainder="pad", rank=0, world_size=1)  # fmt: skip
+    val = ShardedCellDataset(
+        path,
+        batch_size=batch_size,
+        context_length=context_length,
+        split=val_split,
+        seed=seed,
+        remainder="pad",
+        rank=0,
+        world_size=1,
+    )
     total = weight = 0.0
     for k, batch in enumerate(val):
         if max_batches is not None and k >= max_batches:

@@ -42,8 +42,12 @@ def run_report(run: str | Path, embeddings: str | None = None, label: str = "cel
     data = cfg["data"]
     history = pd.read_csv(history_path)
     val_loss = _last(history, "val/loss")
-    baseline = frequency_baseline(data["path"], context_length=data["context_length"], seed=data.get("seed", 0),
-                                  val_split=data.get("val_split") or "val")  # fmt: skip
+    baseline = frequency_baseline(
+        data["path"],
+        context_length=data["context_length"],
+        seed=data.get("seed", 0),
+        val_split=data.get("val_split") or "val",
+    )
     if embeddings is None:
         from .tools import embed
 
