@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import ingest, loader
+from . import ingest, loader, train
 from .report import write_report
 
 
@@ -25,10 +25,19 @@ def main(argv: list[str] | None = None) -> int:
     ld.add_argument("--batch-size", type=int, default=64)
     ld.add_argument("--context-length", type=int, default=2048)
     ld.add_argument("--out", type=Path, required=True)
+    tr = sub.add_parser("train", help="training cells/s on CPU; the loader feeding a simulated H100")
+    tr.add_argument("--data", type=Path, required=True, help="a Zarr shard set (e.g. the demo's)")
+    tr.add_argument("--steps", type=int, default=20, help="optimizer steps per tiny run")
+    tr.add_argument("--big-steps", type=int, default=6, help="optimizer steps per geneformer-10m run")
+    tr.add_argument("--feed-batches", type=int, default=300, help="batches per simulated-GPU run")
+    tr.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     command = "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.suite == "ingest":
         write_report(args.out, ingest.run(args.out, args.cells, args.corpus, args.workers), command)
+    elif args.suite == "train":
+        results = train.run(args.data, args.out, args.steps, args.big_steps, args.feed_batches)
+        write_report(args.out, results, command, train.ratios(results))
     else:
         results = loader.run(args.zarr, args.wds, args.out, args.batch_size, args.context_length)
         write_report(args.out, results, command, loader.ratios(results))

@@ -39,6 +39,11 @@ def _machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "gpu": None}
 
 
+def _fmt(value: float) -> str:
+    """Large figures as integers with separators; small ones (shares, milliseconds) with 3 digits."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def render_markdown(doc: dict) -> str:
     results = doc["results"]
     base = next((r["value"] for r in results if r["name"] == _BASELINE and r["metric"] == "cells_per_sec"), None)
@@ -58,7 +63,7 @@ def render_markdown(doc: dict) -> str:
     else:
         lines += ["| benchmark | metric | value |", "|---|---|---:|"]
     for r in results:
-        row = f"| {r['name']} | {r['metric']} | {r['value']:,.0f} {r['unit']} |"
+        row = f"| {r['name']} | {r['metric']} | {_fmt(r['value'])} {r['unit']} |"
         if base:
             row += f" {r['value'] / base:.1f}x |" if r["metric"] == "cells_per_sec" else " |"
         lines.append(row)
@@ -72,7 +77,8 @@ def write_report(
     out: Path, results: list[Result], command: str, derived: list[tuple[str, float, str]] | None = None
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    versions = {p: version(p) for p in ("cellshard", "numpy", "scipy", "anndata", "zarr", "pyarrow", "numba", "torch")}
+    names = ("cellshard", "numpy", "scipy", "anndata", "zarr", "pyarrow", "numba", "torch", "lightning", "deepspeed")
+    versions = {p: version(p) for p in names}
     doc = {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": _machine(),

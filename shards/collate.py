@@ -17,7 +17,7 @@ import torch
 
 from .vocab import Vocabulary
 
-__all__ = ["Collator", "cell_hashes"]
+__all__ = ["Collator", "cell_hashes", "pack"]
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -53,6 +53,27 @@ def _unit(h: np.ndarray) -> np.ndarray:
 
 def _uniform(seed: int, epoch: int, cells: np.ndarray, positions: np.ndarray, stream: int) -> np.ndarray:
     return _unit(_hash(seed, epoch, cells, positions, stream))
+
+
+_TORCH = {np.dtype(np.int64): torch.int64, np.dtype(np.bool_): torch.bool, np.dtype(np.float32): torch.float32}
+
+
+def pack(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Tensors that are views of one buffer. A DataLoader worker hands a batch to the main process
+    through shared memory, one file descriptor per storage at ~0.3 ms each: one storage instead of four
+    or five makes a batch cheaper to pass than to build."""
+    offsets, total = {}, 0
+    for key, a in arrays.items():
+        offsets[key] = total
+        total += -(-a.nbytes // 8) * 8  # keep every view 8-byte aligned
+    buf = torch.empty(total, dtype=torch.uint8)
+    raw = buf.numpy()
+    out = {}
+    for key, a in arrays.items():
+        lo = offsets[key]
+        raw[lo : lo + a.nbytes].view(a.dtype).reshape(a.shape)[...] = a
+        out[key] = buf[lo : lo + a.nbytes].view(_TORCH[a.dtype]).view(a.shape)
+    return out
 
 
 @dataclass(frozen=True)
@@ -97,15 +118,15 @@ class Collator:
 
         h = cell_hashes(cell_ids)
         if not self.masking:
-            batch = {
-                "input_ids": torch.from_numpy(ids),
-                "attention_mask": torch.from_numpy(attention),
-                "labels": torch.from_numpy(np.full_like(ids, -100)),
-                "loss_weight": torch.from_numpy((~np.asarray(is_pad, dtype=bool)).astype(np.float32)),
+            arrays = {
+                "input_ids": ids,
+                "attention_mask": attention,
+                "labels": np.full_like(ids, -100),
+                "loss_weight": (~np.asarray(is_pad, dtype=bool)).astype(np.float32),
             }
             if self.value_bins:
-                batch["values"] = torch.from_numpy(self._bins(counts, offsets, lengths, width, h, epoch))
-            return batch
+                arrays["values"] = self._bins(counts, offsets, lengths, width, h, epoch)
+            return pack(arrays)
         # the k gene positions with the smallest hashes are masked: one sort per batch, no RNG state
         key = np.where(is_gene, _hash(self.seed, epoch, h[:, None], cols, 0), np.uint64(2**64 - 1))
         k = np.maximum(1, np.floor(self.mask_prob * lengths + 0.5)).astype(np.int64)
@@ -121,17 +142,17 @@ class Collator:
         out[rows_m[to_mask], cols_m[to_mask]] = sp["<mask>"]
         swap = (v >= 0.8) & (v < 0.9)
         out[rows_m[swap], cols_m[swap]] = gene_ids[(draw[swap] * len(gene_ids)).astype(np.int64)]
-        batch = {
-            "input_ids": torch.from_numpy(out),
-            "attention_mask": torch.from_numpy(attention),
-            "labels": torch.from_numpy(labels),
-            "loss_weight": torch.from_numpy((~np.asarray(is_pad, dtype=bool)).astype(np.float32)),
+        arrays = {
+            "input_ids": out,
+            "attention_mask": attention,
+            "labels": labels,
+            "loss_weight": (~np.asarray(is_pad, dtype=bool)).astype(np.float32),
         }
         if self.value_bins:
             if counts is None:
                 raise ValueError("value_bins needs the counts")
-            batch["values"] = torch.from_numpy(self._bins(counts, offsets, lengths, width, h, epoch))
-        return batch
+            arrays["values"] = self._bins(counts, offsets, lengths, width, h, epoch)
+        return pack(arrays)
 
     def _bins(self, counts, offsets, lengths, width, h, epoch) -> np.ndarray:
         """scGPT's binning: each cell's counts digitized against its own quantiles into 1..value_bins-1;

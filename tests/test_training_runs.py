@@ -141,6 +141,8 @@ def test_resume_with_new_context_lr_and_validation_first(zarr_set, tmp_path):
                 "200",
                 "--model.resume_lr",
                 "0.0005",
+                "--model.resume_weight_decay",
+                "0.05",
                 "--validate_first",
                 "true",
                 "--ckpt_path",
@@ -152,6 +154,8 @@ def test_resume_with_new_context_lr_and_validation_first(zarr_set, tmp_path):
     assert "Validate metric" in proc.stdout or "val/loss" in proc.stdout
     state = torch.load(second / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["state_dict"]["model.positions.weight"].shape[0] == 200
+    groups = state["optimizer_states"][0]["param_groups"]
+    assert groups[0]["weight_decay"] == 0.05 and groups[1]["weight_decay"] == 0.0
     lrs = history(second)["lr-AdamW/pg1"].dropna()
     assert 0 < lrs.loc[10:].max() <= 0.0005 + 1e-12
 
@@ -386,6 +390,8 @@ trainer:
   callbacks:
     - class_path: training.LinearProbe
       init_args: {{every_n_steps: 5, max_cells: 400}}
+    - class_path: lightning.pytorch.callbacks.EarlyStopping
+      init_args: {{monitor: val/loss, patience: 3}}
 """
     )
     proc = ok(
@@ -403,7 +409,9 @@ trainer:
                 "--data.num_workers",
                 "0",
                 "--trainer.val_check_interval",
-                "5",
+                "10",  # batches, not steps: with accumulation over 2 a validation every 5 steps
+                "--trainer.accumulate_grad_batches",
+                "2",
                 steps=10,
             ),
             env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"},
@@ -416,4 +424,6 @@ trainer:
     assert h["val/probe_accuracy"].dropna().size == 2 and h["val/probe_majority"].dropna().size == 2
     assert (run / "checkpoints" / "last.ckpt").is_file()
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    assert state["global_step"] == 10
+    assert state["global_step"] == 10  # optimizer steps: 20 batches with accumulation over 2
+    assert state["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["processed"] == 20
+    assert any(k.startswith("EarlyStopping") for k in state["callbacks"])

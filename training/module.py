@@ -99,7 +99,7 @@ class CellshardModule(pl.LightningModule):
         self._val_sums = torch.zeros(3, dtype=torch.float64)
         self._rng_to_restore: Any = None
         self._resumed = False
-        self.last_metrics: dict[str, float] = {}
+        self.last_metrics: dict[str, Any] = {}
 
     # -- set-up ------------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -144,11 +144,12 @@ class CellshardModule(pl.LightningModule):
             sums = sums.clone()
             dist.all_reduce(sums)
         loss = num * world / sums[1].clamp_min(1.0).to(num.dtype)
-        mean = (sums[0] / sums[1].clamp_min(1.0)).item()
+        # tensors, not Python floats: no host-device sync per step (Lightning reads them when it logs)
+        mean = sums[0] / sums[1].clamp_min(1.0)
         metrics = {
             "train/loss": mean,
-            "train/perplexity": math.exp(min(mean, 50.0)),
-            "train/masked_accuracy": (sums[2] / sums[1].clamp_min(1.0)).item(),
+            "train/perplexity": torch.exp(mean.clamp_max(50.0)),
+            "train/masked_accuracy": sums[2] / sums[1].clamp_min(1.0),
         }
         self.log_dict(metrics, prog_bar=False, on_step=True, on_epoch=False, rank_zero_only=True)
         self.log("loss", mean, prog_bar=True, on_step=True, on_epoch=False, logger=False, rank_zero_only=True)
