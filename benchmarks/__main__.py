@@ -30,13 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--steps", type=int, default=20, help="optimizer steps per tiny run")
     tr.add_argument("--big-steps", type=int, default=6, help="optimizer steps per geneformer-10m run")
     tr.add_argument("--feed-batches", type=int, default=300, help="batches per simulated-GPU run")
+    tr.add_argument("--quick", action="store_true", help="leave out the geneformer-10m CPU runs")
     tr.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     command = "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.suite == "ingest":
         write_report(args.out, ingest.run(args.out, args.cells, args.corpus, args.workers), command)
     elif args.suite == "train":
-        results = train.run(args.data, args.out, args.steps, args.big_steps, args.feed_batches)
+        results = train.run(args.data, args.out, args.steps, args.big_steps, args.feed_batches, args.quick)
         write_report(args.out, results, command, train.ratios(results))
     else:
         results = loader.run(args.zarr, args.wds, args.out, args.batch_size, args.context_length)

@@ -142,7 +142,10 @@ def _feed(data: Path, name: str, workers: int, batches: int) -> dict:
     return {"wait_frac": idle / total, "step_ms": 1000 * step, "cores_per_gpu": cpu_per_batch / step}
 
 
-def run(data: Path, out: Path, steps: int = 20, big_steps: int = 6, feed_batches: int = 300) -> list[Result]:
+def run(
+    data: Path, out: Path, steps: int = 20, big_steps: int = 6, feed_batches: int = 300, quick: bool = False
+) -> list[Result]:
+    """All figures; ``quick`` leaves out the geneformer-10m CPU runs (seconds per step here)."""
     results: list[Result] = []
     runs = [
         ("tiny", 1, "auto", steps, []),
@@ -151,6 +154,8 @@ def run(data: Path, out: Path, steps: int = 20, big_steps: int = 6, feed_batches
         ("geneformer-10m", 1, "auto", big_steps, ["--data.batch_size", "2", "--data.num_workers", "1"]),
         ("geneformer-10m", 2, "ddp", big_steps, ["--data.batch_size", "2", "--data.num_workers", "1"]),
     ]
+    if quick:
+        runs = [r for r in runs if r[0] == "tiny"]
     for config, procs, strategy, n, extra in runs:
         r = _fit(data, out / "runs" / f"{config}-{procs}-{strategy}", config, procs, strategy, n, extra)
         cfg = {"model": config, "processes": procs, "strategy": strategy, "steps": n, "device": "cpu"}

@@ -34,3 +34,19 @@ def test_loader_benchmark_smoke(zarr_set, wds_set, tmp_path):
             "webdataset end to end, 0 workers"} <= names  # fmt: skip
     assert {d["what"] for d in doc["derived"]} >= {"peak RSS, 10x shard set / 1x"}
     assert all(r["value"] > 0 for r in doc["results"])
+
+
+@pytest.mark.slow
+def test_train_benchmark_smoke(zarr_set, tmp_path):
+    args = ["train", "--data", str(zarr_set), "--steps", "6", "--feed-batches", "20", "--quick", "--out", str(tmp_path)]
+    assert main(args) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    got = {(r["name"], r["metric"]): r["value"] for r in doc["results"]}
+    for strategy in ("auto", "ddp", "deepspeed_stage_2"):
+        procs = 1 if strategy == "auto" else 2
+        assert got[(f"train tiny, {procs} proc, {strategy}", "cells_per_sec")] > 0
+    for model in ("geneformer-10m", "geneformer-106m"):
+        for workers in (0, 1, 2):
+            assert 0 <= got[(f"feed H100 {model}, {workers} workers", "data_wait_frac")] < 1
+            assert got[(f"feed H100 {model}, {workers} workers", "loader_cores_per_gpu")] > 0
+    assert {d["what"] for d in doc["derived"]} >= {"data wait feeding an H100, geneformer-106m, 2 workers"}

@@ -211,6 +211,8 @@ def test_vocabulary_mismatch_is_refused(zarr_set, tmp_path):
     )
     assert proc.returncode == 1 and "vocabulary differs" in proc.stderr
     assert not (tmp_path / "x.h5ad").exists()
+    proc = train("fit", *_args(zarr_set, tmp_path / "run3", "--data.val_path", str(other), steps=2))
+    assert proc.returncode == 1 and "data.val_path=" in proc.stderr and "vocabulary differs" in proc.stderr
 
 
 def _params(d: Path, name: str, rank: int) -> dict[str, torch.Tensor]:

@@ -230,6 +230,11 @@ def test_data_module_errors(zarr_set, wds_set, tmp_path):
     dm = CellDataModule(str(zarr_set), val_split=None, batch_size=8, num_workers=0)
     assert dm.val_dataloader() == [] and dm.vocab_size == read_vocab(zarr_set / "vocab.csv").size
     assert set(dm.side_files()) == {"vocab.csv", "gene_medians.csv"}
+    # a separate validation set with the same vocabulary (here: the same corpus as WebDataset)
+    dm = CellDataModule(str(zarr_set), val_path=str(wds_set), batch_size=8, num_workers=0)
+    val = dm.val_dataloader()
+    assert val.dataset.reader.format == "webdataset" and val.dataset.split == "val"
+    assert next(iter(val))["input_ids"].shape[0] == 8
 
 
 # -- embedding, probe, baseline -----------------------------------------------------------------------
