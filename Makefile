@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/ingest build --input '$(BENCH)/ingest/corpus/syn100000-*.h5ad' --out $(BENCH)/zarr --format zarr --workers 2 --quiet
 	$(BIN)/ingest build --input '$(BENCH)/ingest/corpus/syn100000-*.h5ad' --out $(BENCH)/wds --format webdataset --workers 2 --quiet
 	$(BIN)/python -m benchmarks loader --zarr $(BENCH)/zarr --wds $(BENCH)/wds --out $(BENCH)/loader
+	$(BIN)/python -m benchmarks train --data $(BENCH)/zarr --out $(BENCH)/train
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -18,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -157,7 +158,8 @@ def run(
     if quick:
         runs = [r for r in runs if r[0] == "tiny"]
     for config, procs, strategy, n, extra in runs:
-        r = _fit(data, out / "runs" / f"{config}-{procs}-{strategy}", config, procs, strategy, n, extra)
+        with tempfile.TemporaryDirectory(prefix="cellshard-bench-") as tmp:  # checkpoints are not results
+            r = _fit(data, Path(tmp) / "run", config, procs, strategy, n, extra)
         cfg = {"model": config, "processes": procs, "strategy": strategy, "steps": n, "device": "cpu"}
         name = f"train {config}, {procs} proc, {strategy}"
         results.append(Result("train", name, "cells_per_sec", r["cells_per_sec"], "cells/s", cfg))
