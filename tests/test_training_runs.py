@@ -367,6 +367,7 @@ def test_tiny_learns_the_synthetic_corpus(zarr_set, tmp_path):
     assert summary["val_loss"] < summary["frequency_baseline_loss"] - 0.1, summary
     assert summary["probe_accuracy"] > summary["majority_accuracy"] + 0.2, summary
     assert summary["cells_per_sec"] > 0 and 0 <= summary["data_wait_frac"] < 1
+    assert summary["majority_accuracy"] < summary["untrained_probe_accuracy"] <= 1  # reported beside it
     assert "beats the frequency-only baseline" in proc.stdout
 
 

@@ -32,6 +32,26 @@ def _last(history: pd.DataFrame, column: str) -> float | None:
     return float(values.iloc[-1]) if len(values) else None
 
 
+def _untrained_probe(run: Path, data: dict[str, Any], label: str, pooling: str) -> float:
+    """The same probe on a freshly initialised encoder of the same shape: how much of the probe's
+    accuracy the inputs alone give (on the synthetic corpus, most of it)."""
+    import torch
+
+    from shards.readers import ShardSetReader
+
+    from .embed import cell_metadata, embed_cells
+    from .model import CellEncoder
+    from .tools import load_encoder
+
+    trained, _ = load_encoder(run / "checkpoints" / "last.ckpt")
+    torch.manual_seed(0)
+    model = CellEncoder(trained.cfg)
+    reader = ShardSetReader(data["path"], data.get("val_split") or "val")
+    ids, x = embed_cells(model, reader, context_length=trained.cfg.max_positions, pooling=pooling)
+    labels = cell_metadata(reader, ids)[label].astype(str).to_numpy()
+    return linear_probe(x, labels, ids)["accuracy"]
+
+
 def run_report(run: str | Path, embeddings: str | None = None, label: str = "cell_type") -> dict[str, Any]:
     run = Path(run)
     config_path, history_path = run / "checkpoints" / "config.yaml", run / "history.csv"
@@ -56,7 +76,9 @@ def run_report(run: str | Path, embeddings: str | None = None, label: str = "cel
     import anndata as ad
 
     cells = ad.read_h5ad(embeddings)
-    probe = linear_probe(cells.obsm["X_cellshard"], cells.obs[label].astype(str).to_numpy(), cells.obs_names.to_numpy())
+    labels = cells.obs[label].astype(str).to_numpy()
+    probe = linear_probe(cells.obsm["X_cellshard"], labels, cells.obs_names.to_numpy())
+    untrained = _untrained_probe(run, data, label, cells.uns.get("cellshard", {}).get("pooling", "cls"))
     steady = history.dropna(subset=["perf/cells_per_sec"]).iloc[1:] if "perf/cells_per_sec" in history else history
     summary = {
         "run": str(run),
@@ -66,6 +88,7 @@ def run_report(run: str | Path, embeddings: str | None = None, label: str = "cel
         "val_masked_accuracy": _last(history, "val/masked_accuracy"),
         "probe_accuracy": probe["accuracy"],
         "majority_accuracy": probe["majority"],
+        "untrained_probe_accuracy": untrained,
         "probe_cells": probe["cells"],
         "cells_per_sec": float(np.mean(steady["perf/cells_per_sec"])) if len(steady) else None,
         "data_wait_frac": float(np.mean(steady["perf/data_wait_frac"])) if len(steady) else None,
@@ -87,7 +110,8 @@ def format_report(s: dict[str, Any]) -> str:
             f"run {s['run']}: {s['steps']} steps",
             f"  val loss {s['val_loss']:.3f} {verdict} the frequency-only baseline {s['frequency_baseline_loss']:.3f}",
             f"  cell-type linear probe {pct(s['probe_accuracy'])} vs majority class {pct(s['majority_accuracy'])} "
-            f"({s['probe_cells']} val cells)",
+            f"({s['probe_cells']} val cells; an untrained encoder of the same shape: "
+            f"{pct(s['untrained_probe_accuracy'])})",
             f"  throughput {s['cells_per_sec']:.0f} cells/s, data wait {pct(s['data_wait_frac'])} of step time",
             f"  checkpoints {s['checkpoints']}  history {s['history']}  logs {s['logs']}",
         ]
