@@ -89,28 +89,25 @@ class ThroughputMonitor(pl.Callback):
         end = self._now(trainer)
         step, wait = end - self._start, self._wait
         self._end = end
-        world = trainer.world_size
+        world = trainer.world_size  # rank 0's batch stands for every rank's (they are balanced)
         mask = batch["attention_mask"]
-        cells = float(mask.shape[0]) * world
-        tokens = float(mask.sum()) * world
-        slots = float(mask.numel()) * world
         masked = int((batch["labels"] >= 0).sum())
-        flops = train_flops(pl_module.cfg, mask.shape[0], mask.shape[1], masked) * world
+        sample = {
+            "cells": float(mask.shape[0]) * world,
+            "tokens": float(mask.sum()) * world,
+            "slots": float(mask.numel()) * world,
+            "step": step,
+            "wait": wait,
+            "flops": train_flops(pl_module.cfg, mask.shape[0], mask.shape[1], masked) * world,
+        }
         w = self.window
-        w["cells"] += cells
-        w["tokens"] += tokens
-        w["slots"] += slots
-        w["step"] += step
-        w["wait"] += wait
-        w["flops"] += flops
+        for key, value in sample.items():
+            w[key] += value
         w["n"] += 1
         if trainer.global_step > self.warmup:
             t = self.totals
-            t["cells"] += cells
-            t["tokens"] += tokens
-            t["step"] += step
-            t["wait"] += wait
-            t["flops"] += flops
+            for key in ("cells", "tokens", "step", "wait", "flops"):
+                t[key] += sample[key]
             t["steps"] += 1
         every = self.every or trainer.log_every_n_steps
         if w["n"] >= every:
