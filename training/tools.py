@@ -132,7 +132,7 @@ def embed(
         meta_all.append(meta)
     if not ids_all:
         raise ConfigError(f"--data {data}: no cells in split {split!r}")
-    obs = pd_concat(meta_all)
+    obs = _obs_table(meta_all)
     obs.index = obs.index.astype(str)
     adata = ad.AnnData(obs=obs, obsm={"X_cellshard": np.concatenate(x_all)})
     adata.uns["cellshard"] = {"checkpoint": str(ckpt), "pooling": pooling, "data": str(data)}
@@ -144,7 +144,7 @@ def embed(
     return target
 
 
-def pd_concat(frames):
+def _obs_table(frames):
     import pandas as pd
 
     frame = pd.concat(frames)
