@@ -13,7 +13,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from shards import Collator, read_vocab
+from shards import read_vocab
 from shards.readers import ShardSetReader
 from training import CellEncoder, ConfigError, EncoderConfig, train_flops
 from training.baseline import frequency_baseline
@@ -275,5 +275,6 @@ def test_frequency_baseline_is_the_unigram_cross_entropy(zarr_set):
     assert 0 < loss < math.log(vocab.size) + 1
     # a uniform predictor is worse than the corpus frequencies
     assert loss < math.log(len(vocab.gene_ids))
-    collator = Collator(vocab, 32, 0)
-    assert collator.mask_prob == 0.15
+    # the same figure whatever the batch size (masks depend on the cell, not the batch)
+    assert frequency_baseline(str(zarr_set), context_length=32, seed=0, batch_size=37) == pytest.approx(loss, rel=1e-12)
+    assert frequency_baseline(str(zarr_set), context_length=32, seed=1) != loss  # other masks, other figure
