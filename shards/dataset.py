@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -260,10 +261,19 @@ class ShardedCellDataset(IterableDataset):
         offset = int(ends[start - 1]) if start else 0
         k = int(np.searchsorted(slot.window_offsets, offset, side="right") - 1) if slot.n_cells else 0
         skip = offset - int(slot.window_offsets[k]) if slot.n_cells else 0
+        # the next window is read in a background thread while this one is cut and collated: the zarr
+        # and zstd decoders release the GIL, so reading overlaps collating
+        with ThreadPoolExecutor(1, thread_name_prefix="cellshard-read") as pool:
+            ahead = pool.submit(self._window, plan, seq, slot, k) if k < slot.n_windows else None
+            yield from self._serve(pool, ahead, plan, seq, slot, k, skip, ends, offset, epoch)
+
+    def _serve(self, pool, ahead, plan, seq, slot, k, skip, ends, offset, epoch):
         carry: list[tuple] = []
         carried = 0
         while k < slot.n_windows and self._batches < len(ends):
-            genes, offsets, ids, pads, rows = self._window(plan, seq, slot, k)
+            genes, offsets, ids, pads, rows = ahead.result()
+            if k + 1 < slot.n_windows:
+                ahead = pool.submit(self._window, plan, seq, slot, k + 1)
             rows = rows[skip:]
             skip = 0
             carry.append((genes, offsets, ids, pads, rows))
