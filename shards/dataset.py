@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,24 +43,6 @@ __all__ = ["STATE_VERSION", "ShardedCellDataset"]
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-
-
-class _InLine:
-    """The executor interface, running each call at once (errors surface at ``result()`` as with a pool)."""
-
-    def __enter__(self) -> _InLine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def submit(self, fn, *args) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args))
-        except BaseException as exc:  # re-raised by result(), where a pool would raise it
-            future.set_exception(exc)
-        return future
 
 
 class ShardedCellDataset(IterableDataset):
@@ -279,22 +260,10 @@ class ShardedCellDataset(IterableDataset):
         offset = int(ends[start - 1]) if start else 0
         k = int(np.searchsorted(slot.window_offsets, offset, side="right") - 1) if slot.n_cells else 0
         skip = offset - int(slot.window_offsets[k]) if slot.n_cells else 0
-        # In the main process the next window is read in a background thread while this one is cut and
-        # collated (the zarr and zstd decoders release the GIL, so the two overlap: ~10-20% more cells/s
-        # here). DataLoader workers already overlap with each other and with training, and a thread
-        # there raised their peak RSS in the runs measured, so they read in line.
-        threaded = topo.num_workers == 0
-        with ThreadPoolExecutor(1, thread_name_prefix="cellshard-read") if threaded else _InLine() as pool:
-            ahead = pool.submit(self._window, plan, seq, slot, k) if k < slot.n_windows else None
-            yield from self._serve(pool, ahead, plan, seq, slot, k, skip, ends, offset, epoch)
-
-    def _serve(self, pool, ahead, plan, seq, slot, k, skip, ends, offset, epoch):
         carry: list[tuple] = []
         carried = 0
         while k < slot.n_windows and self._batches < len(ends):
-            genes, offsets, ids, pads, rows = ahead.result()
-            if k + 1 < slot.n_windows:
-                ahead = pool.submit(self._window, plan, seq, slot, k + 1)
+            genes, offsets, ids, pads, rows = self._window(plan, seq, slot, k)
             rows = rows[skip:]
             skip = 0
             carry.append((genes, offsets, ids, pads, rows))
