@@ -18,12 +18,16 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	rm -rf $(DEMO)
-	$(BIN)/ingest synth --config configs/ingest/demo-synth.yaml --out $(DEMO)/corpus/demo.h5ad
+	$(BIN)/ingest synth --config configs/ingest/demo-synth.yaml --out $(DEMO)/corpus/demo.h5ad --census-out $(DEMO)/census
 	$(BIN)/ingest build --config configs/ingest/demo.yaml --input '$(DEMO)/corpus/demo-*.h5ad' --out $(DEMO)/zarr --format zarr
 	$(BIN)/ingest build --config configs/ingest/demo.yaml --input '$(DEMO)/corpus/demo-*.h5ad' --out $(DEMO)/wds --format webdataset
 	$(BIN)/ingest verify $(DEMO)/zarr
 	$(BIN)/ingest verify $(DEMO)/wds
 	$(BIN)/ingest inspect $(DEMO)/zarr
+	@echo "== the Census path, offline: the same corpus as a Census-shaped SOMA copy, primary cells only =="
+	$(BIN)/ingest build --config configs/ingest/demo.yaml --census-version 2025-01-30 --census-uri $(DEMO)/census \
+		--obs-filter "is_primary_data == True" --out $(DEMO)/census-zarr --format zarr
+	$(BIN)/ingest verify $(DEMO)/census-zarr
 	$(BIN)/python -m shards stream $(DEMO)/zarr --batch-size 64 --context-length 2048 --workers 2 --epochs 2
 	$(BIN)/python -m shards stream $(DEMO)/wds --batch-size 64 --context-length 2048 --epochs 1
 	@echo "== train tiny: 200 steps, then resume from the checkpoint to 300 =="

@@ -1,4 +1,4 @@
-"""``python -m benchmarks ingest --cells N --out DIR [--corpus GLOB] [--workers W]``."""
+"""``python -m benchmarks ingest|loader|train ...`` (see ``--help``)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from .report import write_report
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks")
     sub = p.add_subparsers(dest="suite", required=True)
-    ing = sub.add_parser("ingest", help="h5ad -> shards, next to Geneformer's tokenizer algorithm")
+    ing = sub.add_parser("ingest", help="h5ad and SOMA -> shards, next to Geneformer's tokenizer algorithm")
     ing.add_argument("--cells", type=int, default=100_000)
     ing.add_argument("--corpus", default=None, help="glob of existing h5ad files instead of a synthetic corpus")
     ing.add_argument("--workers", type=int, default=1)
+    ing.add_argument("--no-soma", action="store_true", help="leave out the SOMA (Census-shaped copy) rows")
     ing.add_argument("--out", type=Path, required=True)
     ld = sub.add_parser("loader", help="streaming: I/O limit, collate limit, end to end, RSS, shuffle quality")
     ld.add_argument("--zarr", type=Path, required=True, help="a Zarr shard set (>= 100k cells for the issue's figures)")
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     command = "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.suite == "ingest":
-        write_report(args.out, ingest.run(args.out, args.cells, args.corpus, args.workers), command)
+        results = ingest.run(args.out, args.cells, args.corpus, args.workers, soma=not args.no_soma)
+        write_report(args.out, results, command, ingest.ratios(results))
     elif args.suite == "train":
         # imported here only: it pulls in Lightning, which spawned loader processes would otherwise
         # re-import (spawn imports __main__), adding ~140 MiB to every peak RSS the loader suite measures

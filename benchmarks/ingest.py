@@ -1,6 +1,12 @@
-"""Ingest throughput: h5ad → Zarr / WebDataset with cellshard, next to Geneformer's tokenizer algorithm.
+"""Ingest throughput: h5ad → Zarr / WebDataset and SOMA → Zarr with cellshard, next to Geneformer's
+tokenizer algorithm.
 
 All figures come from one run on the same cells; ratios are computed from them, never from constants.
+The SOMA source is a Census-shaped TileDB-SOMA copy of the same corpus on local disk (written once,
+untimed, and cached beside the corpus), read through the ``--census-version V --census-uri DIR`` path.
+Every build runs in a fresh process (``build_probe``) so that each has its own peak RSS; the SOMA build
+is also run on a quarter of the cells (an obs filter on ``soma_joinid``) to show that memory does not
+grow with the corpus.
 """
 
 from __future__ import annotations
@@ -12,15 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest import BuildOptions, SynthSpec, build, synthesize
+from ingest import SynthSpec, synthesize
+from ingest.census_copy import write_census_copy
 from ingest.h5ad import H5adInput, InputOptions
 from ingest.tokenize import TokenMap, rank_value_encode
 from shards import read_vocab
 
 from .baselines.geneformer_tokenizer import tokenize_file
+from .build_probe import probe_build
 from .report import Result
 
-__all__ = ["run"]
+__all__ = ["ratios", "run"]
+
+CENSUS_VERSION = "2025-01-30"
 
 
 def corpus(out: Path, cells: int, pattern: str | None) -> list[Path]:
@@ -50,27 +60,73 @@ def tokenize_kernel(
         src.close()
 
 
-def run(out: Path, cells: int, pattern: str | None = None, workers: int = 1) -> list[Result]:
+def census_copy(files: list[Path], out: Path) -> Path:
+    """The corpus as a Census-shaped SOMA collection, written once (untimed) and reused."""
+    root = files[0].parent / f"census-{files[0].stem.rsplit('-', 1)[0]}"
+    if not (root / "census_data").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        write_census_copy(files, root, version=CENSUS_VERSION)
+    return root
+
+
+def _timed_build(name: str, options: dict, dest: Path, workers: int, fmt: str, extra: dict | None = None):
+    shutil.rmtree(dest, ignore_errors=True)
+    stats = probe_build({"out": str(dest), "format": fmt, "workers": workers, "quiet": True, **options})
+    n = stats["n_cells"]
+    cfg = {"cells": n, "workers": workers, "format": fmt, **(extra or {})}
+    rows = [
+        Result("ingest", name, "cells_per_sec", n / stats["seconds"], "cells/s", cfg),
+        Result("ingest", name, "cells_per_sec_per_process", n / stats["seconds"] / workers, "cells/s", cfg),
+        Result("ingest", name, "peak_rss", max(stats["peak_rss_mib"], stats["children_peak_rss_mib"]), "MiB", cfg),
+    ]
+    return rows, stats
+
+
+def run(out: Path, cells: int, pattern: str | None = None, workers: int = 1, soma: bool = True) -> list[Result]:
     files = corpus(out, cells, pattern)
-    for p in files:  # warm-up, untimed: numba's first compile and a cold page cache would bias the first row
+    root = census_copy(files, out) if soma else None
+    for p in files:  # warm-up, untimed: a cold page cache would bias the first row
         p.read_bytes()
     results: list[Result] = []
     built: dict[str, Path] = {}
+    h5ad = {"input": [str(p) for p in files]}
     for fmt in ("zarr", "webdataset"):
-        dest = out / f"build-{fmt}"
-        shutil.rmtree(dest, ignore_errors=True)
-        t0 = time.perf_counter()
-        manifest = build(
-            BuildOptions(input=[str(p) for p in files], out=str(dest), format=fmt, workers=workers, quiet=True)
-        )
-        dt = time.perf_counter() - t0
-        n = manifest["n_cells"]
-        cfg = {"cells": n, "workers": workers, "format": fmt}
-        results.append(Result("ingest", f"cellshard h5ad->{fmt}", "cells_per_sec", n / dt, "cells/s", cfg))
+        rows, _ = _timed_build(f"cellshard h5ad->{fmt}", h5ad, out / f"build-{fmt}", workers, fmt)
+        results += rows
+        built[fmt] = out / f"build-{fmt}"
+    if root is not None:
+        census = {"census_version": CENSUS_VERSION, "census_uri": str(root)}
+        rows, stats = _timed_build("cellshard soma->zarr", census, out / "build-soma", workers, "zarr")
+        results += rows
+        n = stats["n_cells"]
+        cfg = {"cells": n, "workers": workers, "source": "Census-shaped copy on local disk"}
         results.append(
-            Result("ingest", f"cellshard h5ad->{fmt}", "cells_per_sec_per_process", n / dt / workers, "cells/s", cfg)
+            Result(
+                "ingest",
+                "cellshard soma->zarr",
+                "disk_per_million_cells",
+                stats["bytes"] / n * 1e6 / 1024**3,
+                "GiB",
+                cfg,
+            )
         )
-        built[fmt] = dest
+        results.append(
+            Result(
+                "ingest",
+                "cellshard soma->zarr",
+                "minutes_per_million_cells",
+                stats["seconds"] / n * 1e6 / 60,
+                "min",
+                cfg,
+            )
+        )
+        quarter = {**census, "obs_filter": f"soma_joinid < {n // 4}"}
+        rows, _ = _timed_build(
+            "cellshard soma->zarr, 1/4 of the cells", quarter, out / "build-soma-quarter", workers, "zarr"
+        )
+        results += [r for r in rows if r.metric == "peak_rss"]
+        shutil.rmtree(out / "build-soma", ignore_errors=True)
+        shutil.rmtree(out / "build-soma-quarter", ignore_errors=True)
     vocab = read_vocab(built["zarr"] / "vocab.csv").token_of()
     lines = (built["zarr"] / "gene_medians.csv").read_text().splitlines()[1:]
     medians = {g: float(m) for g, m in (line.split(",") for line in lines)}
@@ -102,3 +158,19 @@ def run(out: Path, cells: int, pattern: str | None = None, workers: int = 1) -> 
         )
     )
     return results
+
+
+def ratios(results: list[Result]) -> list[tuple[str, float, str]]:
+    """Same-run ratios: SOMA against h5ad ingest, and peak memory at a quarter of the cells."""
+    v = {(r.name, r.metric): r.value for r in results}
+    out = []
+    soma, h5ad = v.get(("cellshard soma->zarr", "cells_per_sec")), v.get(("cellshard h5ad->zarr", "cells_per_sec"))
+    if soma and h5ad:
+        out.append(("SOMA -> Zarr / h5ad -> Zarr ingest rate", soma / h5ad, ">= 0.5"))
+    full, quarter = (
+        v.get(("cellshard soma->zarr", "peak_rss")),
+        v.get(("cellshard soma->zarr, 1/4 of the cells", "peak_rss")),
+    )
+    if full and quarter:
+        out.append(("SOMA ingest peak RSS, all cells / a quarter of them", full / quarter, "~1 (flat)"))
+    return out

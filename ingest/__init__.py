@@ -1,4 +1,4 @@
-"""cellshard's ingest stage: h5ad (and, later, Census/SOMA) corpora into tokenized shard sets."""
+"""cellshard's ingest stage: h5ad files, the CELLxGENE Census and SOMA experiments into tokenized shard sets."""
 
 from .build import BuildResult, build
 from .errors import IngestError

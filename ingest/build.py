@@ -33,12 +33,14 @@ from shards.manifest import FORMAT_VERSION, INDEX_NAME, dump_manifest, load_mani
 from shards.vocab import vocab_to_csv
 
 from .errors import IngestError
-from .h5ad import H5adInput, InputOptions, expand_inputs
 from .lock import LOCK_NAME, BuildLock
 from .medians import BIN_RATIO, N_BINS, NORM_TOTAL, medians_from_histograms, medians_to_csv, read_medians
 from .passes import GENES_PER_CELL_EDGES, FileTask, Placement, finalize_shard, pass1_unit, pass2_unit, summarize_pass1
 from .plan import BuildOptions, make_units, shard_layout
+from .presence import PRESENCE_NAME, write_presence
 from .progress import Reporter
+from .soma import close_experiments
+from .sources import Prepared, prepare_source
 from .split import SPLIT_NAMES
 from .vocab import build_vocab, load_vocab
 
@@ -112,64 +114,58 @@ def _check_out_dir(out: Path, build_id: str) -> bool:
     return False
 
 
+def _writable_target(out: Path) -> None:
+    """Refuse an output that cannot be written before any source is read (a Census scan takes a while)."""
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not os.access(probe, os.W_OK):
+        raise IngestError(f"--out {out}: {probe} is not writable")
+    if probe.exists() and not probe.is_dir():
+        raise IngestError(f"--out {out}: {probe} is a file, not a directory")
+
+
+def _interrupted_params(out: Path) -> dict | None:
+    params = out / WORK_DIR / "params.json"
+    try:
+        return json.loads(params.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def build(opts: BuildOptions) -> BuildResult:
     opts.validate()
     report = Reporter(opts.quiet)
     started = time.perf_counter()
     out = Path(opts.out)
+    _writable_target(out)
+    prepared = prepare_source(opts, _interrupted_params(out))
+    try:
+        return _build_prepared(opts, prepared, out, report, started)
+    finally:
+        for tmp, _ in prepared.staged:
+            Path(tmp).unlink(missing_ok=True)
+        close_experiments()
+
+
+def _build_prepared(opts: BuildOptions, prepared: Prepared, out: Path, report: Reporter, started: float) -> BuildResult:
+    files = prepared.inputs
+    what = f"{len(files)} file(s)" if prepared.kind == "h5ad" else f"{prepared.kind} {files[0].label}"
+    report.info(f"[bold]ingest build[/]: {what}, {prepared.cells_matched:,} cells → {out}")
+    vocab = load_vocab(opts.vocab) if opts.vocab else build_vocab([f.ids for f in files], [f.names for f in files])
+    supplied = read_medians(opts.gene_medians) if opts.gene_medians else None
+    build_id = opts.fingerprint(
+        prepared.identity,
+        prepared.obs_columns,
+        sha256_file(opts.vocab) if opts.vocab else None,
+        sha256_file(opts.gene_medians) if opts.gene_medians else None,
+    )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise IngestError(f"--out {out}: cannot create the directory ({exc.strerror})") from exc
     if not os.access(out, os.W_OK):
         raise IngestError(f"--out {out}: the directory is not writable")
-
-    paths = expand_inputs(opts.input)
-    in_opts = InputOptions(opts.layer, opts.use_raw, opts.gene_id_column)
-    files = []
-    for p in paths:
-        src = H5adInput(p, in_opts)
-        try:
-            ids = src.gene_ids()
-            for col in opts.obs_columns:
-                if src.obs_column(col) is None:
-                    raise IngestError(f"{p}: --obs-columns {col!r} is not an obs column ({list(src.obs.columns)})")
-            if opts.val_fraction > 0 and opts.split_by == "donor_id" and src.obs_column("donor_id") is None:
-                raise IngestError(
-                    f"{p}: --split-by donor_id but obs has no donor_id; use --split-by dataset_id or cell"
-                )
-            files.append(
-                {
-                    "path": str(p),
-                    "n_obs": src.n_obs,
-                    "ids": ids,
-                    "names": src.gene_names(),
-                    "id_source": src.gene_id_source(),
-                }
-            )
-        finally:
-            src.close()
-    report.info(f"[bold]ingest build[/]: {len(files)} file(s), {sum(f['n_obs'] for f in files):,} cells → {out}")
-    inputs = [
-        {
-            "path": f["path"],
-            "sha256": sha256_file(f["path"]),
-            "bytes": Path(f["path"]).stat().st_size,
-            "n_obs": f["n_obs"],
-            "gene_id_source": f["id_source"],
-        }
-        for f in files
-    ]
-
-    vocab = (
-        load_vocab(opts.vocab) if opts.vocab else build_vocab([f["ids"] for f in files], [f["names"] for f in files])
-    )
-    supplied = read_medians(opts.gene_medians) if opts.gene_medians else None
-    build_id = opts.fingerprint(
-        inputs,
-        sha256_file(opts.vocab) if opts.vocab else None,
-        sha256_file(opts.gene_medians) if opts.gene_medians else None,
-    )
     with BuildLock(out):
         if _check_out_dir(out, build_id):
             report.info(f"{out}: already built (same inputs and options); nothing to do")
@@ -177,8 +173,11 @@ def build(opts: BuildOptions) -> BuildResult:
         work = out / WORK_DIR
         for sub in ("pass1", "pass2", "done"):
             (work / sub).mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(work / "params.json", json.dumps({"build_id": build_id, "options": asdict(opts)}).encode())
-        manifest = _build_locked(opts, out, work, files, inputs, vocab, supplied, build_id, report)
+        for tmp, name in prepared.staged:
+            shutil.move(tmp, work / name)
+        params = {"build_id": build_id, "options": asdict(opts), "soma_timestamp_ms": prepared.timestamp_ms}
+        write_bytes_atomic(work / "params.json", json.dumps(params).encode())
+        manifest = _build_locked(opts, out, work, prepared, vocab, supplied, build_id, report)
         shutil.rmtree(work)
     seconds = time.perf_counter() - started
     rate = manifest["n_cells"] / seconds if seconds > 0 else 0.0
@@ -189,27 +188,30 @@ def build(opts: BuildOptions) -> BuildResult:
     return BuildResult(manifest, seconds=seconds, cells_per_sec=rate)
 
 
-def _build_locked(opts, out, work, files, inputs, vocab, supplied, build_id, report) -> dict:
+def _build_locked(opts, out, work, prepared: Prepared, vocab, supplied, build_id, report) -> dict:
+    files = prepared.inputs
     token_of = vocab.token_of()
     gene_index = pd.Index(vocab.gene_ids)
     dropped = {"missing_id": 0, "not_in_vocabulary": 0, "no_median": 0}
+    if prepared.kind != "h5ad":
+        dropped["var_filter"] = sum(f.excluded for f in files)
     missing_vocab: set[str] = set()
     tasks = []
     for f in files:
-        ids = f["ids"]
+        ids = f.ids
         present = pd.notna(ids)
-        dropped["missing_id"] += int((~present).sum())
+        dropped["missing_id"] += int((~present).sum()) - f.excluded
         col_hrow = np.where(present, gene_index.get_indexer(ids), -1).astype(np.int64)
         col_token = np.where(col_hrow >= 0, vocab.tokens[col_hrow], -1).astype(np.int64)
         missing_vocab.update(ids[present & (col_hrow < 0)].tolist())
         tasks.append(
             FileTask(
-                f["path"],
-                InputOptions(opts.layer, opts.use_raw, opts.gene_id_column),
+                f.spec,
+                f.label,
                 col_token,
                 col_hrow,
                 ids,
-                tuple(opts.obs_columns),
+                tuple(prepared.obs_columns),
                 opts.split_by,
                 opts.seed,
                 opts.val_fraction,
@@ -217,11 +219,11 @@ def _build_locked(opts, out, work, files, inputs, vocab, supplied, build_id, rep
         )
     dropped["not_in_vocabulary"] = len(missing_vocab)
     if all((t.col_token < 0).all() for t in tasks):
-        raise IngestError(f"{files[0]['path']}: no gene matches the vocabulary; check --vocab and --gene-id-column")
+        raise IngestError(f"{files[0].label}: no gene matches the vocabulary; check --vocab and --gene-id-column")
     write_bytes_atomic(out / "vocab.csv", vocab_to_csv(vocab))
 
     # -- pass 1 ------------------------------------------------------------------------------------
-    units = make_units([f["n_obs"] for f in files], opts.unit_cells)
+    units = make_units([f.n_obs for f in files], opts.unit_cells)
     token_median = None
     if supplied is not None:
         token_median = {token_of[g]: m for g, m in supplied.items() if g in token_of}
@@ -269,7 +271,7 @@ def _build_locked(opts, out, work, files, inputs, vocab, supplied, build_id, rep
     # -- layout --------------------------------------------------------------------------------------
     split_cells = {s: sum(summaries[u.index]["kept"][s] for u in units) for s in SPLIT_NAMES}
     if sum(split_cells.values()) == 0:
-        raise IngestError(f"{files[0]['path']}: no cell has counts on a gene of the vocabulary; nothing to write")
+        raise IngestError(f"{files[0].label}: no cell has counts on a gene of the vocabulary; nothing to write")
     layout = shard_layout(split_cells, opts.cells_per_shard)
     offsets = {s: 0 for s in SPLIT_NAMES}
     unit_offsets = []
@@ -335,13 +337,17 @@ def _build_locked(opts, out, work, files, inputs, vocab, supplied, build_id, rep
 
         _run(finalize_shard, jobs, opts.workers, done3)
 
+    presence = None
+    if prepared.presence is not None:
+        datasets = {k for info in infos.values() for k in info["stats"]["datasets"]}
+        presence = write_presence(prepared.presence, files[0].ids, token_of, datasets, out / PRESENCE_NAME)
     _fault("manifest", 0)
-    manifest = _manifest(opts, out, files, inputs, vocab, layout, infos, summaries, dropped, build_id)
+    manifest = _manifest(opts, out, prepared, vocab, layout, infos, summaries, dropped, build_id, presence)
     dump_manifest(out, manifest)
     return manifest
 
 
-def _manifest(opts, out, files, inputs, vocab, layout, infos, summaries, dropped, build_id) -> dict:
+def _manifest(opts, out, prepared, vocab, layout, infos, summaries, dropped, build_id, presence) -> dict:
     shards = [infos[i] for i in sorted(infos)]
     datasets: dict[str, int] = {}
     hist = np.zeros(len(GENES_PER_CELL_EDGES), dtype=np.int64)
@@ -392,19 +398,17 @@ def _manifest(opts, out, files, inputs, vocab, layout, infos, summaries, dropped
             },
         },
         "source": {
-            "kind": "h5ad",
-            "inputs": inputs,
-            "layer": opts.layer,
-            "use_raw": opts.use_raw,
-            "gene_id_column": opts.gene_id_column,
-            "obs_columns": list(opts.obs_columns),
-            "cells_matched": sum(f["n_obs"] for f in files),
+            **prepared.source,
+            "inputs": [f.record for f in prepared.inputs],
+            "obs_columns": list(prepared.obs_columns),
+            "cells_matched": prepared.cells_matched,
         },
         "options": {
             "cells_per_shard": opts.cells_per_shard,
             "val_fraction": opts.val_fraction,
             "split_by": opts.split_by,
         },
+        **({"presence": presence} if presence else {}),
         "seed": opts.seed,
         "counters": {"skipped_cells": skipped, "dropped_genes": dropped},
         "stats": {

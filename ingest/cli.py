@@ -22,9 +22,20 @@ __all__ = ["main", "parser"]
 
 
 def _build_parser() -> ArgumentParser:
-    p = ArgumentParser(description="Turn h5ad files into a tokenized, shuffled shard set.")
+    p = ArgumentParser(description="Turn h5ad files, the CELLxGENE Census or a SOMA experiment into a shard set.")
     p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of these options")
-    p.add_argument("--input", type=str, nargs="+", required=True, help="h5ad paths or globs (one corpus)")
+    src = p.add_argument_group("source (exactly one of --input, --census-version/--census-uri, --soma-uri)")
+    src.add_argument("--input", type=str, nargs="+", default=[], help="h5ad paths or globs (one corpus)")
+    src.add_argument("--census-version", type=str, default=None, help="Census release: stable, latest or a date")
+    src.add_argument("--census-uri", type=str, default=None, help="local copy or mirror of a Census release")
+    src.add_argument("--soma-uri", type=str, default=None, help="any SOMA experiment (path, file:// or s3://)")
+    src.add_argument("--organism", type=str, default="homo_sapiens", help="Census experiment (or 'Homo sapiens')")
+    src.add_argument("--measurement", type=str, default="RNA", help="SOMA measurement")
+    src.add_argument("--x-layer", type=str, default="raw", help="SOMA X layer of raw counts")
+    src.add_argument("--obs-filter", type=str, default=None, help="SOMA value filter on obs")
+    src.add_argument("--var-filter", type=str, default=None, help="SOMA value filter on var (genes kept)")
+    src.add_argument("--soma-buffer-bytes", type=int, default=256 * 1024**2, help="TileDB read buffer per column")
+    src.add_argument("--census-timeout", type=float, default=30.0, help="seconds to wait for the release directory")
     p.add_argument("--out", type=str, required=True, help="output directory of the shard set")
     p.add_argument("--format", type=str, default="zarr", help="webdataset or zarr")
     p.add_argument("--cells-per-shard", type=int, default=10_000, help="cells per shard (sizes are balanced)")
@@ -37,7 +48,9 @@ def _build_parser() -> ArgumentParser:
     p.add_argument("--gene-id-column", type=str, default=None, help="var column of Ensembl ids")
     p.add_argument("--vocab", type=str, default=None, help="vocab.csv to keep (gene_id,token[,gene_name])")
     p.add_argument("--gene-medians", type=str, default=None, help="gene_medians.csv to use instead of pass 1")
-    p.add_argument("--obs-columns", type=str, nargs="*", default=[], help="extra obs columns to keep")
+    p.add_argument(
+        "--obs-columns", type=str, nargs="*", default=None, help="obs columns kept as metadata (Census: ten defaults)"
+    )
     p.add_argument("--block-cells", type=int, default=8_192, help="rows read and tokenized at a time")
     p.add_argument("--unit-cells", type=int, default=65_536, help="rows per work unit (parallelism, resume)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -56,6 +69,8 @@ def _synth_parser() -> ArgumentParser:
     p.add_argument("--files", type=int, default=1, help="split the datasets over this many files")
     p.add_argument("--cell-types", type=int, default=12)
     p.add_argument("--layout", type=str, default="counts", help="counts (in X) or cellxgene (raw.X)")
+    p.add_argument("--census-out", type=str, default=None, help="also write a Census-shaped SOMA copy to this dir")
+    p.add_argument("--census-version", type=str, default="2025-01-30", help="build date recorded in that copy")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -63,7 +78,7 @@ def _synth_parser() -> ArgumentParser:
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="ingest", description="cellshard ingest: build, check and describe shard sets.")
     sub = p.add_subcommands(dest="command")
-    sub.add_subcommand("build", _build_parser(), help="h5ad files -> shard set")
+    sub.add_subcommand("build", _build_parser(), help="h5ad files, the Census or a SOMA experiment -> shard set")
     verify = ArgumentParser(description="Check every file of a shard set against its manifest.")
     verify.add_argument("path", type=str)
     sub.add_subcommand("verify", verify, help="check a shard set (exit 1 on any fault)")
@@ -119,6 +134,21 @@ def _cmd_synth(ns: Namespace) -> int:
         print(f"wrote {n:,} cells to {len(written)} file(s) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         for path, count in written:
             print(f"  {path}  {count:,} cells", file=sys.stderr)
+    if ns.census_out:
+        from .census_copy import write_census_copy
+
+        if ns.layout != "counts":
+            raise IngestError("--census-out needs --layout counts (the copy's X layer 'raw' holds counts)")
+        t0 = time.perf_counter()
+        copy = write_census_copy(
+            [p for p, _ in written], ns.census_out, version=ns.census_version, organism=ns.organism
+        )
+        if not ns.quiet:
+            print(
+                f"wrote a Census-shaped copy ({copy.organism}, {copy.n_obs:,} cells, {copy.n_datasets} datasets, "
+                f"release {ns.census_version}) to {copy.root} in {time.perf_counter() - t0:.1f} s",
+                file=sys.stderr,
+            )
     return 0
 
 

@@ -14,16 +14,14 @@ from pathlib import Path
 
 import anndata as ad
 import h5py
-import numba
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .counts import NEGATIVE, NONFINITE, TOO_LARGE, first_problem, is_integral, round_noise
 from .errors import IngestError
 
 __all__ = ["H5adInput", "InputOptions", "expand_inputs"]
-
-_INT_TOL = 1e-6
 
 
 def expand_inputs(patterns: list[str]) -> list[Path]:
@@ -52,33 +50,6 @@ class InputOptions:
     layer: str | None = None
     use_raw: bool = False
     gene_id_column: str | None = None
-
-
-_NONFINITE, _NEGATIVE, _FRACTION, _TOO_LARGE = 1, 2, 3, 4
-
-
-@numba.njit(cache=True)
-def _scan(data):  # pragma: no cover - compiled
-    """One pass over the values: (first problem kind, its position, any sub-tolerance float noise)."""
-    noisy = False
-    for i in range(data.size):
-        v = float(data[i])
-        if not np.isfinite(v):
-            return _NONFINITE, i, noisy
-        if v < 0:
-            return _NEGATIVE, i, noisy
-        frac = abs(v - np.round(v))
-        if frac > _INT_TOL:
-            return _FRACTION, i, noisy
-        if frac > 0:
-            noisy = True
-        if v > 2147483647.0:
-            return _TOO_LARGE, i, noisy
-    return 0, 0, noisy
-
-
-def _is_integral(data: np.ndarray) -> bool:
-    return bool(np.all(np.abs(data - np.round(data)) <= _INT_TOL)) if data.size else True
 
 
 class H5adInput:
@@ -202,12 +173,11 @@ class H5adInput:
                 "the file may be truncated or corrupt"
             ) from exc
         csr = block if sp.isspmatrix_csr(block) else sp.csr_matrix(block)
-        kind, flat, noisy = _scan(csr.data) if csr.data.size else (0, 0, False)
+        kind, flat, noisy = first_problem(csr)
         if validate and kind:
             self._fail(csr, kind, flat, start, gene_ids)
         if noisy:  # float noise below the tolerance: round it away
-            csr.data = np.round(csr.data)
-            csr.eliminate_zeros()
+            round_noise(csr)
         return csr
 
     def _where(self, csr: sp.csr_matrix, flat: int, start: int, gene_ids: np.ndarray) -> str:
@@ -219,11 +189,11 @@ class H5adInput:
         at = self._where(csr, flat, start, gene_ids)
         value = float(csr.data[flat])
         m = self.matrix_name
-        if kind == _NONFINITE:
+        if kind == NONFINITE:
             raise IngestError(f"{self.path}: {m} holds NaN or infinite values, first at {at}")
-        if kind == _NEGATIVE:
+        if kind == NEGATIVE:
             raise IngestError(f"{self.path}: {m} holds negative values ({value:g} at {at}); cellshard needs raw counts")
-        if kind == _TOO_LARGE:
+        if kind == TOO_LARGE:
             raise IngestError(f"{self.path}: {m} has a count beyond the int32 range ({value:g} at {at})")
         raise IngestError(
             f"{self.path}: {m} is not integer counts ({value:g} at {at}); it looks normalized or "
@@ -234,10 +204,30 @@ class H5adInput:
         if self.matrix_name == "X" and "raw" in self._file and "X" in self._file["raw"]:
             raw = self._open_matrix("raw/X")
             sample = sp.csr_matrix(raw[0 : min(256, raw.shape[0])], dtype=np.float64)
-            if _is_integral(sample.data):
+            if is_integral(sample.data):
                 return "raw.X holds integer counts: rerun with --use-raw."
         return "Point cellshard at raw counts with --layer NAME or --use-raw."
+
+    def iter_blocks(self, start: int, stop: int, size: int, gene_ids: np.ndarray, validate: bool = True):
+        """``(a, b, csr)`` for consecutive row blocks of ``start:stop``."""
+        for a in range(start, stop, size):
+            b = min(stop, a + size)
+            yield a, b, self.read_block(a, b, gene_ids, validate)
 
     # -- metadata --------------------------------------------------------------------------------
     def obs_column(self, name: str) -> pd.Series | None:
         return self.obs[name] if name in self.obs.columns else None
+
+    @property
+    def default_dataset_id(self) -> str:
+        """The dataset of cells whose obs has no ``dataset_id``: the file's stem."""
+        return self.path.stem
+
+    def obs_frame(self, start: int, stop: int, columns: list[str]) -> pd.DataFrame:
+        """Rows ``start:stop``: ``cell_id`` (``<file stem>:<obs_name>``) and those of ``columns`` that exist."""
+        obs = self.obs.iloc[start:stop]
+        frame = pd.DataFrame({"cell_id": (self.path.stem + ":" + obs.index.astype(str)).to_numpy()})
+        for name in columns:
+            if name in obs.columns and name not in frame.columns:
+                frame[name] = obs[name].to_numpy()
+        return frame

@@ -22,6 +22,8 @@ def summary(directory: Path | str) -> dict[str, Any]:
         "splits": m["splits"],
         "datasets": m.get("stats", {}).get("datasets", {}),
         "genes_per_cell_hist": m.get("stats", {}).get("genes_per_cell_hist", {}),
+        "source": _source_line(m["source"]),
+        "presence": m.get("presence"),
         "vocab_size": m["vocab"].get("size"),
         "counters": m["counters"],
         "seed": m["seed"],
@@ -29,14 +31,38 @@ def summary(directory: Path | str) -> dict[str, Any]:
     }
 
 
+def _source_line(src: dict) -> str:
+    kind = src["kind"]
+    if kind == "h5ad":
+        what = f"{len(src.get('inputs', []))} h5ad file(s)"
+    elif kind == "census":
+        label = src.get("census_version")
+        resolved = src.get("resolved_version")
+        what = f"Census {label}" + (f" (= {resolved})" if resolved and resolved != label else "")
+        what += f", {src.get('organism')}"
+    else:
+        what = f"SOMA {src.get('uri')}"
+    if src.get("obs_filter"):
+        what += f", obs: {src['obs_filter']}"
+    if src.get("var_filter"):
+        what += f", var: {src['var_filter']}"
+    return what + f"; {src.get('cells_matched', 0):,} cells matched"
+
+
 def render(s: dict[str, Any]) -> str:
     lines = [
         f"shard set  {s['path']}  ({s['format']})",
+        f"source     {s['source']}",
         f"cells      {s['n_cells']:,} in {s['n_shards']} shards; {s['n_tokens']:,} tokens "
         f"({s['mean_genes_per_cell']} genes per cell)",
         "splits     "
         + ", ".join(f"{k}: {v['n_cells']:,} cells / {v['n_shards']} shards" for k, v in s["splits"].items()),
         f"vocab      {s['vocab_size']:,} tokens",
+        *(
+            [f"presence   {s['presence']['file']}: {s['presence']['n_pairs']:,} measured (dataset, gene) pairs"]
+            if s["presence"]
+            else []
+        ),
         f"datasets   {len(s['datasets'])}",
     ]
     lines += [f"  {k:<40} {v:>10,}" for k, v in s["datasets"].items()]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,6 @@ from shards.atomic import atomic_file, path_bytes, sha256_file, sha256_path, wri
 from shards.formats import get_format
 from shards.records import METADATA_COLUMNS, CellBlock
 
-from .h5ad import H5adInput, InputOptions
 from .medians import Histograms
 from .permute import FeistelPermutation
 from .split import SPLIT_NAMES, assign_split
@@ -38,8 +38,8 @@ GENES_PER_CELL_EDGES = (0, 100, 200, 300, 500, 1000, 1500, 2000, 3000, 4000, 600
 class FileTask:
     """What a worker needs to process rows of one input file."""
 
-    path: str
-    options: InputOptions
+    spec: Any  # H5adSpec | SomaSpec: opened in the process that runs the task
+    label: str  # file path or URI, for messages
     col_token: np.ndarray  # token id per column, -1 when the gene has none
     col_hrow: np.ndarray  # histogram row (position in the vocabulary's genes) per column, or -1
     gene_ids: np.ndarray
@@ -49,27 +49,18 @@ class FileTask:
     val_fraction: float
 
 
-def _open(task: FileTask) -> H5adInput:
-    return H5adInput(Path(task.path), task.options)
-
-
-def _blocks(start: int, stop: int, size: int):
-    for a in range(start, stop, size):
-        yield a, min(stop, a + size)
-
-
-def _split_keys(src: H5adInput, task: FileTask, a: int, b: int) -> np.ndarray:
+def _split_keys(src, task: FileTask, a: int, b: int) -> np.ndarray:
     if task.split_by == "cell":
-        return (Path(task.path).stem + ":" + src.obs.index[a:b].astype(str)).to_numpy()
-    col = src.obs_column(task.split_by)
-    if col is None:  # dataset_id defaults to the file name, as the metadata does
-        return np.full(b - a, Path(task.path).stem, dtype=object)
-    return col.iloc[a:b].astype(str).to_numpy()
+        return src.obs_frame(a, b, [])["cell_id"].to_numpy()
+    frame = src.obs_frame(a, b, [task.split_by])
+    if task.split_by not in frame.columns:  # dataset_id defaults to the file or experiment, as the metadata does
+        return np.full(b - a, src.default_dataset_id, dtype=object)
+    return frame[task.split_by].astype(str).to_numpy()
 
 
 def pass1_unit(task: FileTask, unit, block_cells: int, token_median: dict[int, float] | None, out: str) -> dict:
     """Histograms of normalized values, the keep/skip status and the split of every row of a unit."""
-    src = _open(task)
+    src = task.spec.open()
     try:
         eligible = task.col_token >= 0
         if token_median is not None:
@@ -77,8 +68,7 @@ def pass1_unit(task: FileTask, unit, block_cells: int, token_median: dict[int, f
         n_rows = int(task.col_hrow.max()) + 1 if task.col_hrow.size else 0
         hist = Histograms(max(n_rows, 1)) if token_median is None else None
         status, split = [], []
-        for a, b in _blocks(unit.start, unit.stop, block_cells):
-            csr = src.read_block(a, b, task.gene_ids)
+        for a, b, csr in src.iter_blocks(unit.start, unit.stop, block_cells, task.gene_ids):
             n_counts = np.asarray(csr.sum(axis=1)).ravel()
             has = rows_with_tokens(csr, eligible)
             st = np.where(n_counts <= 0, ZERO_COUNTS, np.where(has, KEPT, NO_GENES)).astype(np.uint8)
@@ -124,20 +114,22 @@ def _string_column(series: pd.Series | None, n: int) -> pa.Array:
     return pa.array(series.astype("string").to_numpy(dtype=object, na_value=None), type=pa.string())
 
 
-def _metadata(src: H5adInput, task: FileTask, rows: np.ndarray, n_counts, n_genes) -> pa.Table:
-    stem = Path(task.path).stem
-    obs = src.obs.iloc[rows]
-    cols: dict[str, pa.Array] = {"cell_id": pa.array((stem + ":" + obs.index.astype(str)).to_numpy(), pa.string())}
+def _metadata(src, task: FileTask, a: int, b: int, keep: np.ndarray, n_counts, n_genes) -> pa.Table:
+    """The metadata columns of the kept rows ``a + keep`` (same columns and types for every source)."""
+    obs = src.obs_frame(a, b, [*METADATA_COLUMNS[1:7], *task.obs_columns]).iloc[keep]
+    obs = obs.reset_index(drop=True)
+    n = len(keep)
+    cols: dict[str, pa.Array] = {"cell_id": pa.array(obs["cell_id"].to_numpy(dtype=object), pa.string())}
     for name in METADATA_COLUMNS[1:7]:
         series = obs[name] if name in obs.columns else None
         if name == "dataset_id" and series is None:
-            series = pd.Series([stem] * len(rows))
-        cols[name] = _string_column(series, len(rows))
+            series = pd.Series([src.default_dataset_id] * n)
+        cols[name] = _string_column(series, n)
     cols["n_counts"] = pa.array(n_counts.astype(np.int64))
     cols["n_genes"] = pa.array(n_genes.astype(np.int32))
     for name in task.obs_columns:
         if name not in cols:
-            cols[name] = _string_column(obs[name], len(rows))
+            cols[name] = _string_column(obs[name], n)
     return pa.table(cols)
 
 
@@ -156,17 +148,16 @@ def pass2_unit(
     tmap = TokenMap(task.col_token, token_median)
     perms = {s: FeistelPermutation(n, place.seed, s) for s, n in place.split_cells.items() if n}
     seen = dict(place.offsets)
-    src = _open(task)
+    src = task.spec.open()
     batch_map: list[tuple[int, int]] = []
     try:
         with atomic_file(Path(out)) as tmp:
             writer = None
-            for a, b in _blocks(unit.start, unit.stop, block_cells):
+            for a, b, csr in src.iter_blocks(unit.start, unit.stop, block_cells, task.gene_ids, validate=False):
                 st, sp_ = status[a - unit.start : b - unit.start], split[a - unit.start : b - unit.start]
-                keep = np.flatnonzero(st == KEPT)
+                keep = np.flatnonzero(st == KEPT)  # (counts were checked in pass 1)
                 if keep.size == 0:
                     continue
-                csr = src.read_block(a, b, task.gene_ids, validate=False)  # checked in pass 1
                 n_counts = np.asarray(csr.sum(axis=1)).ravel()[keep]
                 genes, counts, offsets = rank_value_encode(csr if keep.size == len(st) else csr[keep], tmap)
                 lengths = np.diff(offsets)
@@ -182,7 +173,7 @@ def pass2_unit(
                     local = np.searchsorted(place.bounds[name], pos, side="right") - 1
                     shard[sel] = place.first_shard[name] + local
                     cell_index[sel] = place.first_cell[name] + pos
-                meta = _metadata(src, task, a + keep, n_counts, lengths)
+                meta = _metadata(src, task, a, b, keep, n_counts, lengths)
                 table = (
                     meta.add_column(0, "cell_index", pa.array(cell_index))
                     .append_column(

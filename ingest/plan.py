@@ -26,8 +26,16 @@ SPLIT_BY = ("donor_id", "dataset_id", "cell")
 class BuildOptions:
     """What ``ingest build`` was asked to do (``--flag`` ↔ field, dashes ↔ underscores)."""
 
-    input: list[str]
     out: str
+    input: list[str] = field(default_factory=list)
+    census_version: str | None = None
+    census_uri: str | None = None
+    soma_uri: str | None = None
+    organism: str = "homo_sapiens"
+    measurement: str = "RNA"
+    x_layer: str = "raw"
+    obs_filter: str | None = None
+    var_filter: str | None = None
     format: str = "zarr"
     cells_per_shard: int = 10_000
     seed: int = 0
@@ -39,10 +47,12 @@ class BuildOptions:
     gene_id_column: str | None = None
     vocab: str | None = None
     gene_medians: str | None = None
-    obs_columns: list[str] = field(default_factory=list)
+    obs_columns: list[str] | None = None  # None: the source's default (the Census: CENSUS_DEFAULT_OBS_COLUMNS)
     quiet: bool = False
     block_cells: int = 8_192
     unit_cells: int = 65_536
+    soma_buffer_bytes: int = 256 * 1024**2
+    census_timeout: float = 30.0
 
     def validate(self) -> None:
         if self.format not in FORMATS:
@@ -59,20 +69,43 @@ class BuildOptions:
             raise IngestError("--block-cells must be >= 1 and --unit-cells >= --block-cells")
         if self.layer and self.use_raw:
             raise IngestError("--layer and --use-raw are exclusive; choose where the counts are")
+        soma_source = self.census_version is not None or self.census_uri is not None or self.soma_uri is not None
+        if soma_source and (self.layer or self.use_raw):
+            raise IngestError("--layer and --use-raw apply to h5ad inputs; for SOMA sources use --x-layer")
+        if self.soma_uri and (self.census_version or self.census_uri):
+            raise IngestError("--soma-uri and --census-version/--census-uri are exclusive; choose one source")
+        if self.soma_buffer_bytes < 1024**2:
+            raise IngestError(f"--soma-buffer-bytes {self.soma_buffer_bytes}: must be at least 1 MiB")
+        if self.census_timeout <= 0:
+            raise IngestError(f"--census-timeout {self.census_timeout}: must be positive (seconds)")
 
-    def fingerprint(self, inputs: list[dict], vocab_sha: str | None, medians_sha: str | None) -> str:
-        """Identity of the output: options that change it plus the inputs' content hashes.
+    def fingerprint(self, source: dict, obs_columns: list[str], vocab_sha: str | None, medians_sha: str | None) -> str:
+        """Identity of the output: options that change it plus the source's content identity.
 
-        ``workers``, ``quiet`` and the paths themselves are left out: they do not change the result.
+        Paths, URIs, ``workers``, ``quiet`` and I/O tuning are left out: they do not change the result
+        (a moved Census copy or input file is the same build).
         """
-        ignored = {"workers", "quiet", "out", "input", "vocab", "gene_medians"}
+        ignored = {
+            "workers",
+            "quiet",
+            "out",
+            "input",
+            "vocab",
+            "gene_medians",
+            "census_uri",
+            "soma_uri",
+            "soma_buffer_bytes",
+            "census_timeout",
+            "obs_columns",
+        }
         opts = {k: v for k, v in asdict(self).items() if k not in ignored}
         doc = {
             "options": opts,
-            "inputs": [i["sha256"] for i in inputs],
+            "source": source,
+            "obs_columns": obs_columns,
             "vocab": vocab_sha,
             "gene_medians": medians_sha,
-            "layout": 1,
+            "layout": 2,
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 

@@ -47,7 +47,9 @@ def verify_shard_set(directory: Path | str) -> list[Fault]:
     except ShardError as exc:
         return [Fault("index.json", str(exc))]
     faults: list[Fault] = []
-    for key in ("vocab", "gene_medians"):
+    for key in ("vocab", "gene_medians", "presence"):
+        if key not in manifest:  # presence.parquet exists only when the source has a presence matrix
+            continue
         entry = manifest[key]
         path = root / entry["file"]
         if not path.is_file():

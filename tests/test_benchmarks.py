@@ -17,10 +17,14 @@ def test_ingest_benchmark_smoke(corpus, tmp_path):
     assert names == {
         "cellshard h5ad->zarr",
         "cellshard h5ad->webdataset",
+        "cellshard soma->zarr",
+        "cellshard soma->zarr, 1/4 of the cells",
         "cellshard tokenizer kernel",
         "geneformer tokenizer algorithm",
     }
     assert all(r["value"] > 0 for r in doc["results"]) and doc["machine"]["cores"] >= 1
+    derived = {d["what"] for d in doc["derived"]}
+    assert derived == {"SOMA -> Zarr / h5ad -> Zarr ingest rate", "SOMA ingest peak RSS, all cells / a quarter of them"}
     assert "vs Geneformer algorithm" in (tmp_path / "REPORT.md").read_text()
 
 
