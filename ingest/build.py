@@ -141,11 +141,26 @@ def build(opts: BuildOptions) -> BuildResult:
     _writable_target(out)
     prepared = prepare_source(opts, _interrupted_params(out))
     try:
+        if opts.dry_run:
+            return BuildResult(_plan_summary(opts, prepared), seconds=time.perf_counter() - started)
         return _build_prepared(opts, prepared, out, report, started)
     finally:
         for tmp, _ in prepared.staged:
             Path(tmp).unlink(missing_ok=True)
         close_experiments()
+
+
+def _plan_summary(opts: BuildOptions, prepared: Prepared) -> dict:
+    """What a build would read (``--dry-run``): the source checked and counted, nothing written."""
+    genes = {g for f in prepared.inputs for g in f.ids if g is not None}
+    return {
+        "dry_run": True,
+        "source": {**prepared.source, "obs_columns": prepared.obs_columns},
+        "cells_matched": prepared.cells_matched,
+        "genes": len(genes),
+        "genes_left_out_by_var_filter": sum(f.excluded for f in prepared.inputs),
+        "work_units": len(make_units([f.n_obs for f in prepared.inputs], opts.unit_cells)),
+    }
 
 
 def _build_prepared(opts: BuildOptions, prepared: Prepared, out: Path, report: Reporter, started: float) -> BuildResult:

@@ -53,6 +53,7 @@ def _build_parser() -> ArgumentParser:
     )
     p.add_argument("--block-cells", type=int, default=8_192, help="rows read and tokenized at a time")
     p.add_argument("--unit-cells", type=int, default=65_536, help="rows per work unit (parallelism, resume)")
+    p.add_argument("--dry-run", action="store_true", help="check and count the source, print the plan, write nothing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
@@ -95,7 +96,9 @@ def _cmd_build(ns: Namespace) -> int:
     from .plan import BuildOptions
 
     fields = BuildOptions.__dataclass_fields__
-    build(BuildOptions(**{k: v for k, v in vars(ns).items() if k in fields}))
+    result = build(BuildOptions(**{k: v for k, v in vars(ns).items() if k in fields}))
+    if ns.dry_run:
+        print(json.dumps({k: v for k, v in result.items() if k != "dry_run"}, indent=1, default=str))
     return 0
 
 

@@ -53,6 +53,7 @@ class BuildOptions:
     unit_cells: int = 65_536
     soma_buffer_bytes: int = 256 * 1024**2
     census_timeout: float = 30.0
+    dry_run: bool = False
 
     def validate(self) -> None:
         if self.format not in FORMATS:

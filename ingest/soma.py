@@ -11,8 +11,11 @@ memory per process is bounded by the block size and ``soma.init_buffer_bytes``, 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -23,8 +26,10 @@ import tiledbsoma as soma
 from .counts import NEGATIVE, NONFINITE, TOO_LARGE, first_problem, round_noise
 from .errors import IngestError
 
-__all__ = ["SomaInput", "SomaSpec", "close_experiments", "open_experiment", "read_var", "scan_obs"]
+__all__ = ["SomaInput", "SomaSpec", "close_experiments", "open_experiment", "read_ahead", "read_var", "scan_obs"]
 
+T = TypeVar("T")
+_END = object()
 _OPEN: dict[tuple, soma.Experiment] = {}  # per process: experiments opened by workers, reused across units
 
 
@@ -37,6 +42,18 @@ def open_experiment(uri: str, tiledb_config: dict, timestamp_ms: int) -> soma.Ex
         exp = soma.Experiment.open(uri, context=context, tiledb_timestamp=timestamp_ms)
         _OPEN[key] = exp
     return exp
+
+
+def read_ahead(iterator: Iterator[T]) -> Iterator[T]:
+    """Items of ``iterator``, the next one computed in a background thread while the caller works."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="soma-read-ahead") as pool:
+        pending = pool.submit(next, iterator, _END)
+        while True:
+            item = pending.result()
+            if item is _END:
+                return
+            pending = pool.submit(next, iterator, _END)
+            yield item
 
 
 def close_experiments() -> None:
@@ -139,11 +156,18 @@ class SomaInput:
 
     def iter_blocks(self, start: int, stop: int, size: int, gene_ids: np.ndarray, validate: bool = True):
         """``(a, b, csr)`` for consecutive row blocks of ``start:stop``; columns follow ``var_joinids``."""
-        coords = (np.asarray(self._joinids[start:stop]), self.spec.var_joinids)
+        ids = np.asarray(self._joinids[start:stop])
+        # a contiguous run of joinids is read as one range (SOMA slices are closed): ~30% faster here
+        # than the same rows as a list of points
+        rows = slice(int(ids[0]), int(ids[-1])) if ids.size and ids[-1] - ids[0] + 1 == ids.size else ids
+        coords = (rows, self.spec.var_joinids)
         try:
-            blocks = self._x.read(coords=coords).blockwise(axis=0, size=size).scipy()
+            # eager=False: TileDB-SOMA's eager mode nests three read-ahead iterators (table, reindexed
+            # table, CSR), holding ~4 blocks at once; one block read ahead in our own thread overlaps the
+            # I/O with tokenization as well, at half the peak memory (measured in benchmarks/ingest)
+            blocks = self._x.read(coords=coords).blockwise(axis=0, size=size, eager=False).scipy()
             a = start
-            for csr, (obs_ids, _) in blocks:
+            for csr, (obs_ids, _) in read_ahead(blocks):
                 b = a + csr.shape[0]
                 got = obs_ids.to_numpy() if isinstance(obs_ids, pa.Array) else np.asarray(obs_ids)
                 if not np.array_equal(got, self._joinids[a:b]):  # internal invariant of the reader

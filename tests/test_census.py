@@ -318,10 +318,12 @@ def _fractional_experiment(path: Path) -> Path:
         (["--x-layer", "normalized"], "no X layer 'normalized'"),
         (["--census-version", "2024-07-01"], "built on 2025-01-30"),
         (["--soma-uri", "SELF"], "not an Experiment"),
+        (["--input", "FILE"], "give exactly one source"),
+        (["--use-raw"], "--layer and --use-raw apply to h5ad inputs"),
     ],
 )
 def test_bad_census_input_is_a_clear_error(args, culprit, census, tmp_path):
-    args = [str(census) if a == "SELF" else a for a in args]
+    args = [str(census) if a == "SELF" else str(census.parent / "x.h5ad") if a == "FILE" else a for a in args]
     base = _census_cmd(census, tmp_path / "out")
     if "--soma-uri" in args:
         base = [a for a in base if a not in ("--census-version", VERSION, "--census-uri", str(census))]
@@ -344,3 +346,15 @@ def test_bad_soma_uris(kind, files, tmp_path):
         res = run_cli("build", "--soma-uri", str(exp), "--out", str(tmp_path / "o"), "--quiet")
         assert res.returncode == 1 and "not integer counts (0.5" in res.stderr and "exp:1" in res.stderr
     assert not (tmp_path / "o" / "index.json").exists()
+
+
+def test_dry_run_counts_and_writes_nothing(census, obs, tmp_path):
+    """``--census-uri`` alone takes the copy's build date as the release; ``--dry-run`` only counts."""
+    out = tmp_path / "plan"
+    res = run_cli("build", "--census-uri", str(census), "--obs-filter", "is_primary_data == False", "--out", str(out),
+                  "--dry-run")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    plan = json.loads(res.stdout)
+    assert plan["cells_matched"] == int((~obs["is_primary_data"].astype(bool)).sum()) > 0
+    assert plan["source"]["census_version"] == plan["source"]["resolved_version"] == VERSION
+    assert plan["genes"] == 1200 and not out.exists()
