@@ -16,7 +16,6 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from multiprocessing import get_context
@@ -190,7 +189,7 @@ def _build_prepared(opts: BuildOptions, prepared: Prepared, out: Path, report: R
             (work / sub).mkdir(parents=True, exist_ok=True)
         for tmp, name in prepared.staged:
             shutil.move(tmp, work / name)
-        params = {"build_id": build_id, "options": asdict(opts), "soma_timestamp_ms": prepared.timestamp_ms}
+        params = {"build_id": build_id, "options": opts.redacted(), "soma_timestamp_ms": prepared.timestamp_ms}
         write_bytes_atomic(work / "params.json", json.dumps(params).encode())
         manifest = _build_locked(opts, out, work, prepared, vocab, supplied, build_id, report)
         shutil.rmtree(work)

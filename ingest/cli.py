@@ -35,6 +35,13 @@ def _build_parser() -> ArgumentParser:
     src.add_argument("--obs-filter", type=str, default=None, help="SOMA value filter on obs")
     src.add_argument("--var-filter", type=str, default=None, help="SOMA value filter on var (genes kept)")
     src.add_argument("--soma-buffer-bytes", type=int, default=256 * 1024**2, help="TileDB read buffer per column")
+    src.add_argument(
+        "--tiledb-config",
+        type=str,
+        nargs="*",
+        default=[],
+        help="TileDB settings KEY=VALUE, e.g. vfs.s3.endpoint_override=HOST:PORT (credentials: use the environment)",
+    )
     src.add_argument("--census-timeout", type=float, default=30.0, help="seconds to wait for the release directory")
     p.add_argument("--out", type=str, required=True, help="output directory of the shard set")
     p.add_argument("--format", type=str, default="zarr", help="webdataset or zarr")

@@ -52,6 +52,7 @@ class BuildOptions:
     block_cells: int = 8_192
     unit_cells: int = 65_536
     soma_buffer_bytes: int = 256 * 1024**2
+    tiledb_config: list[str] = field(default_factory=list)  # "key=value" TileDB settings (S3 endpoint, region...)
     census_timeout: float = 30.0
     dry_run: bool = False
 
@@ -77,8 +78,25 @@ class BuildOptions:
             raise IngestError("--soma-uri and --census-version/--census-uri are exclusive; choose one source")
         if self.soma_buffer_bytes < 1024**2:
             raise IngestError(f"--soma-buffer-bytes {self.soma_buffer_bytes}: must be at least 1 MiB")
+        self.tiledb_settings()  # raises on a malformed entry
         if self.census_timeout <= 0:
             raise IngestError(f"--census-timeout {self.census_timeout}: must be positive (seconds)")
+
+    def tiledb_settings(self) -> dict[str, str]:
+        """``--tiledb-config`` entries as a dict (later entries win)."""
+        settings = {}
+        for entry in self.tiledb_config:
+            key, sep, value = entry.partition("=")
+            if not sep or not key.strip():
+                raise IngestError(f"--tiledb-config {entry!r}: expected KEY=VALUE, e.g. vfs.s3.region=eu-west-1")
+            settings[key.strip()] = value.strip()
+        return settings
+
+    def redacted(self) -> dict:
+        """The options as recorded in the work directory: TileDB settings by key only (they may hold secrets)."""
+        doc = asdict(self)
+        doc["tiledb_config"] = sorted(self.tiledb_settings())
+        return doc
 
     def fingerprint(self, source: dict, obs_columns: list[str], vocab_sha: str | None, medians_sha: str | None) -> str:
         """Identity of the output: options that change it plus the source's content identity.
@@ -96,6 +114,7 @@ class BuildOptions:
             "census_uri",
             "soma_uri",
             "soma_buffer_bytes",
+            "tiledb_config",
             "census_timeout",
             "obs_columns",
         }

@@ -141,6 +141,7 @@ def _prepare_soma(opts, work_params: dict | None) -> Prepared:
     config = {
         "soma.init_buffer_bytes": int(opts.soma_buffer_bytes),
         "py.init_buffer_bytes": int(opts.soma_buffer_bytes),
+        **opts.tiledb_settings(),
     }
     census = opts.census_version is not None or opts.census_uri is not None
     timestamp = int((work_params or {}).get("soma_timestamp_ms") or time.time() * 1000)

@@ -358,3 +358,48 @@ def test_dry_run_counts_and_writes_nothing(census, obs, tmp_path):
     assert plan["cells_matched"] == int((~obs["is_primary_data"].astype(bool)).sum()) > 0
     assert plan["source"]["census_version"] == plan["source"]["resolved_version"] == VERSION
     assert plan["genes"] == 1200 and not out.exists()
+
+
+@pytest.mark.slow
+def test_census_copy_on_s3_equals_the_local_copy(census, tmp_path):
+    """``--census-uri s3://...`` through TileDB's S3 client against moto's S3 server on 127.0.0.1."""
+    import socket
+
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    keys = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        fs = s3fs.S3FileSystem(key="test", secret="test", client_kwargs={"endpoint_url": f"http://127.0.0.1:{port}"})
+        fs.mkdir("mirror")
+        fs.put(str(census), "mirror/2025-01-30/soma", recursive=True)
+        settings = [
+            f"vfs.s3.endpoint_override=127.0.0.1:{port}", "vfs.s3.scheme=http", "vfs.s3.use_virtual_addressing=false",
+            "vfs.s3.no_sign_request=false", "vfs.s3.region=us-east-1",
+        ]  # fmt: skip
+        uri = "s3://mirror/2025-01-30/soma"
+        remote = [a if a != str(census) else uri for a in _census_cmd(census, tmp_path / "s3")]
+        res = run_cli(*remote, "--tiledb-config", *settings, "--workers", "2", env=keys)
+        assert res.returncode == 0, res.stderr
+    finally:
+        server.stop()
+    local = run_cli(*_census_cmd(census, tmp_path / "local"))
+    assert local.returncode == 0, local.stderr
+    a, b = manifest_without_time(tmp_path / "s3"), manifest_without_time(tmp_path / "local")
+    assert a["source"]["uri"].startswith("s3://mirror/") and a["build_id"] == b["build_id"]
+    assert a["shards"] == b["shards"] and a["presence"] == b["presence"]
+
+
+def test_tiledb_settings_are_parsed_and_never_recorded():
+    from ingest import BuildOptions, IngestError
+
+    opts = BuildOptions(out="x", soma_uri="s3://b/e", tiledb_config=["vfs.s3.aws_secret_access_key=s3cr3t", "a.b=1"])
+    assert opts.tiledb_settings() == {"vfs.s3.aws_secret_access_key": "s3cr3t", "a.b": "1"}
+    assert "s3cr3t" not in json.dumps(opts.redacted())
+    with pytest.raises(IngestError, match=r"--tiledb-config 'vfs.s3.region': expected KEY=VALUE"):
+        BuildOptions(out="x", soma_uri="s3://b/e", tiledb_config=["vfs.s3.region"]).validate()
