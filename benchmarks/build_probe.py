@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -29,38 +28,16 @@ def probe_build(options: dict) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def _vm_hwm_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # kB
-    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
-
-
 def _main(argv: list[str]) -> int:
-    import psutil
-
     from ingest import BuildOptions, build
 
+    from .memory import PeakRSS
+
     opts = json.loads(argv[0])
-    children_peak = [0]
-    done = threading.Event()
-
-    def sample() -> None:
-        me = psutil.Process()
-        while not done.wait(0.1):
-            for child in me.children(recursive=True):
-                try:
-                    children_peak[0] = max(children_peak[0], child.memory_info().rss)
-                except psutil.Error:  # exited between listing and reading
-                    pass
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    t0 = time.perf_counter()
-    manifest = build(BuildOptions(**opts))
-    seconds = time.perf_counter() - t0
-    done.set()
-    sampler.join()
+    with PeakRSS() as peak:
+        t0 = time.perf_counter()
+        manifest = build(BuildOptions(**opts))
+        seconds = time.perf_counter() - t0
     out = Path(opts["out"])
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     doc = {
@@ -68,7 +45,7 @@ def _main(argv: list[str]) -> int:
         "n_cells": manifest["n_cells"],
         "n_tokens": manifest["n_tokens"],
         "bytes": size,
-        "peak_rss_mib": max(_vm_hwm_mib(), children_peak[0] / 1024**2),
+        "peak_rss_mib": peak.process_mib,
     }
     print(json.dumps(doc))
     return 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import resource
 import shutil
 import time
 from pathlib import Path
@@ -22,15 +21,10 @@ from shards import CellDataLoader, ShardedCellDataset
 from shards.collate import Collator
 from shards.readers import ShardSetReader
 
+from .memory import PeakRSS
 from .report import Result
 
 __all__ = ["run"]
-
-
-def _rss_mib() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return (own + kids) / 1024
 
 
 def _end_to_end(root: str, workers: int, batch: int, context: int, max_batches: int | None, queue) -> None:
@@ -38,17 +32,20 @@ def _end_to_end(root: str, workers: int, batch: int, context: int, max_batches: 
                             return_cell_ids=True)  # fmt: skip
     loader = CellDataLoader(ds, num_workers=workers)
     ds.set_epoch(0)
-    t0 = time.perf_counter()
     cells = tokens = 0
     ids = []
-    for i, b in enumerate(loader):
-        cells += b["input_ids"].shape[0]
-        tokens += int(b["attention_mask"].sum())
-        ids.append(b["cell_id"])
-        if max_batches is not None and i + 1 >= max_batches:
-            break
-    queue.put({"seconds": time.perf_counter() - t0, "cells": cells, "tokens": tokens, "rss_mib": _rss_mib(),
-               "batches": ids})  # fmt: skip
+    with PeakRSS() as peak:
+        t0 = time.perf_counter()
+        for i, b in enumerate(loader):
+            cells += b["input_ids"].shape[0]
+            tokens += int(b["attention_mask"].sum())
+            ids.append(b["cell_id"])
+            if max_batches is not None and i + 1 >= max_batches:
+                break
+        seconds = time.perf_counter() - t0
+        del loader  # shut the workers down inside the measurement
+    queue.put({"seconds": seconds, "cells": cells, "tokens": tokens, "rss_mib": peak.total_mib,
+               "rss_process_mib": peak.process_mib, "batches": ids})  # fmt: skip
 
 
 def _spawned(*args) -> dict:
