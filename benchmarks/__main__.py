@@ -33,9 +33,19 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--feed-batches", type=int, default=300, help="batches per simulated-GPU run")
     tr.add_argument("--quick", action="store_true", help="leave out the geneformer-10m CPU runs")
     tr.add_argument("--out", type=Path, required=True)
+    rn = sub.add_parser("run", help="the whole suite in one run: results.json, REPORT.md, plots")
+    rn.add_argument("--suite", dest="suite_name", choices=["tiny", "quick", "full"], default="quick")
+    rn.add_argument("--out", type=Path, required=True)
+    rn.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "cellshard-bench",
+                    help="where the corpus, its shard sets and its SOMA copy are kept between runs")  # fmt: skip
     args = p.parse_args(argv)
     command = "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv)
-    if args.suite == "ingest":
+    if args.suite == "run":
+        from . import suite
+
+        results, derived = suite.run(args.suite_name, args.out, args.cache)
+        write_report(args.out, results, command, derived)
+    elif args.suite == "ingest":
         results = ingest.run(args.out, args.cells, args.corpus, args.workers, soma=not args.no_soma)
         write_report(args.out, results, command, ingest.ratios(results))
     elif args.suite == "train":

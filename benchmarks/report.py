@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
-__all__ = ["Result", "render_markdown", "write_report"]
+__all__ = ["Result", "render_markdown", "validate_results", "write_report"]
 
 _BASELINE = "geneformer tokenizer algorithm"
 
@@ -88,5 +88,17 @@ def write_report(
     }
     if derived:
         doc["derived"] = [{"what": w, "value": v, "target": t} for w, v, t in derived]
+    from .plots import plot
+
+    doc["plots"] = plot(doc, out)
+    validate_results(doc)
     (out / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
     (out / "REPORT.md").write_text(render_markdown(doc))
+
+
+def validate_results(doc: dict) -> None:
+    """Raise ``jsonschema.ValidationError`` unless ``doc`` follows ``benchmarks/results.schema.json``."""
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parent / "results.schema.json").read_text())
+    jsonschema.validate(doc, schema)

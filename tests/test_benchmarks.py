@@ -54,3 +54,25 @@ def test_train_benchmark_smoke(zarr_set, tmp_path):
             assert 0 <= got[(f"feed H100 {model}, {workers} workers", "data_wait_frac")] < 1
             assert got[(f"feed H100 {model}, {workers} workers", "loader_cores_per_gpu")] > 0
     assert {d["what"] for d in doc["derived"]} >= {"data wait feeding an H100, geneformer-106m, 2 workers"}
+
+
+@pytest.mark.slow
+def test_suite_run_writes_a_valid_report(tmp_path):
+    """``run --suite tiny``: every section present, results.json valid against its schema, plots written."""
+    from benchmarks.report import validate_results
+
+    out = tmp_path / "out"
+    assert main(["run", "--suite", "tiny", "--out", str(out), "--cache", str(tmp_path / "cache")]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    validate_results(doc)
+    groups = {r["group"] for r in doc["results"]}
+    assert {"ingest", "compare", "shuffle", "limits", "memory", "scale", "suite"} <= groups
+    loaders = {r["config"]["loader"] for r in doc["results"] if r["group"] == "compare"}
+    assert loaders == {"cellshard zarr", "cellshard webdataset", "per-cell AnnData Dataset", "plain webdataset"}
+    assert {d["what"] for d in doc["derived"]} >= {"cellshard Zarr / per-cell AnnData Dataset",
+                                                    "sampler plan time per rank (s)"}  # fmt: skip
+    for name in doc["plots"]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = dict(doc, results=[{**doc["results"][0], "value": "fast"}])
+    with pytest.raises(Exception, match="is not of type 'number'"):
+        validate_results(bad)

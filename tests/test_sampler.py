@@ -127,3 +127,14 @@ def test_distributed_shard_sampler_ranges_cover_once():
     assert len(seen) == len(set(seen)) == cells.sum()
     with pytest.raises(ValueError, match="rank"):
         sampler.ranges(world_size=2, rank=2, num_workers=0, worker_id=0, epoch=0)
+
+
+def test_token_balanced_pad_plan_smaller_than_one_round():
+    """Fewer cells than slots x batch with ``pad``: the repeats wrap around (this used to raise)."""
+    from shards.sampler import plan_slots, stream_positions
+
+    slots = plan_slots(7, world_size=3, num_workers=2, batch_size=8, seed=1, epoch=0, tokens=np.arange(1, 8),
+                       policy="pad")  # fmt: skip
+    served = np.concatenate([s.to_sequence(stream_positions(s, s.n_cells)) for s in slots])
+    assert len(served) == 6 * 8 and len(set(served.tolist())) == 48  # every position once, repeats included
+    assert set((served % 7).tolist()) == set(range(7))

@@ -1,0 +1,135 @@
+"""``python -m benchmarks run --suite tiny|quick|full --out DIR``: the whole suite in one run.
+
+One corpus (synthetic, generated once and cached with its shard sets and its Census-shaped SOMA copy),
+then: ingest (h5ad and SOMA → shards, Geneformer's algorithm), loaders side by side on the same cells
+(``compare``), the loader's I/O and collate limits, memory with a 10× shard set, the sampler at atlas
+scale without data (``scale_sim``), and in ``full`` the training / GPU-feeding figures. Writes
+``results.json`` (validated against ``benchmarks/results.schema.json``), ``REPORT.md`` with every ratio
+computed from figures of this run, and PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ingest import BuildOptions, SynthSpec, build, synthesize
+
+from . import compare, ingest, loader, scale_sim
+from .report import Result
+
+__all__ = ["SUITES", "Suite", "run"]
+
+
+@dataclass(frozen=True)
+class Suite:
+    cells: int
+    genes: int
+    workers: tuple[int, ...]
+    per_cell_max: int
+    scale: scale_sim.ScaleSpec
+    repeat_batches: int = 200
+    train: bool = False
+    batch: int = 64
+    context: int = 2048
+    cells_per_shard: int = 2_500
+    extra: dict = field(default_factory=dict)
+
+
+SUITES = {
+    # CI smoke: seconds, checks the plumbing and the schema, not the speeds
+    "tiny": Suite(3_000, 2_000, (0,), 256, scale_sim.ScaleSpec(200_000, 100, 16, 2, 64, 8), 20, cells_per_shard=500),
+    "quick": Suite(20_000, 8_000, (0, 2), 1_000, scale_sim.ScaleSpec(5_000_000, 2_500, 128, 8, 64, 64)),
+    "full": Suite(300_000, 10_000, (0, 1, 2), 5_000, scale_sim.ScaleSpec(), 400, train=True, cells_per_shard=10_000),
+}
+
+
+def _corpus(cache: Path, s: Suite) -> dict:
+    """h5ad files, Zarr and WebDataset shard sets of the same cells (val_fraction 0), made once."""
+    root = cache / f"corpus-{s.cells}-{s.genes}"
+    files = sorted(root.glob("syn-*.h5ad"))
+    if not files:
+        root.mkdir(parents=True, exist_ok=True)
+        files = [p for p, _ in synthesize(SynthSpec(cells=s.cells, genes=s.genes, datasets=6, files=3, seed=1),
+                                          root / "syn.h5ad")]  # fmt: skip
+    paths = {"h5ad": [str(p) for p in files], "root": str(root)}
+    for fmt, key in (("zarr", "zarr"), ("webdataset", "wds")):
+        out = root / key
+        if not (out / "index.json").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            build(BuildOptions(input=paths["h5ad"], out=str(out), format=fmt, cells_per_shard=s.cells_per_shard,
+                               seed=1, quiet=True, workers=2))  # fmt: skip
+        paths[key] = str(out)
+    return paths
+
+
+def _limits(paths: dict, s: Suite, out: Path) -> list[Result]:
+    cfg = {"batch_size": s.batch, "context_length": s.context}
+    rows = []
+    for fmt, key in (("zarr", "zarr"), ("webdataset", "wds")):
+        dt, cells, _ = loader._io_limit(Path(paths[key]))
+        rows.append(Result("limits", f"{fmt} read+decode (I/O limit)", "cells_per_sec", cells / dt, "cells/s", cfg))
+    dt, cells = loader._collate_limit(Path(paths["zarr"]), s.batch, s.context)
+    rows.append(Result("limits", "collate+mask (compute limit)", "cells_per_sec", cells / dt, "cells/s", cfg))
+    for times in (1, 10):
+        root = loader._repeated(Path(paths["zarr"]), times, out / f"repeat{times}") if times > 1 else paths["zarr"]
+        r = loader._spawned(str(root), 0, s.batch, s.context, s.repeat_batches)
+        c = {**cfg, "shard_set_copies": times, "batches": s.repeat_batches}
+        rows.append(Result("memory", f"zarr x{times} shard set", "peak_rss", r["rss_mib"], "MiB", c))
+    shutil.rmtree(out / "repeat10", ignore_errors=True)
+    return rows
+
+
+def ratios(results: list[Result]) -> list[tuple[str, float, str]]:
+    """The issue's targets, each as a ratio of figures of this run (or a figure against its bound)."""
+    cps = {r.name: r.value for r in results if r.metric == "cells_per_sec"}
+
+    def best(kind: str) -> float:
+        return max((v for k, v in cps.items() if k.startswith(f"{kind}, ")), default=float("nan"))
+
+    zarr, wds = best("cellshard zarr"), best("cellshard webdataset")
+    limit = min(cps.get("zarr read+decode (I/O limit)", float("nan")), cps.get("collate+mask (compute limit)", 1e30))
+    scale = {r.name: r.value for r in results if r.group == "scale"}
+    rss = {r.config.get("shard_set_copies"): r.value for r in results if r.group == "memory"}
+    out = [
+        ("cellshard Zarr / per-cell AnnData Dataset", zarr / best("per-cell AnnData Dataset"), ">= 50"),
+        ("cellshard WebDataset / plain webdataset (same tars)", wds / best("plain webdataset"), ">= 1.5"),
+        ("cellshard WebDataset / cellshard Zarr", wds / zarr, ">= 0.5"),
+        ("cellshard Zarr / min(I/O, collate limit)", zarr / limit, ">= 0.5"),
+        ("peak RSS, 10x shard set / 1x", rss.get(10, float("nan")) / rss.get(1, float("nan")), "~1 (flat)"),
+    ]
+    if scale:
+        out += [
+            ("sampler plan time per rank (s)", scale["plan time per rank"], "< 1"),
+            ("per-rank token imbalance", scale["per-rank token imbalance, token-balanced plan"], "<= 0.01"),
+            ("cells served twice (one epoch and elastic)",
+             scale["cells served twice or more"] + scale["elastic: cells served twice or more"], "0"),
+        ]  # fmt: skip
+    out += ingest.ratios(results)
+    return out
+
+
+def run(suite: str, out: Path, cache: Path) -> tuple[list[Result], list[tuple[str, float, str]]]:
+    s = SUITES[suite]
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    paths = _corpus(cache, s)
+    results: list[Result] = []
+    results += ingest.run(out / "ingest", s.cells, str(Path(paths["root"]) / "syn-*.h5ad"), workers=1)
+    shutil.rmtree(out / "ingest", ignore_errors=True)
+    results += compare.compare(paths, batch=s.batch, context=s.context, workers=s.workers,
+                               per_cell_max=s.per_cell_max, epoch_cells=s.cells)  # fmt: skip
+    results += _limits(paths, s, out)
+    results += scale_sim.run(s.scale)
+    if s.train:
+        from . import train
+
+        results += train.run(Path(paths["zarr"]), out / "train", 20, 6, 300, quick=False)
+        shutil.rmtree(out / "train", ignore_errors=True)
+    results.append(Result("suite", f"suite {suite}", "wall_seconds", time.perf_counter() - t0, "s",
+                          {"suite": suite, "cells": s.cells, "cache": str(cache)}))  # fmt: skip
+    (out / "corpus.json").write_text(json.dumps({k: v for k, v in paths.items()}, indent=1))
+    return results, ratios(results)
