@@ -24,22 +24,12 @@ import tiledbsoma as soma
 
 from .errors import IngestError
 from .h5ad import H5adInput, InputOptions
+from .sources import CENSUS_DEFAULT_OBS_COLUMNS
 
 __all__ = ["CENSUS_OBS_COLUMNS", "CensusCopy", "write_census_copy"]
 
 #: obs columns of a Census experiment that the copy fills (from the h5ad obs, or "unknown")
-CENSUS_OBS_COLUMNS = (
-    "dataset_id",
-    "assay",
-    "cell_type",
-    "tissue",
-    "tissue_general",
-    "disease",
-    "donor_id",
-    "sex",
-    "development_stage",
-    "suspension_type",
-)
+CENSUS_OBS_COLUMNS = CENSUS_DEFAULT_OBS_COLUMNS
 
 
 @dataclass(frozen=True)
