@@ -22,7 +22,13 @@ from .report import Result
 
 __all__ = ["LOADERS", "compare", "shuffle_quality"]
 
-LOADERS = ("cellshard zarr", "cellshard webdataset", "per-cell AnnData Dataset", "plain webdataset")
+LOADERS = (
+    "cellshard zarr",
+    "cellshard webdataset",
+    "per-cell AnnData Dataset",
+    "plain webdataset",
+    "tiledbsoma-ml ExperimentDataset",
+)
 
 
 def _make(kind: str, paths: dict, batch: int, context: int, workers: int):
@@ -34,8 +40,10 @@ def _make(kind: str, paths: dict, batch: int, context: int, workers: int):
                                 return_cell_ids=True)  # fmt: skip
         ds.set_epoch(0)
         return CellDataLoader(ds, num_workers=workers)
-    from .baselines.loaders import per_cell_loader, plain_webdataset
+    from .baselines.loaders import per_cell_loader, plain_webdataset, tiledbsoma_ml_loader
 
+    if kind == "tiledbsoma-ml ExperimentDataset":
+        return tiledbsoma_ml_loader(paths["soma"], paths["zarr"], batch, context, workers)
     if kind == "per-cell AnnData Dataset":
         return per_cell_loader([Path(p) for p in paths["h5ad"]], paths["zarr"], batch, context, workers)
     if kind == "plain webdataset":

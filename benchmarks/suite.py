@@ -56,6 +56,7 @@ def _corpus(cache: Path, s: Suite) -> dict:
         files = [p for p, _ in synthesize(SynthSpec(cells=s.cells, genes=s.genes, datasets=6, files=3, seed=1),
                                           root / "syn.h5ad")]  # fmt: skip
     paths = {"h5ad": [str(p) for p in files], "root": str(root)}
+    paths["soma"] = str(ingest.census_copy(files, root) / "census_data" / "homo_sapiens")  # written once
     for fmt, key in (("zarr", "zarr"), ("webdataset", "wds")):
         out = root / key
         if not (out / "index.json").exists():
@@ -95,6 +96,7 @@ def ratios(results: list[Result]) -> list[tuple[str, float, str]]:
     scale = {r.name: r.value for r in results if r.group == "scale"}
     rss = {r.config.get("shard_set_copies"): r.value for r in results if r.group == "memory"}
     out = [
+        ("cellshard Zarr / tiledbsoma-ml ExperimentDataset", zarr / best("tiledbsoma-ml ExperimentDataset"), ">= 20"),
         ("cellshard Zarr / per-cell AnnData Dataset", zarr / best("per-cell AnnData Dataset"), ">= 50"),
         ("cellshard WebDataset / plain webdataset (same tars)", wds / best("plain webdataset"), ">= 1.5"),
         ("cellshard WebDataset / cellshard Zarr", wds / zarr, ">= 0.5"),

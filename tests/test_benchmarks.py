@@ -10,25 +10,6 @@ from benchmarks.__main__ import main
 
 
 @pytest.mark.slow
-def test_ingest_benchmark_smoke(corpus, tmp_path):
-    assert main(["ingest", "--corpus", str(corpus[0].parent / "syn-*.h5ad"), "--out", str(tmp_path)]) == 0
-    doc = json.loads((tmp_path / "results.json").read_text())
-    names = {r["name"] for r in doc["results"]}
-    assert names == {
-        "cellshard h5ad->zarr",
-        "cellshard h5ad->webdataset",
-        "cellshard soma->zarr",
-        "cellshard soma->zarr, 1/4 of the cells",
-        "cellshard tokenizer kernel",
-        "geneformer tokenizer algorithm",
-    }
-    assert all(r["value"] > 0 for r in doc["results"]) and doc["machine"]["cores"] >= 1
-    derived = {d["what"] for d in doc["derived"]}
-    assert derived == {"SOMA -> Zarr / h5ad -> Zarr ingest rate", "SOMA ingest peak RSS, all cells / a quarter of them"}
-    assert "vs Geneformer algorithm" in (tmp_path / "REPORT.md").read_text()
-
-
-@pytest.mark.slow
 def test_loader_benchmark_smoke(zarr_set, wds_set, tmp_path):
     args = ["loader", "--zarr", str(zarr_set), "--wds", str(wds_set), "--batch-size", "16", "--context-length", "128"]
     assert main([*args, "--out", str(tmp_path)]) == 0
@@ -66,10 +47,18 @@ def test_suite_run_writes_a_valid_report(tmp_path):
     doc = json.loads((out / "results.json").read_text())
     validate_results(doc)
     groups = {r["group"] for r in doc["results"]}
+    ingest = {r["name"] for r in doc["results"] if r["group"] == "ingest"}
+    assert ingest == {"cellshard h5ad->zarr", "cellshard h5ad->webdataset", "cellshard soma->zarr",
+                      "cellshard soma->zarr, 1/4 of the cells", "cellshard tokenizer kernel",
+                      "geneformer tokenizer algorithm"}  # fmt: skip
+    assert "vs Geneformer algorithm" in (out / "REPORT.md").read_text()
     assert {"ingest", "compare", "shuffle", "limits", "memory", "scale", "suite"} <= groups
     loaders = {r["config"]["loader"] for r in doc["results"] if r["group"] == "compare"}
-    assert loaders == {"cellshard zarr", "cellshard webdataset", "per-cell AnnData Dataset", "plain webdataset"}
+    assert loaders == {"cellshard zarr", "cellshard webdataset", "per-cell AnnData Dataset", "plain webdataset",
+                       "tiledbsoma-ml ExperimentDataset"}  # fmt: skip
     assert {d["what"] for d in doc["derived"]} >= {"cellshard Zarr / per-cell AnnData Dataset",
+                                                    "cellshard Zarr / tiledbsoma-ml ExperimentDataset",
+                                                    "SOMA -> Zarr / h5ad -> Zarr ingest rate",
                                                     "sampler plan time per rank (s)"}  # fmt: skip
     for name in doc["plots"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

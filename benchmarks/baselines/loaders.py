@@ -9,6 +9,8 @@ and the timing compares only how cells reach the collator.
   the cell), under a shuffling ``DataLoader``.
 - ``plain_webdataset`` — stock ``webdataset`` over cellshard's own tar shards, with its shard shuffle and
   sample shuffle buffer, decoding the ``.npy`` members, batched into the collator.
+- ``tiledbsoma_ml_loader`` — tiledbsoma-ml's ``ExperimentDataset`` over a SOMA copy of the corpus, with
+  its own shuffle and I/O batching, tokenized per mini-batch with cellshard's vectorized encoder.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from shards.collate import Collator
 from shards.vocab import read_vocab
 
-__all__ = ["PerCellAnnData", "collate_records", "per_cell_loader", "plain_webdataset"]
+__all__ = ["PerCellAnnData", "collate_records", "per_cell_loader", "plain_webdataset", "tiledbsoma_ml_loader"]
 
 
 def collate_records(collator: Collator, records: list[tuple[str, np.ndarray]], epoch: int = 0) -> dict:
@@ -138,3 +140,55 @@ def plain_webdataset(
     )
     return DataLoader(pipeline, batch_size=None, num_workers=workers,
                       multiprocessing_context="spawn" if workers else None)  # fmt: skip
+
+
+class _SomaBatches:
+    """tiledbsoma-ml mini-batches (sparse X + obs) → cellshard batches, tokenized per batch."""
+
+    def __init__(self, dataset, col_token: np.ndarray, token_median: dict[int, float], collator: Collator) -> None:
+        self.dataset, self.collator = dataset, collator
+        self.col_token, self.token_median = col_token, token_median
+
+    def __iter__(self):
+        from ingest.tokenize import TokenMap, rank_value_encode
+
+        tmap = TokenMap(self.col_token, self.token_median)
+        for X, obs in self.dataset:
+            genes, _, offsets = rank_value_encode(X.tocsr(), tmap)  # vectorized over the batch
+            ids = obs["observation_joinid"].astype(str).to_numpy()
+            batch = self.collator(genes, offsets, ids, np.zeros(len(ids), dtype=bool), 0)
+            batch["cell_id"] = list(ids)
+            yield batch
+
+
+class _SomaIterable(torch.utils.data.IterableDataset):
+    def __init__(self, inner: _SomaBatches) -> None:
+        self.inner = inner
+
+    def __iter__(self):
+        return iter(self.inner)
+
+
+def tiledbsoma_ml_loader(
+    experiment_uri: str, shard_set: Path, batch: int, context: int, workers: int, seed: int = 0
+) -> DataLoader:
+    """tiledbsoma-ml's ``ExperimentDataset`` over the SOMA copy (its own shuffle, default I/O batch 65,536)."""
+    import tiledbsoma as soma
+    from tiledbsoma_ml import ExperimentDataset
+
+    vocab = read_vocab(Path(shard_set) / "vocab.csv")
+    token_of = vocab.token_of()
+    medians = {}
+    for line in (Path(shard_set) / "gene_medians.csv").read_text().splitlines()[1:]:
+        gene, value = line.split(",")
+        if gene in token_of:
+            medians[token_of[gene]] = float(value)
+    exp = soma.Experiment.open(experiment_uri)
+    var = exp.ms["RNA"].var.read(column_names=["soma_joinid", "feature_id"]).concat().to_pandas()
+    col_token = np.array([token_of.get(g, -1) for g in var.sort_values("soma_joinid")["feature_id"]], dtype=np.int64)
+    with exp.axis_query("RNA") as query:
+        ds = ExperimentDataset(query, layer_name="raw", obs_column_names=["observation_joinid"], batch_size=batch,
+                               shuffle=True, seed=seed, return_sparse_X=True)  # fmt: skip
+    collator = Collator(vocab, context, seed=seed)
+    return DataLoader(_SomaIterable(_SomaBatches(ds, col_token, medians, collator)), batch_size=None,
+                      num_workers=workers, multiprocessing_context="spawn" if workers else None)  # fmt: skip
