@@ -22,6 +22,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import scipy.sparse as sp
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, Dataset
@@ -154,7 +155,8 @@ class _SomaBatches:
 
         tmap = TokenMap(self.col_token, self.token_median)
         for X, obs in self.dataset:
-            genes, _, offsets = rank_value_encode(X.tocsr(), tmap)  # vectorized over the batch
+            csr = X.tocsr() if sp.issparse(X) else sp.csr_matrix(X)  # dense with workers (see below)
+            genes, _, offsets = rank_value_encode(csr, tmap)  # vectorized over the batch
             ids = obs["observation_joinid"].astype(str).to_numpy()
             batch = self.collator(genes, offsets, ids, np.zeros(len(ids), dtype=bool), 0)
             batch["cell_id"] = list(ids)
@@ -187,8 +189,10 @@ def tiledbsoma_ml_loader(
     var = exp.ms["RNA"].var.read(column_names=["soma_joinid", "feature_id"]).concat().to_pandas()
     col_token = np.array([token_of.get(g, -1) for g in var.sort_values("soma_joinid")["feature_id"]], dtype=np.int64)
     with exp.axis_query("RNA") as query:
+        # sparse batches only without workers: tiledbsoma-ml refuses them in worker processes (torch cannot
+        # pass sparse tensors between processes), so with workers its users take dense X, as here
         ds = ExperimentDataset(query, layer_name="raw", obs_column_names=["observation_joinid"], batch_size=batch,
-                               shuffle=True, seed=seed, return_sparse_X=True)  # fmt: skip
+                               shuffle=True, seed=seed, return_sparse_X=workers == 0)  # fmt: skip
     collator = Collator(vocab, context, seed=seed)
     return DataLoader(_SomaIterable(_SomaBatches(ds, col_token, medians, collator)), batch_size=None,
                       num_workers=workers, multiprocessing_context="spawn" if workers else None)  # fmt: skip
