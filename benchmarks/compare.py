@@ -8,7 +8,6 @@ total-variation distance between a batch's dataset mix and the corpus mix, again
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from shards.manifest import load_manifest
 
 from .memory import PeakRSS
 from .report import Result
+from .spawned import run_spawned
 
 __all__ = ["LOADERS", "compare", "shuffle_quality"]
 
@@ -75,13 +75,7 @@ def _epoch(kind: str, paths: dict, batch: int, context: int, workers: int, max_c
 
 
 def _spawned(*args) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_epoch, args=(*args, queue))
-    proc.start()
-    out = queue.get()
-    proc.join()
-    return out
+    return run_spawned(_epoch, *args)
 
 
 def _dataset_of(zarr_root: Path) -> dict[str, str]:

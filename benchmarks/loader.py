@@ -9,7 +9,6 @@ shuffle-quality figure: mean distinct ``dataset_id``s per batch next to a perfec
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import shutil
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from shards.readers import ShardSetReader
 
 from .memory import PeakRSS
 from .report import Result
+from .spawned import run_spawned
 
 __all__ = ["run"]
 
@@ -49,13 +49,7 @@ def _end_to_end(root: str, workers: int, batch: int, context: int, max_batches: 
 
 
 def _spawned(*args) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_end_to_end, args=(*args, queue))
-    proc.start()
-    out = queue.get()
-    proc.join()
-    return out
+    return run_spawned(_end_to_end, *args)
 
 
 def _io_limit(root: Path, run: int = 256) -> tuple[float, int, int]:
