@@ -60,7 +60,7 @@ def tokenize_kernel(
         src.close()
 
 
-def census_copy(files: list[Path], out: Path) -> Path:
+def census_copy(files: list[Path]) -> Path:
     """The corpus as a Census-shaped SOMA collection, written once (untimed) and reused."""
     root = files[0].parent / f"census-{files[0].stem.rsplit('-', 1)[0]}"
     if not (root / "census_data").exists():
@@ -84,7 +84,7 @@ def _timed_build(name: str, options: dict, dest: Path, workers: int, fmt: str, e
 
 def run(out: Path, cells: int, pattern: str | None = None, workers: int = 1, soma: bool = True) -> list[Result]:
     files = corpus(out, cells, pattern)
-    root = census_copy(files, out) if soma else None
+    root = census_copy(files) if soma else None
     for p in files:  # warm-up, untimed: a cold page cache would bias the first row
         p.read_bytes()
     results: list[Result] = []

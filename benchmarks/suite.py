@@ -56,7 +56,7 @@ def _corpus(cache: Path, s: Suite) -> dict:
         files = [p for p, _ in synthesize(SynthSpec(cells=s.cells, genes=s.genes, datasets=6, files=3, seed=1),
                                           root / "syn.h5ad")]  # fmt: skip
     paths = {"h5ad": [str(p) for p in files], "root": str(root)}
-    paths["soma"] = str(ingest.census_copy(files, root) / "census_data" / "homo_sapiens")  # written once
+    paths["soma"] = str(ingest.census_copy(files) / "census_data" / "homo_sapiens")  # written once
     for fmt, key in (("zarr", "zarr"), ("webdataset", "wds")):
         out = root / key
         if not (out / "index.json").exists():

@@ -19,7 +19,7 @@ from shards.atomic import atomic_file, sha256_file
 
 from .soma import open_experiment
 
-__all__ = ["PRESENCE_NAME", "read_presence", "write_presence"]
+__all__ = ["PRESENCE_NAME", "write_presence"]
 
 PRESENCE_NAME = "presence.parquet"
 
@@ -90,7 +90,3 @@ def write_presence(info: dict, gene_ids: np.ndarray, token_of: dict[str, int], d
         "n_datasets": int(uniq_d.size),
         "source": f"{info['measurement']}/feature_dataset_presence_matrix",
     }
-
-
-def read_presence(path: Path | str) -> pa.Table:
-    return pq.read_table(path)
