@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from . import ingest, loader
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         from . import suite
 
         results, derived = suite.run(args.suite_name, args.out, args.cache)
-        write_report(args.out, results, command, derived)
+        s = suite.SUITES[args.suite_name]
+        write_report(args.out, results, command, derived, suite.notes(s), {"suite": args.suite_name, **asdict(s)})
     elif args.suite == "ingest":
         results = ingest.run(args.out, args.cells, args.corpus, args.workers, soma=not args.no_soma)
         write_report(args.out, results, command, ingest.ratios(results))

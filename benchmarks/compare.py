@@ -28,6 +28,7 @@ LOADERS = (
     "per-cell AnnData Dataset",
     "plain webdataset",
     "tiledbsoma-ml ExperimentDataset",
+    "arrayloaders ZarrSparseDataset",
 )
 
 
@@ -40,12 +41,14 @@ def _make(kind: str, paths: dict, batch: int, context: int, workers: int):
                                 return_cell_ids=True)  # fmt: skip
         ds.set_epoch(0)
         return CellDataLoader(ds, num_workers=workers)
-    from .baselines.loaders import per_cell_loader, plain_webdataset, tiledbsoma_ml_loader
+    from .baselines.loaders import arrayloaders_loader, per_cell_loader, plain_webdataset, tiledbsoma_ml_loader
 
     if kind == "tiledbsoma-ml ExperimentDataset":
         return tiledbsoma_ml_loader(paths["soma"], paths["zarr"], batch, context, workers)
     if kind == "per-cell AnnData Dataset":
         return per_cell_loader([Path(p) for p in paths["h5ad"]], paths["zarr"], batch, context, workers)
+    if kind == "arrayloaders ZarrSparseDataset":
+        return arrayloaders_loader(Path(paths["arrayloaders"]), paths["zarr"], batch, context, workers)
     if kind == "plain webdataset":
         return plain_webdataset(paths["wds"], batch, context, workers)
     raise ValueError(kind)

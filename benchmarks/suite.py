@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ingest import BuildOptions, SynthSpec, build, synthesize
 
 from . import compare, ingest, loader, scale_sim
+from .baselines.loaders import arrayloaders_store
 from .report import Result
 
 __all__ = ["SUITES", "Suite", "run"]
@@ -36,7 +37,6 @@ class Suite:
     batch: int = 64
     context: int = 2048
     cells_per_shard: int = 2_500
-    extra: dict = field(default_factory=dict)
 
 
 SUITES = {
@@ -57,6 +57,7 @@ def _corpus(cache: Path, s: Suite) -> dict:
                                           root / "syn.h5ad")]  # fmt: skip
     paths = {"h5ad": [str(p) for p in files], "root": str(root)}
     paths["soma"] = str(ingest.census_copy(files) / "census_data" / "homo_sapiens")  # written once
+    paths["arrayloaders"] = str(arrayloaders_store(files, root / "arrayloaders"))  # its own store, once
     for fmt, key in (("zarr", "zarr"), ("webdataset", "wds")):
         out = root / key
         if not (out / "index.json").exists():
@@ -67,7 +68,7 @@ def _corpus(cache: Path, s: Suite) -> dict:
     return paths
 
 
-def _limits(paths: dict, s: Suite, out: Path) -> list[Result]:
+def _limits(paths: dict, s: Suite) -> list[Result]:
     cfg = {"batch_size": s.batch, "context_length": s.context}
     rows = []
     for fmt, key in (("zarr", "zarr"), ("webdataset", "wds")):
@@ -75,11 +76,32 @@ def _limits(paths: dict, s: Suite, out: Path) -> list[Result]:
         rows.append(Result("limits", f"{fmt} read+decode (I/O limit)", "cells_per_sec", cells / dt, "cells/s", cfg))
     dt, cells = loader._collate_limit(Path(paths["zarr"]), s.batch, s.context)
     rows.append(Result("limits", "collate+mask (compute limit)", "cells_per_sec", cells / dt, "cells/s", cfg))
+    return rows
+
+
+def _scaling(paths: dict, s: Suite, out: Path) -> list[Result]:
+    """cellshard Zarr at contexts 512 and 4,096 (2,048 is the comparison's), and over a 10x shard set.
+
+    The 10x set lists every shard ten times (symlinks): the same ``repeat_batches`` batches are read from
+    a shard set ten times larger, so throughput and peak RSS must not change with the set's size."""
+    w = max(s.workers)
+    rows = []
+    for context in (512, 4096):
+        r = compare._spawned("cellshard zarr", paths, s.batch, context, w, None)
+        cfg = {"loader": "cellshard zarr", "workers": w, "batch_size": s.batch, "context_length": context,
+               "cells": r["cells"]}  # fmt: skip
+        name = f"cellshard zarr, context {context}, {w} workers"
+        rows.append(Result("scaling", name, "cells_per_sec", r["cells"] / r["seconds"], "cells/s", cfg))
+        rows.append(Result("scaling", name, "tokens_per_sec", r["tokens"] / r["seconds"], "tokens/s", cfg))
+        rows.append(Result("scaling", name, "peak_rss", r["rss_mib"], "MiB", cfg))
     for times in (1, 10):
         root = loader._repeated(Path(paths["zarr"]), times, out / f"repeat{times}") if times > 1 else paths["zarr"]
         r = loader._spawned(str(root), 0, s.batch, s.context, s.repeat_batches)
-        c = {**cfg, "shard_set_copies": times, "batches": s.repeat_batches}
-        rows.append(Result("memory", f"zarr x{times} shard set", "peak_rss", r["rss_mib"], "MiB", c))
+        cfg = {"batch_size": s.batch, "context_length": s.context, "shard_set_copies": times,
+               "batches": s.repeat_batches, "workers": 0}  # fmt: skip
+        name = f"zarr x{times} shard set"
+        rows.append(Result("memory", name, "cells_per_sec", r["cells"] / r["seconds"], "cells/s", cfg))
+        rows.append(Result("memory", name, "peak_rss", r["rss_mib"], "MiB", cfg))
     shutil.rmtree(out / "repeat10", ignore_errors=True)
     return rows
 
@@ -94,14 +116,16 @@ def ratios(results: list[Result]) -> list[tuple[str, float, str]]:
     zarr, wds = best("cellshard zarr"), best("cellshard webdataset")
     limit = min(cps.get("zarr read+decode (I/O limit)", float("nan")), cps.get("collate+mask (compute limit)", 1e30))
     scale = {r.name: r.value for r in results if r.group == "scale"}
-    rss = {r.config.get("shard_set_copies"): r.value for r in results if r.group == "memory"}
+    mem = {(r.config["shard_set_copies"], r.metric): r.value for r in results if r.group == "memory"}
     out = [
         ("cellshard Zarr / tiledbsoma-ml ExperimentDataset", zarr / best("tiledbsoma-ml ExperimentDataset"), ">= 20"),
         ("cellshard Zarr / per-cell AnnData Dataset", zarr / best("per-cell AnnData Dataset"), ">= 50"),
+        ("cellshard Zarr / arrayloaders ZarrSparseDataset", zarr / best("arrayloaders ZarrSparseDataset"), ">= 2"),
         ("cellshard WebDataset / plain webdataset (same tars)", wds / best("plain webdataset"), ">= 1.5"),
         ("cellshard WebDataset / cellshard Zarr", wds / zarr, ">= 0.5"),
         ("cellshard Zarr / min(I/O, collate limit)", zarr / limit, ">= 0.5"),
-        ("peak RSS, 10x shard set / 1x", rss.get(10, float("nan")) / rss.get(1, float("nan")), "~1 (flat)"),
+        ("peak RSS, 10x shard set / 1x", mem[(10, "peak_rss")] / mem[(1, "peak_rss")], "~1 (flat)"),
+        ("cells/s, 10x shard set / 1x", mem[(10, "cells_per_sec")] / mem[(1, "cells_per_sec")], "~1 (flat)"),
     ]
     if scale:
         out += [
@@ -111,7 +135,36 @@ def ratios(results: list[Result]) -> list[tuple[str, float, str]]:
              scale["cells served twice or more"] + scale["elastic: cells served twice or more"], "0"),
         ]  # fmt: skip
     out += ingest.ratios(results)
+    feed = {(r.name, r.metric): r.value for r in results if r.group == "feed"}
+    if feed:
+        from . import train
+
+        out += train.ratios(results)
+        out.append(("loader CPU cores per H100, geneformer-10m", feed[("feed H100 geneformer-10m, 0 workers",
+                                                                        "loader_cores_per_gpu")], "<= 1"))  # fmt: skip
     return out
+
+
+def notes(s: Suite) -> list[str]:
+    """What a reader of the report must know to read its figures."""
+    return [
+        "Every loader ends in the same collator (truncate to the context, <cls>/<eos>, 15% masking by "
+        "(seed, epoch, cell id), pad), so all produce identical batch tensors for the same cells; baselines "
+        "that return expression matrices are rank-value tokenized per mini-batch with cellshard's vectorized "
+        "encoder and the shard set's vocabulary and medians.",
+        "Each loader runs in a fresh spawned process, timed from the creation of its iterator to its last "
+        "batch (I/O, worker start-up and tokenization included); peak RSS is the process's plus its workers'.",
+        f"The per-cell AnnData Dataset (the seeds' TokenizedCellDataset design) is timed over its first "
+        f"{s.per_cell_max:,} cells, not a whole epoch (column 'whole epoch').",
+        "annbatch needs Python >= 3.12; its predecessor arrayloaders (same authors, same design) stands in: "
+        "its own sparse Zarr store written by create_store_from_h5ads (pre-shuffled in 131,072-cell buffers), "
+        "read by ZarrSparseDataset at its default chunking (512-row runs, 32 per preload).",
+        "tiledbsoma-ml's ExperimentDataset reads the corpus's SOMA copy with its own shuffle and its default "
+        "I/O batch of 65,536 cells; sparse X without workers, dense X with workers (it refuses sparse X in "
+        f"worker processes). The corpus has {s.cells:,} cells.",
+        "Ratios are of figures of this run only; single figures move by about 15% between runs on this "
+        "shared 2-core machine.",
+    ]
 
 
 def run(suite: str, out: Path, cache: Path) -> tuple[list[Result], list[tuple[str, float, str]]]:
@@ -124,7 +177,8 @@ def run(suite: str, out: Path, cache: Path) -> tuple[list[Result], list[tuple[st
     shutil.rmtree(out / "ingest", ignore_errors=True)
     results += compare.compare(paths, batch=s.batch, context=s.context, workers=s.workers,
                                per_cell_max=s.per_cell_max, epoch_cells=s.cells)  # fmt: skip
-    results += _limits(paths, s, out)
+    results += _limits(paths, s)
+    results += _scaling(paths, s, out)
     results += scale_sim.run(s.scale)
     if s.train:
         from . import train

@@ -52,16 +52,39 @@ def test_suite_run_writes_a_valid_report(tmp_path):
                       "cellshard soma->zarr, 1/4 of the cells", "cellshard tokenizer kernel",
                       "geneformer tokenizer algorithm"}  # fmt: skip
     assert "vs Geneformer algorithm" in (out / "REPORT.md").read_text()
-    assert {"ingest", "compare", "shuffle", "limits", "memory", "scale", "suite"} <= groups
+    assert {"ingest", "compare", "shuffle", "limits", "scaling", "memory", "scale", "suite"} <= groups
+    contexts = {r["config"]["context_length"] for r in doc["results"] if r["group"] in ("compare", "scaling")}
+    assert contexts == {512, 2048, 4096}
+    copies = {r["config"]["shard_set_copies"] for r in doc["results"] if r["group"] == "memory"}
+    assert copies == {1, 10}
     loaders = {r["config"]["loader"] for r in doc["results"] if r["group"] == "compare"}
     assert loaders == {"cellshard zarr", "cellshard webdataset", "per-cell AnnData Dataset", "plain webdataset",
-                       "tiledbsoma-ml ExperimentDataset"}  # fmt: skip
+                       "tiledbsoma-ml ExperimentDataset", "arrayloaders ZarrSparseDataset"}  # fmt: skip
+    # every loader served every cell of the epoch once (the per-cell baseline stops at its cap)
+    epochs = [r for r in doc["results"] if r["group"] == "compare" and r["metric"] == "cells_per_sec"]
+    assert all(r["config"]["whole_epoch"] for r in epochs if r["config"]["loader"] != "per-cell AnnData Dataset")
     assert {d["what"] for d in doc["derived"]} >= {"cellshard Zarr / per-cell AnnData Dataset",
                                                     "cellshard Zarr / tiledbsoma-ml ExperimentDataset",
+                                                    "cellshard Zarr / arrayloaders ZarrSparseDataset",
                                                     "SOMA -> Zarr / h5ad -> Zarr ingest rate",
                                                     "sampler plan time per rank (s)"}  # fmt: skip
+    assert all(d["met"] in (True, False, None) for d in doc["derived"])
+    report = (out / "REPORT.md").read_text()
+    assert "## Targets" in report and "arrayloaders" in report and "annbatch" in report
     for name in doc["plots"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = dict(doc, results=[{**doc["results"][0], "value": "fast"}])
     with pytest.raises(Exception, match="is not of type 'number'"):
         validate_results(bad)
+
+
+@pytest.mark.parametrize(
+    ("value", "target", "met"),
+    [(21.0, ">= 20", True), (19.9, ">= 20", False), (0.6, "< 1", True), (1.0, "< 1", False),
+     (0.0, "0", True), (2.0, "0", False), (1.05, "~1 (flat)", True), (1.3, "~1 (flat)", False),
+     (0.8, "report (2 cores)", None)],
+)  # fmt: skip
+def test_target_verdicts(value, target, met):
+    from benchmarks.report import verdict
+
+    assert verdict(value, target) is met

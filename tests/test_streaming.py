@@ -320,3 +320,44 @@ def test_tampered_manifest_is_refused(zarr_set, tmp_path, edit, needle):
         index.write_text(_json.dumps(doc))
     with pytest.raises(ShardError, match=needle):
         _ds(root)
+
+
+def test_fast_tar_and_npy_decoding_matches_the_stock_readers():
+    """The WebDataset read path parses ustar headers and 1-D ``.npy`` headers itself (for speed); it must
+    agree with ``tarfile`` and ``np.load`` and refuse what they refuse."""
+    import io
+    import tarfile
+
+    from shards.errors import ShardError
+    from shards.webdataset_format import _npy, _read_header
+
+    for arr in (np.arange(7, dtype=np.int32), np.zeros(0, np.int64), np.linspace(0, 1, 5).astype("<f4"),
+                np.arange(6, dtype=np.uint16).reshape(2, 3), np.array([1, 2], dtype=">i4")):  # fmt: skip
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        got = _npy(buf.getvalue(), "x")
+        assert got.dtype == arr.dtype and got.shape == arr.shape and np.array_equal(got, arr)
+    buf = io.BytesIO()
+    np.save(buf, np.arange(4, dtype=np.int32))
+    with pytest.raises(ShardError, match="does not hold 4"):
+        _npy(buf.getvalue()[:-1], "x")
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ShardError, match=r"unreadable \.npy"):
+        _npy(buf.getvalue(), "x")  # object arrays need pickle: refused
+
+    for name in ("c000000000001.genes.npy", "d/" + "x" * 150 + ".json"):  # the long one needs a GNU/pax header
+        for fmt in (tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
+            if len(name) > 100 and fmt == tarfile.USTAR_FORMAT:
+                continue
+            info = tarfile.TarInfo(name)
+            info.size = 1234
+            block = info.tobuf(fmt, "utf-8", "strict")[-512:] if len(name) <= 100 else info.tobuf(fmt)[:512]
+            ref = tarfile.TarInfo.frombuf(block, "utf-8", "strict")
+            assert _read_header(block, "x") == (ref.name, ref.size)
+    info = tarfile.TarInfo("c0.json")
+    info.size = 10
+    block = bytearray(info.tobuf(tarfile.USTAR_FORMAT))
+    block[0] ^= 1  # a flipped bit in the name: the header checksum no longer matches
+    with pytest.raises(ShardError, match="bad tar header"):
+        _read_header(bytes(block), "x")

@@ -11,13 +11,21 @@ and the timing compares only how cells reach the collator.
   sample shuffle buffer, decoding the ``.npy`` members, batched into the collator.
 - ``tiledbsoma_ml_loader`` — tiledbsoma-ml's ``ExperimentDataset`` over a SOMA copy of the corpus, with
   its own shuffle and I/O batching, tokenized per mini-batch with cellshard's vectorized encoder.
+- ``arrayloaders_loader`` — annbatch's line. annbatch needs Python >= 3.12, so this is its predecessor
+  ``arrayloaders`` (same authors, same design): its own pre-shuffled sparse Zarr store
+  (``create_store_from_h5ads``) read by ``ZarrSparseDataset`` in runs of contiguous rows gathered into
+  a preload buffer and shuffled there, tokenized per mini-batch with cellshard's vectorized encoder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import random
+import shutil
+import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -30,7 +38,15 @@ from torch.utils.data import DataLoader, Dataset
 from shards.collate import Collator
 from shards.vocab import read_vocab
 
-__all__ = ["PerCellAnnData", "collate_records", "per_cell_loader", "plain_webdataset", "tiledbsoma_ml_loader"]
+__all__ = [
+    "PerCellAnnData",
+    "arrayloaders_loader",
+    "arrayloaders_store",
+    "collate_records",
+    "per_cell_loader",
+    "plain_webdataset",
+    "tiledbsoma_ml_loader",
+]
 
 
 def collate_records(collator: Collator, records: list[tuple[str, np.ndarray]], epoch: int = 0) -> dict:
@@ -143,32 +159,45 @@ def plain_webdataset(
                       multiprocessing_context="spawn" if workers else None)  # fmt: skip
 
 
-class _SomaBatches:
-    """tiledbsoma-ml mini-batches (sparse X + obs) → cellshard batches, tokenized per batch."""
+class _PerBatch(torch.utils.data.IterableDataset):
+    """A library's mini-batches (sparse or dense X, cell ids) → cellshard batches, tokenized per batch.
 
-    def __init__(self, dataset, col_token: np.ndarray, token_median: dict[int, float], collator: Collator) -> None:
-        self.dataset, self.collator = dataset, collator
+    ``source`` is called in the process that iterates (a worker, with workers) and yields ``(X, ids)``."""
+
+    def __init__(self, source, col_token: np.ndarray, token_median: dict[int, float], collator: Collator) -> None:
+        self.source, self.collator = source, collator
         self.col_token, self.token_median = col_token, token_median
 
     def __iter__(self):
         from ingest.tokenize import TokenMap, rank_value_encode
 
         tmap = TokenMap(self.col_token, self.token_median)
-        for X, obs in self.dataset:
-            csr = X.tocsr() if sp.issparse(X) else sp.csr_matrix(X)  # dense with workers (see below)
+        for X, ids in self.source():
+            csr = X.tocsr() if sp.issparse(X) else sp.csr_matrix(X)
             genes, _, offsets = rank_value_encode(csr, tmap)  # vectorized over the batch
-            ids = obs["observation_joinid"].astype(str).to_numpy()
             batch = self.collator(genes, offsets, ids, np.zeros(len(ids), dtype=bool), 0)
             batch["cell_id"] = list(ids)
             yield batch
 
 
-class _SomaIterable(torch.utils.data.IterableDataset):
-    def __init__(self, inner: _SomaBatches) -> None:
-        self.inner = inner
+def _token_maps(shard_set: Path, gene_ids) -> tuple[np.ndarray, dict[int, float]]:
+    """The shard set's token per column of a library's matrix, and each token's median."""
+    token_of = read_vocab(Path(shard_set) / "vocab.csv").token_of()
+    medians = {}
+    for line in (Path(shard_set) / "gene_medians.csv").read_text().splitlines()[1:]:
+        gene, value = line.split(",")
+        if gene in token_of:
+            medians[token_of[gene]] = float(value)
+    return np.array([token_of.get(g, -1) for g in gene_ids], dtype=np.int64), medians
 
-    def __iter__(self):
-        return iter(self.inner)
+
+class _SomaSource:
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __call__(self):
+        for X, obs in self.dataset:
+            yield X, obs["observation_joinid"].astype(str).to_numpy()
 
 
 def tiledbsoma_ml_loader(
@@ -178,21 +207,100 @@ def tiledbsoma_ml_loader(
     import tiledbsoma as soma
     from tiledbsoma_ml import ExperimentDataset
 
-    vocab = read_vocab(Path(shard_set) / "vocab.csv")
-    token_of = vocab.token_of()
-    medians = {}
-    for line in (Path(shard_set) / "gene_medians.csv").read_text().splitlines()[1:]:
-        gene, value = line.split(",")
-        if gene in token_of:
-            medians[token_of[gene]] = float(value)
     exp = soma.Experiment.open(experiment_uri)
     var = exp.ms["RNA"].var.read(column_names=["soma_joinid", "feature_id"]).concat().to_pandas()
-    col_token = np.array([token_of.get(g, -1) for g in var.sort_values("soma_joinid")["feature_id"]], dtype=np.int64)
+    col_token, medians = _token_maps(shard_set, var.sort_values("soma_joinid")["feature_id"])
     with exp.axis_query("RNA") as query:
         # sparse batches only without workers: tiledbsoma-ml refuses them in worker processes (torch cannot
         # pass sparse tensors between processes), so with workers its users take dense X, as here
         ds = ExperimentDataset(query, layer_name="raw", obs_column_names=["observation_joinid"], batch_size=batch,
                                shuffle=True, seed=seed, return_sparse_X=workers == 0)  # fmt: skip
-    collator = Collator(vocab, context, seed=seed)
-    return DataLoader(_SomaIterable(_SomaBatches(ds, col_token, medians, collator)), batch_size=None,
+    collator = Collator(read_vocab(Path(shard_set) / "vocab.csv"), context, seed=seed)
+    return DataLoader(_PerBatch(_SomaSource(ds), col_token, medians, collator), batch_size=None,
                       num_workers=workers, multiprocessing_context="spawn" if workers else None)  # fmt: skip
+
+
+def arrayloaders_store(files: list[Path], out: Path, buffer_cells: int = 131_072) -> Path:
+    """arrayloaders' own store of the corpus (sparse, pre-shuffled in buffers of ``buffer_cells``), made once.
+
+    The buffer bounds the memory of store creation (the library holds one buffer in memory; its default of
+    1,048,576 cells would hold the whole corpus). Written next to ``out`` and renamed: a killed run leaves
+    no store that looks complete."""
+    from arrayloaders.io import create_store_from_h5ads
+
+    if (out / "cell_ids.npy").exists():
+        return out
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        # the order of its 4,096-cell slices comes from ``random`` (seeded here); the library permutes
+        # within a buffer with an unseeded ``np.random.default_rng()``, so two stores differ: made once
+        random.seed(0)
+        create_store_from_h5ads([str(f) for f in files], tmp, buffer_size=buffer_cells, should_denseify=False,
+                                shuffle=True)  # fmt: skip
+    # the library keeps obs names; cellshard's cell id is "<file stem>:<obs name>" (as the shards record)
+    owner = {}
+    for f in files:
+        a = ad.read_h5ad(f, backed="r")
+        owner.update(dict.fromkeys(a.obs_names, Path(f).stem))
+        a.file.close()
+    names = [np.asarray(_store_obs(c).index) for c in sorted(tmp.glob("chunk_*.zarr"), key=_chunk_no)]
+    np.save(tmp / "cell_ids.npy", np.array([f"{owner[n]}:{n}" for part in names for n in part]))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def _chunk_no(p: Path) -> int:
+    return int(p.stem.split("_")[1])
+
+
+def _store_obs(chunk: Path):
+    import zarr
+
+    return ad.io.read_elem(zarr.open_group(chunk, mode="r")["obs"])
+
+
+class _ArrayloadersSource:
+    """Opens the store in the iterating process (zarr handles are not shared across workers)."""
+
+    def __init__(self, store: Path, batch: int, chunk_size: int, preload_nchunks: int) -> None:
+        self.store, self.batch = store, batch
+        self.chunk_size, self.preload_nchunks = chunk_size, preload_nchunks
+
+    def __call__(self):
+        import zarr
+        from arrayloaders.io import ZarrSparseDataset
+
+        ds = ZarrSparseDataset(batch_size=self.batch, chunk_size=self.chunk_size,
+                               preload_nchunks=self.preload_nchunks, shuffle=True)  # fmt: skip
+        ids = np.load(self.store / "cell_ids.npy", allow_pickle=False)
+        start = 0
+        for chunk in sorted(self.store.glob("chunk_*.zarr"), key=_chunk_no):
+            X = ad.io.sparse_dataset(zarr.open_group(chunk, mode="r")["X"])
+            ds.add_dataset(X, ids[start : start + X.shape[0]])
+            start += X.shape[0]
+        yield from ds
+
+
+def arrayloaders_loader(
+    store: Path,
+    shard_set: Path,
+    batch: int,
+    context: int,
+    workers: int,
+    seed: int = 0,
+    chunk_size: int = 512,
+    preload_nchunks: int = 32,
+) -> DataLoader:
+    """arrayloaders' ``ZarrSparseDataset`` over its own store, at its default chunking (512 rows x 32)."""
+    import zarr
+
+    first = sorted(Path(store).glob("chunk_*.zarr"), key=_chunk_no)[0]
+    var = ad.io.read_elem(zarr.open_group(first, mode="r")["var"])
+    col_token, medians = _token_maps(shard_set, var.index)
+    collator = Collator(read_vocab(Path(shard_set) / "vocab.csv"), context, seed=seed)
+    source = _ArrayloadersSource(Path(store), batch, chunk_size, preload_nchunks)
+    return DataLoader(_PerBatch(source, col_token, medians, collator), batch_size=None, num_workers=workers,
+                      multiprocessing_context="spawn" if workers else None)  # fmt: skip
