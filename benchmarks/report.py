@@ -50,7 +50,7 @@ _TITLES = {
     "compare": "Loaders on the same cells (masked, padded batches; whole epochs from iterator creation)",
     "shuffle": "Shuffle quality (first worker count of each loader)",
     "limits": "Limits of the loader",
-    "scaling": "Scaling: context length",
+    "scaling": "Scaling: worker counts and context length (cellshard)",
     "memory": "Scaling: shard set x1 and x10 (repeated shards)",
     "scale": "Sampler at atlas scale (simulation, no data)",
 }

@@ -37,13 +37,17 @@ class Suite:
     batch: int = 64
     context: int = 2048
     cells_per_shard: int = 2_500
+    ingest_workers: int = 1
 
 
 SUITES = {
     # CI smoke: seconds, checks the plumbing and the schema, not the speeds
     "tiny": Suite(3_000, 2_000, (0,), 256, scale_sim.ScaleSpec(200_000, 100, 16, 2, 64, 8), 20, cells_per_shard=500),
     "quick": Suite(20_000, 8_000, (0, 2), 1_000, scale_sim.ScaleSpec(5_000_000, 2_500, 128, 8, 64, 64)),
-    "full": Suite(300_000, 10_000, (0, 1, 2), 5_000, scale_sim.ScaleSpec(), 400, train=True, cells_per_shard=10_000),
+    # baselines at 0 and 2 workers (a whole epoch each); cellshard also at 1 worker in the scaling section
+    "full": Suite(
+        300_000, 10_000, (0, 2), 5_000, scale_sim.ScaleSpec(), 400, train=True, cells_per_shard=10_000, ingest_workers=2
+    ),
 }
 
 
@@ -80,12 +84,22 @@ def _limits(paths: dict, s: Suite) -> list[Result]:
 
 
 def _scaling(paths: dict, s: Suite, out: Path) -> list[Result]:
-    """cellshard Zarr at contexts 512 and 4,096 (2,048 is the comparison's), and over a 10x shard set.
+    """cellshard at the worker counts of 0-2 the comparison left out, Zarr at contexts 512 and 4,096
+    (2,048 is the comparison's), and Zarr over a 10x shard set.
 
     The 10x set lists every shard ten times (symlinks): the same ``repeat_batches`` batches are read from
     a shard set ten times larger, so throughput and peak RSS must not change with the set's size."""
     w = max(s.workers)
     rows = []
+    for kind in ("cellshard zarr", "cellshard webdataset"):
+        for workers in sorted({0, 1, 2} - set(s.workers)):
+            r = compare._spawned(kind, paths, s.batch, s.context, workers, None)
+            cfg = {"loader": kind, "workers": workers, "batch_size": s.batch, "context_length": s.context,
+                   "cells": r["cells"]}  # fmt: skip
+            name = f"{kind}, {workers} workers"
+            rows.append(Result("scaling", name, "cells_per_sec", r["cells"] / r["seconds"], "cells/s", cfg))
+            rows.append(Result("scaling", name, "tokens_per_sec", r["tokens"] / r["seconds"], "tokens/s", cfg))
+            rows.append(Result("scaling", name, "peak_rss", r["rss_mib"], "MiB", cfg))
     for context in (512, 4096):
         r = compare._spawned("cellshard zarr", paths, s.batch, context, w, None)
         cfg = {"loader": "cellshard zarr", "workers": w, "batch_size": s.batch, "context_length": context,
@@ -173,7 +187,7 @@ def run(suite: str, out: Path, cache: Path) -> tuple[list[Result], list[tuple[st
     t0 = time.perf_counter()
     paths = _corpus(cache, s)
     results: list[Result] = []
-    results += ingest.run(out / "ingest", s.cells, str(Path(paths["root"]) / "syn-*.h5ad"), workers=1)
+    results += ingest.run(out / "ingest", s.cells, str(Path(paths["root"]) / "syn-*.h5ad"), workers=s.ingest_workers)
     shutil.rmtree(out / "ingest", ignore_errors=True)
     results += compare.compare(paths, batch=s.batch, context=s.context, workers=s.workers,
                                per_cell_max=s.per_cell_max, epoch_cells=s.cells)  # fmt: skip
