@@ -43,7 +43,8 @@ class Suite:
 SUITES = {
     # CI smoke: seconds, checks the plumbing and the schema, not the speeds
     "tiny": Suite(3_000, 2_000, (0,), 256, scale_sim.ScaleSpec(200_000, 100, 16, 2, 64, 8), 20, cells_per_shard=500),
-    "quick": Suite(20_000, 8_000, (0, 2), 1_000, scale_sim.ScaleSpec(5_000_000, 2_500, 128, 8, 64, 64)),
+    # baselines in process (0 workers); cellshard also at 1 and 2 workers in the scaling section
+    "quick": Suite(20_000, 8_000, (0,), 1_000, scale_sim.ScaleSpec(5_000_000, 2_500, 128, 8, 64, 64)),
     # baselines at 0 and 2 workers (a whole epoch each); cellshard also at 1 worker in the scaling section
     "full": Suite(
         300_000, 10_000, (0, 2), 5_000, scale_sim.ScaleSpec(), 400, train=True, cells_per_shard=10_000, ingest_workers=2
