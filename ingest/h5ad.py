@@ -20,6 +20,7 @@ import scipy.sparse as sp
 
 from .counts import NEGATIVE, NONFINITE, TOO_LARGE, first_problem, is_integral, round_noise
 from .errors import IngestError
+from .vocab import clean_gene_ids
 
 __all__ = ["H5adInput", "InputOptions", "expand_inputs"]
 
@@ -142,19 +143,7 @@ class H5adInput:
         """Gene ids per column (object array); missing ones as None."""
         src = self.gene_id_source()
         values = self.var.index.to_series() if src == "var.index" else self.var[src]
-        text = pd.Series(values.to_numpy(), dtype="string").str.strip()
-        missing = (text.isna() | text.isin(["", "nan", "NaN", "None"])).to_numpy()
-        ids = text.astype(object).to_numpy()
-        ids[missing] = None
-        present = ids[~missing]
-        uniq, counts = np.unique(present.astype(str), return_counts=True)
-        if (counts > 1).any():
-            dup = uniq[counts > 1]
-            raise IngestError(
-                f"{self.path}: duplicate gene ids in {src}: {', '.join(dup[:5])}"
-                f"{' ...' if len(dup) > 5 else ''}; choose a unique id column with --gene-id-column"
-            )
-        return ids
+        return clean_gene_ids(values.to_numpy(), str(self.path), src)
 
     def gene_names(self) -> np.ndarray:
         for col in ("feature_name", "gene_symbols", "gene_name"):

@@ -20,6 +20,7 @@ import pandas as pd
 
 from .errors import IngestError
 from .h5ad import H5adInput, InputOptions, expand_inputs
+from .vocab import clean_gene_ids
 
 __all__ = ["CENSUS_DEFAULT_OBS_COLUMNS", "H5adSpec", "Prepared", "PreparedInput", "prepare_source"]
 
@@ -116,18 +117,7 @@ def _prepare_h5ad(opts) -> Prepared:
 def _soma_gene_ids(var: pd.DataFrame, column: str, label: str) -> np.ndarray:
     if column not in var.columns:
         raise IngestError(f"{label}: --gene-id-column {column!r} is not a var column (columns: {list(var.columns)})")
-    text = pd.Series(var[column].to_numpy(), dtype="string").str.strip()
-    missing = (text.isna() | (text == "")).to_numpy()
-    ids = text.astype(object).to_numpy()
-    ids[missing] = None
-    present = ids[~missing].astype(str)
-    uniq, counts = np.unique(present, return_counts=True)
-    if (counts > 1).any():
-        raise IngestError(
-            f"{label}: duplicate gene ids in var.{column}: {', '.join(uniq[counts > 1][:5])}; "
-            "choose a unique id column with --gene-id-column (in the Census: feature_id)"
-        )
-    return ids
+    return clean_gene_ids(var[column].to_numpy(), label, f"var.{column}", " (in the Census: feature_id)")
 
 
 def _prepare_soma(opts, work_params: dict | None) -> Prepared:

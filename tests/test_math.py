@@ -102,3 +102,13 @@ def test_split_keeps_each_key_whole_and_hits_the_fraction():
     assert 0.15 < np.mean(list(per_key.values())) < 0.25
     assert not np.array_equal(s, assign_split(keys, seed=6, val_fraction=0.2))
     assert assign_split(keys, seed=5, val_fraction=0.0).sum() == 0
+
+
+def test_gene_ids_are_cleaned_the_same_way_for_every_source():
+    from ingest.errors import IngestError
+    from ingest.vocab import clean_gene_ids
+
+    got = clean_gene_ids(np.array([" ENSG1 ", "", None, "nan", "None", "ENSG2"], dtype=object), "f.h5ad", "var.index")
+    assert got.tolist() == ["ENSG1", None, None, None, None, "ENSG2"]
+    with pytest.raises(IngestError, match=r"exp: duplicate gene ids in var.feature_id: ENSG1; .*feature_id"):
+        clean_gene_ids(np.array(["ENSG1", "ENSG1 "], dtype=object), "exp", "var.feature_id", " (Census: feature_id)")
