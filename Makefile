@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := demo-out
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-full clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -50,11 +50,10 @@ lint: $(STAMP)
 BENCH := benchmarks/results/latest
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks ingest --cells 100000 --out $(BENCH)/ingest
-	$(BIN)/ingest build --input '$(BENCH)/ingest/corpus/syn100000-*.h5ad' --out $(BENCH)/zarr --format zarr --workers 2 --quiet
-	$(BIN)/ingest build --input '$(BENCH)/ingest/corpus/syn100000-*.h5ad' --out $(BENCH)/wds --format webdataset --workers 2 --quiet
-	$(BIN)/python -m benchmarks loader --zarr $(BENCH)/zarr --wds $(BENCH)/wds --out $(BENCH)/loader
-	$(BIN)/python -m benchmarks train --data $(BENCH)/zarr --out $(BENCH)/train
+	$(BIN)/python -m benchmarks run --suite quick --out $(BENCH)/quick
+
+bench-full: $(STAMP)
+	$(BIN)/python -m benchmarks run --suite full --out $(BENCH)/full
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

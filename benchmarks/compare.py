@@ -20,7 +20,7 @@ from .memory import PeakRSS
 from .report import Result
 from .spawned import run_spawned
 
-__all__ = ["LOADERS", "compare", "shuffle_quality"]
+__all__ = ["LOADERS", "compare", "shuffle_quality", "whole_epoch"]
 
 LOADERS = (
     "cellshard zarr",
@@ -113,6 +113,12 @@ def shuffle_quality(batches: list[list[str]], dataset_of: dict[str, str], corpus
     }
 
 
+def whole_epoch(cells: int, epoch_cells: int, batch: int, workers: int) -> bool:
+    """Whether a loader served an epoch: all cells but a remainder smaller than one batch per worker
+    (cellshard's sampler drops it so that every worker yields whole batches)."""
+    return cells >= epoch_cells - batch * max(1, workers)
+
+
 def compare(
     paths: dict, *, batch: int, context: int, workers: tuple[int, ...], per_cell_max: int | None, epoch_cells: int
 ) -> list[Result]:
@@ -125,7 +131,7 @@ def compare(
             cap = per_cell_max if kind == "per-cell AnnData Dataset" else None
             r = _spawned(kind, paths, batch, context, w, cap)
             cfg = {"loader": kind, "workers": w, "batch_size": batch, "context_length": context,
-                   "cells": r["cells"], "whole_epoch": r["cells"] >= epoch_cells - batch}  # fmt: skip
+                   "cells": r["cells"], "whole_epoch": whole_epoch(r["cells"], epoch_cells, batch, w)}  # fmt: skip
             name = f"{kind}, {w} workers"
             results.append(Result("compare", name, "cells_per_sec", r["cells"] / r["seconds"], "cells/s", cfg))
             results.append(Result("compare", name, "tokens_per_sec", r["tokens"] / r["seconds"], "tokens/s", cfg))

@@ -53,6 +53,9 @@ _TITLES = {
     "scaling": "Scaling: worker counts and context length (cellshard)",
     "memory": "Scaling: shard set x1 and x10 (repeated shards)",
     "scale": "Sampler at atlas scale (simulation, no data)",
+    "train": "Training on this CPU (python -m training fit)",
+    "feed": "The loader feeding a simulated H100 (40% MFU)",
+    "suite": "Suite",
 }
 
 
