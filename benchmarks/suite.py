@@ -123,7 +123,14 @@ def _scaling(paths: dict, s: Suite, out: Path) -> list[Result]:
 
 def ratios(results: list[Result]) -> list[tuple[str, float, str]]:
     """The issue's targets, each as a ratio of figures of this run (or a figure against its bound)."""
-    cps = {r.name: r.value for r in results if r.metric == "cells_per_sec"}
+    # loaders at the comparison's context only (the scaling section's other contexts are not comparable)
+    context = next((r.config["context_length"] for r in results if r.group == "compare"), None)
+    cps = {
+        r.name: r.value
+        for r in results
+        if r.metric == "cells_per_sec"
+        and (r.group == "limits" or (r.group in ("compare", "scaling") and r.config["context_length"] == context))
+    }
 
     def best(kind: str) -> float:
         return max((v for k, v in cps.items() if k.startswith(f"{kind}, ")), default=float("nan"))

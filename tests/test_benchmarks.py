@@ -88,3 +88,28 @@ def test_target_verdicts(value, target, met):
     from benchmarks.report import verdict
 
     assert verdict(value, target) is met
+
+
+def test_target_ratios_compare_loaders_at_one_context():
+    """A faster run at another context (the scaling section's 512) must not stand in for cellshard."""
+    from benchmarks.report import Result
+    from benchmarks.suite import ratios
+
+    def row(group, name, value, context=2048, **cfg):
+        return Result(group, name, "cells_per_sec", value, "cells/s", {"context_length": context, **cfg})
+
+    results = [
+        row("compare", "cellshard zarr, 0 workers", 4000.0, workers=0),
+        row("compare", "tiledbsoma-ml ExperimentDataset, 0 workers", 2000.0, workers=0),
+        row("scaling", "cellshard zarr, context 512, 2 workers", 9000.0, 512, workers=2),
+        row("scaling", "cellshard zarr, 1 workers", 5000.0, workers=1),
+        row("limits", "zarr read+decode (I/O limit)", 10000.0),
+        row("limits", "collate+mask (compute limit)", 8000.0),
+        Result("memory", "zarr x1 shard set", "peak_rss", 500.0, "MiB", {"shard_set_copies": 1}),
+        Result("memory", "zarr x10 shard set", "peak_rss", 500.0, "MiB", {"shard_set_copies": 10}),
+        Result("memory", "zarr x1 shard set", "cells_per_sec", 1.0, "cells/s", {"shard_set_copies": 1}),
+        Result("memory", "zarr x10 shard set", "cells_per_sec", 1.0, "cells/s", {"shard_set_copies": 10}),
+    ]
+    got = {what: value for what, value, _ in ratios(results)}
+    assert got["cellshard Zarr / tiledbsoma-ml ExperimentDataset"] == 2.5  # 5,000 (1 worker, 2,048) / 2,000
+    assert got["cellshard Zarr / min(I/O, collate limit)"] == 5000 / 8000
