@@ -91,21 +91,17 @@ def _scaling(paths: dict, s: Suite, out: Path) -> list[Result]:
     The 10x set lists every shard ten times (symlinks): the same ``repeat_batches`` batches are read from
     a shard set ten times larger, so throughput and peak RSS must not change with the set's size."""
     w = max(s.workers)
+    runs = [
+        (kind, workers, s.context, f"{kind}, {workers} workers")
+        for kind in ("cellshard zarr", "cellshard webdataset")
+        for workers in sorted({0, 1, 2} - set(s.workers))
+    ]
+    runs += [("cellshard zarr", w, c, f"cellshard zarr, context {c}, {w} workers") for c in (512, 4096)]
     rows = []
-    for kind in ("cellshard zarr", "cellshard webdataset"):
-        for workers in sorted({0, 1, 2} - set(s.workers)):
-            r = compare._spawned(kind, paths, s.batch, s.context, workers, None)
-            cfg = {"loader": kind, "workers": workers, "batch_size": s.batch, "context_length": s.context,
-                   "cells": r["cells"]}  # fmt: skip
-            name = f"{kind}, {workers} workers"
-            rows.append(Result("scaling", name, "cells_per_sec", r["cells"] / r["seconds"], "cells/s", cfg))
-            rows.append(Result("scaling", name, "tokens_per_sec", r["tokens"] / r["seconds"], "tokens/s", cfg))
-            rows.append(Result("scaling", name, "peak_rss", r["rss_mib"], "MiB", cfg))
-    for context in (512, 4096):
-        r = compare._spawned("cellshard zarr", paths, s.batch, context, w, None)
-        cfg = {"loader": "cellshard zarr", "workers": w, "batch_size": s.batch, "context_length": context,
+    for kind, workers, context, name in runs:
+        r = compare._spawned(kind, paths, s.batch, context, workers, None)
+        cfg = {"loader": kind, "workers": workers, "batch_size": s.batch, "context_length": context,
                "cells": r["cells"]}  # fmt: skip
-        name = f"cellshard zarr, context {context}, {w} workers"
         rows.append(Result("scaling", name, "cells_per_sec", r["cells"] / r["seconds"], "cells/s", cfg))
         rows.append(Result("scaling", name, "tokens_per_sec", r["tokens"] / r["seconds"], "tokens/s", cfg))
         rows.append(Result("scaling", name, "peak_rss", r["rss_mib"], "MiB", cfg))
