@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from shards import CellDataLoader, ShardedCellDataset
 from shards.collate import Collator
+from shards.manifest import dump_manifest
 from shards.readers import ShardSetReader
 
 from .memory import PeakRSS
@@ -100,7 +101,7 @@ def _repeated(root: Path, times: int, out: Path) -> Path:
     manifest["n_tokens"] = sum(s["n_tokens"] for s in shards)
     for name in ("vocab.csv", "gene_medians.csv"):
         shutil.copy(root / name, out / name)
-    (out / "index.json").write_text(json.dumps(manifest))
+    dump_manifest(out, manifest)  # re-sealed: its checksum covers the new shard list
     return out
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest import BuildOptions, SynthSpec, build, synthesize
+from shards import ShardError, load_manifest
 
 from . import compare, ingest, loader, scale_sim
 from .baselines.loaders import arrayloaders_store
@@ -52,6 +53,14 @@ SUITES = {
 }
 
 
+def _readable(shard_set: Path) -> bool:
+    try:
+        load_manifest(shard_set)
+    except ShardError:
+        return False
+    return True
+
+
 def _corpus(cache: Path, s: Suite) -> dict:
     """h5ad files, Zarr and WebDataset shard sets of the same cells (val_fraction 0), made once."""
     root = cache / f"corpus-{s.cells}-{s.genes}"
@@ -65,7 +74,7 @@ def _corpus(cache: Path, s: Suite) -> dict:
     paths["arrayloaders"] = str(arrayloaders_store(files, root / "arrayloaders"))  # its own store, once
     for fmt, key in (("zarr", "zarr"), ("webdataset", "wds")):
         out = root / key
-        if not (out / "index.json").exists():
+        if not _readable(out):  # missing, or built by another format version of cellshard
             shutil.rmtree(out, ignore_errors=True)
             build(BuildOptions(input=paths["h5ad"], out=str(out), format=fmt, cells_per_shard=s.cells_per_shard,
                                seed=1, quiet=True, workers=2))  # fmt: skip

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
-from shards.atomic import atomic_file, path_bytes, sha256_file, sha256_path, write_bytes_atomic
+from shards.atomic import atomic_file, path_bytes, sha256_file, sha256_path, tree_digest, write_bytes_atomic
 from shards.formats import get_format
 from shards.records import METADATA_COLUMNS, CellBlock
 
@@ -233,7 +233,8 @@ def finalize_shard(
         table.drop_columns(["cell_index", "genes", "counts"]),
     )
     out = Path(out_dir)
-    paths = get_format(fmt).write(out, shard, first_cell, block)
+    shard_format = get_format(fmt)
+    paths = shard_format.write(out, shard, first_cell, block)
     main, *rest = paths
     lengths = block.lengths
     datasets = pd.Series(table["dataset_id"].to_numpy(zero_copy_only=False)).value_counts(dropna=False)
@@ -249,6 +250,11 @@ def finalize_shard(
         "members": sorted(q.relative_to(main).as_posix() for q in main.rglob("*") if q.is_file())
         if main.is_dir()
         else [],
+        **(
+            {"metadata_sha256": tree_digest((rel, sha256_file(main / rel)) for rel in shard_format.metadata_files)}
+            if shard_format.metadata_files
+            else {}
+        ),
         "stats": {
             "datasets": {str(k): int(v) for k, v in sorted(datasets.items(), key=lambda kv: str(kv[0]))},
             "genes_per_cell_hist": np.histogram(lengths, bins=np.r_[GENES_PER_CELL_EDGES, np.inf])[0].tolist(),

@@ -10,19 +10,23 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .faults import fault_point
 
 __all__ = [
     "atomic_dir",
     "atomic_file",
     "fsync_dir",
+    "fsync_tree",
     "path_bytes",
     "sha256_file",
     "sha256_path",
     "sha256_tree",
     "tmp_name",
+    "tree_digest",
     "write_bytes_atomic",
 ]
 
@@ -43,6 +47,18 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(root: Path) -> None:
+    """Flush every file and directory of a tree to disk (before it is renamed into place)."""
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
+
+
 @contextmanager
 def atomic_file(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path; on success it is fsynced and renamed to ``path``, on error removed."""
@@ -52,6 +68,7 @@ def atomic_file(path: Path | str) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        fault_point(f"rename:{path.name}")
         os.replace(tmp, path)
         fsync_dir(path.parent)
     finally:
@@ -68,6 +85,8 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
         shutil.rmtree(tmp)
     try:
         yield tmp
+        fsync_tree(tmp)
+        fault_point(f"rename:{path.name}")
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -90,11 +109,16 @@ def sha256_file(path: Path | str) -> str:
     return digest.hexdigest()
 
 
-def sha256_tree(path: Path | str) -> str:
-    """The contract's hash of a directory shard: sha256 of its sorted ``<relpath>\\0<sha256>\\n`` lines."""
-    root = Path(path)
-    lines = sorted(f"{p.relative_to(root).as_posix()}\0{sha256_file(p)}\n" for p in root.rglob("*") if p.is_file())
+def tree_digest(entries: Iterable[tuple[str, str]]) -> str:
+    """sha256 of the sorted ``<relpath>\\0<sha256>\\n`` lines of ``(relative path, file sha256)`` pairs."""
+    lines = sorted(f"{rel}\0{digest}\n" for rel, digest in entries)
     return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def sha256_tree(path: Path | str) -> str:
+    """The contract's hash of a directory shard: the ``tree_digest`` of all its files."""
+    root = Path(path)
+    return tree_digest((p.relative_to(root).as_posix(), sha256_file(p)) for p in root.rglob("*") if p.is_file())
 
 
 def sha256_path(path: Path | str) -> str:

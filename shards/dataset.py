@@ -93,7 +93,8 @@ class ShardedCellDataset(IterableDataset):
             raise ShardError(f"token_budget={token_budget}: must be at least context_length={context_length}")
         self.token_budget = token_budget
         self.context_length = context_length
-        self.skipped_cells = 0  # cells of runs that failed their integrity check, with on_error="skip"
+        self.skipped_cells = 0  # cells of shards that failed their integrity check, with on_error="skip"
+        self.skipped_shards: dict[str, str] = {}  # shard path -> why, in this process (with on_error="skip")
         self._rank = (rank, world_size) if rank is not None else None
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._batches = 0  # yielded in the current stage of the epoch by this process (worker)
@@ -196,22 +197,25 @@ class ShardedCellDataset(IterableDataset):
         return genes, offsets, ids_all, pads_all, rows
 
     def _read_run(self, shard: int, start: int, stop: int):
-        """One run of cells; with ``on_error="skip"`` a failing run becomes empty cells of zero loss weight
-        (so every rank still yields the same number of batches), logged and counted."""
-        try:
-            genes, counts, offsets, ids = self.reader.read(shard, start, stop)
-            return np.stack([genes, counts]), offsets, ids, np.zeros(stop - start, dtype=bool)
-        except ShardError as exc:
-            if self.on_error == "raise":
-                raise
-            self.skipped_cells += stop - start
-            log.warning("skipping cells %d:%d of %s (%s); %d cells skipped so far", start, stop,
-                        self.reader.shards[shard]["path"], exc, self.skipped_cells)  # fmt: skip
-            ids = np.array(
-                [f"skipped:{self.reader.shards[shard]['path']}:{i}" for i in range(start, stop)], dtype=object
-            )
-            empty = np.zeros((2, 0), np.int32)
-            return empty, np.zeros(stop - start + 1, np.int64), ids, np.ones(stop - start, dtype=bool)
+        """One run of cells. A shard that fails a check raises (``on_error="raise"``), or with
+        ``on_error="skip"`` is skipped from then on in this process: its runs become empty cells of zero
+        loss weight (so every rank still yields the same number of batches), with one warning per
+        shard and the ``skipped_cells`` / ``skipped_shards`` counters."""
+        path = self.reader.shards[shard]["path"]
+        if path not in self.skipped_shards:
+            try:
+                genes, counts, offsets, ids = self.reader.read(shard, start, stop)
+                return np.stack([genes, counts]), offsets, ids, np.zeros(stop - start, dtype=bool)
+            except ShardError as exc:
+                if self.on_error == "raise":
+                    raise
+                self.skipped_shards[path] = str(exc)
+                log.warning("skipping shard %s for the rest of this run (%s); on_error='skip' serves its cells "
+                            "as zero-weight placeholders", path, exc)  # fmt: skip
+        self.skipped_cells += stop - start
+        ids = np.array([f"skipped:{path}:{i}" for i in range(start, stop)], dtype=object)
+        empty = np.zeros((2, 0), np.int32)
+        return empty, np.zeros(stop - start + 1, np.int64), ids, np.ones(stop - start, dtype=bool)
 
     def _start(self, topo: Topology, epoch: int) -> tuple[list[dict], int, int]:
         """(finished stages, slot role, batches already served by that role) for this iteration."""

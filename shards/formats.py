@@ -41,6 +41,9 @@ class ShardFormat:
     sidecar_name: Callable[[int], str]
     write: Callable[[Path, int, int, CellBlock], list[Path]]
     count_cells: Callable[[Path, int], int]
+    #: files inside a directory shard that no checksum of the format covers: hashed into the manifest's
+    #: ``metadata_sha256`` and checked by readers when they open the shard
+    metadata_files: tuple[str, ...] = ()
 
 
 FORMATS: dict[str, ShardFormat] = {
@@ -51,7 +54,14 @@ FORMATS: dict[str, ShardFormat] = {
         webdataset_format.write_shard,
         _wds_cells,
     ),
-    "zarr": ShardFormat("zarr", zarr_format.shard_name, zarr_format.meta_name, zarr_format.write_shard, _zarr_cells),
+    "zarr": ShardFormat(
+        "zarr",
+        zarr_format.shard_name,
+        zarr_format.meta_name,
+        zarr_format.write_shard,
+        _zarr_cells,
+        zarr_format.METADATA_FILES,
+    ),
 }
 
 

@@ -2,10 +2,15 @@
 
 It is written last and atomically, so a directory without it is not a shard set, whatever else it holds.
 Its JSON Schema ships with the package (``index.schema.json``) and every reader validates against it.
+It carries its own ``checksum`` (sha256 of its canonical JSON without ``checksum`` and ``created_at``),
+so an edited or damaged manifest is refused by every reader instead of being trusted: the shard
+hashes it lists are what the rest of the set is checked against. ``created_at`` is left out because it
+is the one field allowed to differ between identical builds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import cache
 from importlib import resources
@@ -22,12 +27,13 @@ __all__ = [
     "INDEX_NAME",
     "dump_manifest",
     "load_manifest",
+    "manifest_checksum",
     "parse_manifest",
     "schema",
     "validate_manifest",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: manifest checksum, Zarr metadata hashes
 INDEX_NAME = "index.json"
 
 
@@ -44,8 +50,16 @@ def validate_manifest(manifest: dict[str, Any], where: str = INDEX_NAME) -> None
         raise ShardError(f"{where}: invalid manifest at {loc}: {first.message}")
 
 
+def manifest_checksum(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON (sorted keys, no spaces), ``checksum`` and ``created_at`` left out."""
+    body = {k: v for k, v in manifest.items() if k not in ("checksum", "created_at")}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def dump_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
-    """Validate and write ``index.json`` atomically (the build's commit point)."""
+    """Seal (``checksum``), validate and write ``index.json`` atomically (the build's commit point)."""
+    manifest["checksum"] = manifest_checksum(manifest)
     validate_manifest(manifest)
     path = Path(directory) / INDEX_NAME
     write_bytes_atomic(path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
@@ -75,4 +89,9 @@ def parse_manifest(text: str, path: str) -> dict[str, Any]:
             f"(reads version {FORMAT_VERSION}); upgrade cellshard or rebuild the shard set"
         )
     validate_manifest(manifest, str(path))
+    if manifest["checksum"] != manifest_checksum(manifest):
+        raise ShardError(
+            f"{path}: the manifest does not match its checksum: it was edited or damaged after the build; "
+            "rebuild the shard set (or restore index.json from a copy)"
+        )
     return manifest

@@ -5,11 +5,16 @@ WebDataset: one byte-range read per range through the ``.idx.npy`` sidecar (per-
 A shard set is a local directory or a URL prefix (``remote.py``: retries, optional LRU cache of whole,
 hash-checked shards). Readers open files lazily and hold no handle across pickling, so a spawned
 DataLoader worker builds its own.
+
+No byte is used unchecked: files read whole (the sample index, the Parquet table, Zarr's ``zarr.json``
+documents) are checked against the manifest's sha256 when a process first opens the shard; ranges are
+checked by the format's own checksums (Zarr chunk and index crc32c, per-sample crc32), and a read that
+ends at a tar's last sample checks the end of the archive and the file size too.
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache, lru_cache
@@ -17,15 +22,30 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import webdataset_format, zarr_format
+from .atomic import tree_digest
 from .errors import ShardError
+from .formats import get_format
 from .manifest import INDEX_NAME, load_manifest, parse_manifest
 from .remote import ShardCache, is_remote, open_filesystem, redact, with_retries
 from .vocab import Vocabulary, parse_vocab, read_vocab
 
 __all__ = ["ShardSetReader"]
+
+
+@contextmanager
+def _redacted() -> Iterator[None]:
+    """Zarr's errors name the URL it opened: take any credentials out of the message."""
+    try:
+        yield
+    except ShardError as exc:
+        text = redact(str(exc))
+        if text == str(exc):
+            raise
+        raise ShardError(text) from None
 
 
 class ShardSetReader:
@@ -89,27 +109,82 @@ class ShardSetReader:
             with self.cache.use(f"{self.split}-{i:06d}", self.shards[i], fs, base) as local:
                 yield local
 
+    # -- whole-file checks ------------------------------------------------------------------------
+    def _where(self, rel: str, local: Path | None) -> str:
+        return str(local / rel) if local is not None else f"{redact(self.root.rstrip('/'))}/{rel}"
+
+    def _whole(self, i: int, rel: str, local: Path | None) -> bytes:
+        """A file of shard ``i``, read whole (locally, or fetched)."""
+        if local is None:
+            return self._fetch(rel)
+        try:
+            return (local / rel).read_bytes()
+        except FileNotFoundError:
+            raise ShardError(
+                f"{local / rel}: missing from the shard set (a file of {self.shards[i]['path']}); "
+                "restore it or rebuild the set"
+            ) from None
+        except OSError as exc:
+            raise ShardError(f"{local / rel}: cannot read it ({exc.strerror})") from exc
+
+    def _sidecar(self, i: int, local: Path | None) -> bytes:
+        """Shard ``i``'s sidecar (sample index or metadata table), checked against its sha256."""
+        entry = self.shards[i]["files"][0]
+        data = self._whole(i, entry["path"], local)
+        if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise ShardError(
+                f"{self._where(entry['path'], local)}: fails its sha256 check against the manifest (corrupt, "
+                f"truncated or modified; a file of {self.shards[i]['path']}); run `ingest verify`, rebuild the set"
+            )
+        return data
+
+    @lru_cache(maxsize=4096)  # noqa: B019 - once per shard and process
+    def _opened(self, i: int) -> bool:
+        """Checks made once when a process first reads shard ``i``: the main file is there (a tar of the
+        manifest's size), and a directory shard's metadata documents match ``metadata_sha256``."""
+        shard = self.shards[i]
+        rel = shard["path"]
+        with self._local(i) as local:
+            if local is not None:
+                main = local / rel
+                if not main.exists():
+                    raise ShardError(f"{main}: shard is missing from the shard set; restore it or rebuild the set")
+                if main.is_file() and main.stat().st_size != shard["bytes"]:
+                    raise ShardError(f"{main}: {main.stat().st_size} bytes, the manifest says {shard['bytes']} "
+                                     "(truncated or modified); run `ingest verify`, rebuild the set")  # fmt: skip
+            files = get_format(self.format).metadata_files
+            if files:
+                digest = tree_digest(
+                    (f, hashlib.sha256(self._whole(i, f"{rel}/{f}", local)).hexdigest()) for f in files
+                )
+                if digest != shard.get("metadata_sha256"):
+                    raise ShardError(
+                        f"{self._where(rel, local)}: its zarr.json metadata fails the manifest's metadata_sha256 "
+                        "(corrupt or modified); run `ingest verify`, rebuild the set"
+                    )
+        return True
+
     # -- per-shard tables ------------------------------------------------------------------------
+    def _table(self, i: int, columns: list[str] | None = None) -> pa.Table:
+        rel = self.shards[i]["files"][0]["path"]
+        with self._local(i) as local:
+            data = self._sidecar(i, local)
+        try:
+            return pq.read_table(pa.BufferReader(data), columns=columns)
+        except Exception as exc:
+            where = self._where(rel, None)
+            raise ShardError(f"{where}: cannot read the metadata table ({exc}); run `ingest verify`") from exc
+
     @lru_cache(maxsize=8)  # noqa: B019 - a few shards' small tables per worker
     def _zarr_ids(self, i: int) -> np.ndarray:
-        rel = self.shards[i]["files"][0]["path"]
-        try:
-            with self._local(i) as local:
-                src = local / rel if local is not None else io.BytesIO(self._fetch(rel))
-                return pq.read_table(src, columns=["cell_id"])["cell_id"].to_numpy(zero_copy_only=False)
-        except ShardError:
-            raise
-        except Exception as exc:
-            raise ShardError(f"{redact(self.root)}/{rel}: cannot read cell ids ({exc}); run `ingest verify`") from exc
+        return self._table(i, ["cell_id"])["cell_id"].to_numpy(zero_copy_only=False)
 
     @lru_cache(maxsize=64)  # noqa: B019
     def _idx(self, i: int) -> np.ndarray:
         rel = self.shards[i]["files"][0]["path"]
         with self._local(i) as local:
-            if local is not None and not (local / rel).exists():
-                raise ShardError(f"{local / rel}: the sample index of {self.shards[i]['path']} is missing; rebuild it")
-            data = None if local is not None else self._fetch(rel)
-            idx = webdataset_format.read_idx(local / rel if local is not None else rel, data)
+            data = self._sidecar(i, local)
+            idx = webdataset_format.read_idx(self._where(rel, local), data)
         if len(idx) != self.shards[i]["n_cells"]:
             raise ShardError(f"{rel}: {len(idx)} samples indexed, manifest says {self.shards[i]['n_cells']}")
         return idx
@@ -120,7 +195,8 @@ class ShardSetReader:
         if self.format == "webdataset":
             return self._idx(i)[:, 2].astype(np.int32)
         rel = self.shards[i]["path"]
-        with self._local(i) as local:
+        self._opened(i)
+        with self._local(i) as local, _redacted():
             where = str(local / rel) if local is not None else f"{self.root.rstrip('/')}/{rel}"
             return np.diff(zarr_format.read_offsets(where, self.storage_options)).astype(np.int32)
 
@@ -129,23 +205,20 @@ class ShardSetReader:
         format's parquet file, or the WebDataset samples' JSON members."""
         n = int(self.shard_cells[i])
         if self.format == "webdataset":
-            rel = self.shards[i]["path"]
-            with self._local(i) as local:
-                fetch = None if local is not None else (lambda lo, hi: self._fetch(rel, lo, hi))
-                path = local / rel if local is not None else f"{redact(self.root)}/{rel}"
-                samples = webdataset_format.read_samples(path, self._idx(i), 0, n, fetch=fetch)
-            return pd.DataFrame([m for _, _, m in samples])
-        rel = self.shards[i]["files"][0]["path"]
-        try:
-            with self._local(i) as local:
-                src = local / rel if local is not None else io.BytesIO(self._fetch(rel))
-                return pq.read_table(src).to_pandas()
-        except ShardError:
-            raise
-        except Exception as exc:
-            raise ShardError(
-                f"{redact(self.root)}/{rel}: cannot read cell metadata ({exc}); run `ingest verify`"
-            ) from exc
+            return pd.DataFrame([m for _, _, m in self._samples(i, 0, n)])
+        self._opened(i)
+        return self._table(i).to_pandas()
+
+    def _samples(self, i: int, start: int, stop: int) -> list[tuple[np.ndarray, np.ndarray, dict]]:
+        shard = self.shards[i]
+        rel = shard["path"]
+        self._opened(i)
+        idx = self._idx(i)
+        with self._local(i) as local:
+            fetch = None if local is not None else (lambda lo, hi: self._fetch(rel, lo, hi))
+            path = local / rel if local is not None else self._where(rel, None)
+            return webdataset_format.read_samples(path, idx, start, stop, fetch=fetch,
+                                                  first_cell=shard["first_cell"], size=shard["bytes"])  # fmt: skip
 
     # -- cells -----------------------------------------------------------------------------------
     def read(self, i: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -153,16 +226,14 @@ class ShardSetReader:
         rel = self.shards[i]["path"]
         if not 0 <= start <= stop <= self.shard_cells[i]:
             raise ShardError(f"{rel}: cell range {start}:{stop} outside 0:{self.shard_cells[i]}")
-        with self._local(i) as local:
-            if local is not None and not (local / rel).exists():
-                raise ShardError(f"{local / rel}: shard is missing from the shard set")
-            if self.format == "zarr":
+        if self.format == "zarr":
+            self._opened(i)
+            ids = self._zarr_ids(i)[start:stop]
+            with self._local(i) as local, _redacted():
                 where = str(local / rel) if local is not None else f"{self.root.rstrip('/')}/{rel}"
                 block = zarr_format.read_cells(where, start, stop, storage_options=self.storage_options)
-                return block.genes, block.counts, block.offsets, self._zarr_ids(i)[start:stop]
-            fetch = None if local is not None else (lambda lo, hi: self._fetch(rel, lo, hi))
-            path = local / rel if local is not None else f"{redact(self.root)}/{rel}"
-            samples = webdataset_format.read_samples(path, self._idx(i), start, stop, fetch=fetch)
+            return block.genes, block.counts, block.offsets, ids
+        samples = self._samples(i, start, stop)
         lengths = np.array([len(g) for g, _, _ in samples], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         genes = np.concatenate([g for g, _, _ in samples]) if samples else np.zeros(0, np.int32)

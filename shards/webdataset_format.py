@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 IDX_COLUMNS = ("offset", "length", "n_tokens", "crc32")
+_EXTENSIONS = ("genes.npy", "counts.npy", "json")
 _BLOCK = 512
 _RECORD = 20 * _BLOCK  # tarfile pads archives to whole records; so do we, to match stock tools
 _NPY_HEADERS: dict[int, bytes] = {}
@@ -133,13 +134,17 @@ def read_idx(path: Path | str, data: bytes | None = None) -> np.ndarray:
         raise ShardError(f"{path}: unreadable sample index ({exc}); rebuild the shard set") from exc
     if idx.ndim != 2 or idx.shape[1] != len(IDX_COLUMNS) or idx.dtype != np.int64:
         raise ShardError(f"{path}: sample index has shape {idx.shape} {idx.dtype}, expected (n, 4) int64")
+    ends = idx[:, 0] + idx[:, 1]
+    if len(idx) and (idx[0, 0] != 0 or (idx[1:, 0] != ends[:-1]).any() or (idx[:, 1] <= 0).any()):
+        raise ShardError(f"{path}: sample index does not describe contiguous samples from byte 0; rebuild the shard")
     return idx
 
 
-def _read_header(block: bytes, where: str) -> tuple[str, int]:
-    """``(name, size)`` of a plain ustar file header, parsed directly (the hot path: three per cell).
+def _read_header(block: bytes, where: str) -> tuple[str, int, bool]:
+    """``(name, size, is_regular_file)`` of a tar header; plain ustar file headers are parsed directly
+    (the hot path: three per cell).
 
-    Anything else (GNU/pax extensions, base-256 sizes, another writer's quirks) goes through
+    Anything else (GNU/pax extensions, base-256 sizes, links, another writer's quirks) goes through
     ``tarfile``, which also raises on a malformed block."""
     if (
         len(block) == _BLOCK
@@ -155,24 +160,43 @@ def _read_header(block: bytes, where: str) -> tuple[str, int]:
             raise ShardError(f"{where}: bad tar header ({exc})") from exc
         if chksum != sum(block[:148]) + sum(block[156:]) + 8 * 32:
             raise ShardError(f"{where}: bad tar header (checksum mismatch)")
-        return block[:100].split(b"\0", 1)[0].decode("utf-8", "strict"), size
+        try:
+            name = block[:100].split(b"\0", 1)[0].decode("utf-8", "strict")
+        except UnicodeDecodeError as exc:
+            raise ShardError(f"{where}: bad tar header (member name is not UTF-8)") from exc
+        return name, size, True
     try:
         info = tarfile.TarInfo.frombuf(block, "utf-8", "strict")
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, UnicodeDecodeError) as exc:
         raise ShardError(f"{where}: bad tar header ({exc})") from exc
-    return info.name, info.size
+    return info.name, info.size, info.isreg()
 
 
-def _parse_sample(buf: bytes, where: str) -> dict[str, bytes]:
+def _parse_sample(buf: bytes, where: str, key: str | None = None) -> dict[str, bytes]:
+    """The members of one sample by extension. Only plain files named ``<key>.<ext>`` are accepted:
+    an absolute or ``..`` name, a link, a device or a member of another sample is refused (a tar from
+    elsewhere must not make a reader touch paths outside the sample)."""
     members: dict[str, bytes] = {}
     pos = 0
     while pos < len(buf):
-        name, size = _read_header(buf[pos : pos + _BLOCK], where)
+        name, size, regular = _read_header(buf[pos : pos + _BLOCK], where)
         if name.startswith("/") or ".." in name.split("/"):
             raise ShardError(f"{where}: refusing tar member with unsafe name {name!r}")
+        if not regular:
+            raise ShardError(f"{where}: refusing tar member {name!r}: not a regular file")
+        stem, _, ext = name.partition(".")
+        if key is not None and stem != key:
+            raise ShardError(f"{where}: member {name!r} does not belong to sample {key}")
+        if ext not in _EXTENSIONS or ext in members:
+            raise ShardError(f"{where}: unexpected or repeated member {name!r} (expected genes.npy, counts.npy, json)")
         start = pos + _BLOCK
-        members[name.split(".", 1)[1]] = buf[start : start + size]
+        if start + size > len(buf):
+            raise ShardError(f"{where}: member {name!r} runs past the end of its sample")
+        members[ext] = buf[start : start + size]
         pos = start + size + (-size % _BLOCK)
+    missing = [e for e in _EXTENSIONS if e not in members]
+    if missing:
+        raise ShardError(f"{where}: sample lacks its {', '.join(missing)} member(s)")
     return members
 
 
@@ -193,7 +217,7 @@ def _npy(data: bytes, where: str) -> np.ndarray:
             return np.frombuffer(data, dtype=dtype, count=n, offset=10 + hlen)
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, OSError, EOFError) as exc:  # object arrays (pickles) raise ValueError here
         raise ShardError(f"{where}: unreadable .npy member ({exc})") from exc
 
 
@@ -204,11 +228,23 @@ def _local_range(path: Path, lo: int, hi: int) -> bytes:
 
 
 def read_samples(
-    tar_path: Path | str, idx: np.ndarray, start: int, stop: int, *, check: bool = True, fetch=None
+    tar_path: Path | str,
+    idx: np.ndarray,
+    start: int,
+    stop: int,
+    *,
+    check: bool = True,
+    fetch=None,
+    first_cell: int | None = None,
+    size: int | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray, dict]]:
     """Read samples ``start:stop`` with one contiguous byte-range read, checking each sample's crc32.
 
     ``fetch(lo, hi) -> bytes`` reads the range (a local file by default; remote readers pass theirs).
+    With ``first_cell`` every member must be named after its sample's key. With ``size`` (the tar's
+    size in the manifest), a read that ends at the last sample also reads and checks the end of the
+    archive (zero blocks up to exactly ``size`` bytes): with the per-sample crc32 that covers every
+    byte of the file.
     """
     if not 0 <= start <= stop <= len(idx):
         raise ShardError(f"{tar_path}: sample range {start}:{stop} outside 0:{len(idx)}")
@@ -216,19 +252,33 @@ def read_samples(
         return []
     lo = int(idx[start, 0])
     hi = int(idx[stop - 1, 0] + idx[stop - 1, 1])
-    data = fetch(lo, hi) if fetch is not None else _local_range(Path(tar_path), lo, hi)
-    if len(data) != hi - lo:
-        raise ShardError(f"{tar_path}: truncated (wanted bytes {lo}:{hi}); rebuild or re-download it")
+    tail = size is not None and stop == len(idx)
+    end = size if tail else hi
+    want = end + 1 if tail else end  # one byte more: a file longer than the manifest says is caught too
+    data = fetch(lo, want) if fetch is not None else _local_range(Path(tar_path), lo, want)
+    if len(data) != end - lo:
+        what = "truncated" if len(data) < end - lo else "longer than the manifest says"
+        raise ShardError(f"{tar_path}: {what} (wanted bytes {lo}:{end}); rebuild or re-download it")
+    if end > hi and (end - hi < 2 * _BLOCK or data[hi - lo :].count(0) != end - hi):
+        raise ShardError(f"{tar_path}: the end of the archive is not zero blocks; the shard is corrupt")
     out = []
     for i in range(start, stop):
         off, length, n_tokens, crc = (int(v) for v in idx[i])
         sample = data[off - lo : off - lo + length]
+        where = f"{tar_path} sample {i}"
         if check and zlib.crc32(sample) != crc:
             raise ShardError(f"{tar_path}: sample {i} fails its crc32 check; the shard is corrupt")
-        members = _parse_sample(sample, f"{tar_path} sample {i}")
-        genes = _npy(members["genes.npy"], f"{tar_path} sample {i}")
-        counts = _npy(members["counts.npy"], f"{tar_path} sample {i}")
+        members = _parse_sample(sample, where, None if first_cell is None else sample_key(first_cell + i))
+        genes = _npy(members["genes.npy"], where)
+        counts = _npy(members["counts.npy"], where)
+        if genes.dtype != np.int32 or counts.dtype != np.int32 or len(counts) != len(genes):
+            raise ShardError(f"{where}: genes/counts must be int32 arrays of one length, got "
+                             f"{genes.dtype}[{len(genes)}] / {counts.dtype}[{len(counts)}]")  # fmt: skip
         if len(genes) != n_tokens:
             raise ShardError(f"{tar_path}: sample {i} has {len(genes)} tokens, index says {n_tokens}")
-        out.append((genes, counts, json.loads(members["json"])))
+        try:
+            meta = json.loads(members["json"])
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ShardError(f"{where}: unreadable metadata member ({exc})") from exc
+        out.append((genes, counts, meta))
     return out

@@ -235,7 +235,8 @@ def test_skip_mode_keeps_batch_counts_and_counts_cells(zarr_set, tmp_path, caplo
     good, bad = list(clean), list(skip)
     assert len(good) == len(bad) and skip.skipped_cells > 0
     zero = sum(int((b["loss_weight"] == 0).sum()) for b in bad)
-    assert zero == skip.skipped_cells and "skipping cells" in caplog.text
+    assert zero == skip.skipped_cells and "skipping shard shard-000000.zarr" in caplog.text
+    assert list(skip.skipped_shards) == ["shard-000000.zarr"] and caplog.text.count("skipping shard") == 1
     with pytest.raises(ShardError, match="on_error"):
         _ds(zarr_set, on_error="ignore")
 
@@ -354,7 +355,7 @@ def test_fast_tar_and_npy_decoding_matches_the_stock_readers():
             info.size = 1234
             block = info.tobuf(fmt, "utf-8", "strict")[-512:] if len(name) <= 100 else info.tobuf(fmt)[:512]
             ref = tarfile.TarInfo.frombuf(block, "utf-8", "strict")
-            assert _read_header(block, "x") == (ref.name, ref.size)
+            assert _read_header(block, "x") == (ref.name, ref.size, ref.isreg())
     info = tarfile.TarInfo("c0.json")
     info.size = 10
     block = bytearray(info.tobuf(tarfile.USTAR_FORMAT))
