@@ -9,13 +9,15 @@ byte-identical to an uninterrupted one. ``index.json`` is written last: the comm
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
-import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from multiprocessing import get_context
@@ -28,6 +30,7 @@ import scipy.sparse as sp
 
 from shards.atomic import sha256_file, sha256_path, write_bytes_atomic
 from shards.errors import ShardError
+from shards.faults import fault_point
 from shards.manifest import FORMAT_VERSION, INDEX_NAME, dump_manifest, load_manifest
 from shards.vocab import vocab_to_csv
 
@@ -43,10 +46,9 @@ from .sources import Prepared, prepare_source
 from .split import SPLIT_NAMES
 from .vocab import build_vocab, load_vocab
 
-__all__ = ["BuildResult", "build"]
+__all__ = ["BuildResult", "build", "io_error_message"]
 
 WORK_DIR = ".cellshard-work"
-FAULT_ENV = "CELLSHARD_TEST_FAULT"  # "phase:n": SIGKILL self after n steps of phase (tests only)
 
 
 def _package_version() -> str:
@@ -54,13 +56,6 @@ def _package_version() -> str:
         return version("cellshard")
     except PackageNotFoundError:  # running from a source tree that is not installed
         return "0+unknown"
-
-
-def _fault(phase: str, done: int) -> None:
-    """Fault injection for the crash tests: a hard kill at a named point, as a power cut would."""
-    spec = os.environ.get(FAULT_ENV)
-    if spec and spec == f"{phase}:{done}":
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class BuildResult(dict):
@@ -132,6 +127,23 @@ def _interrupted_params(out: Path) -> dict | None:
         return None
 
 
+_OUT_OF_SPACE = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                 errno.EFBIG: "file size limit exceeded"}  # fmt: skip
+_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def io_error_message(exc: OSError, out: Path) -> str:
+    """One line for an I/O error during a build: what failed, where, and that a rerun resumes."""
+    where = exc.filename or f"--out {out}"
+    code = f"[Errno {exc.errno}]" if exc.errno else type(exc).__name__
+    resume = "then rerun the same command: finished work is kept and reused"
+    if exc.errno in _OUT_OF_SPACE:
+        return f"{where}: {_OUT_OF_SPACE[exc.errno]} {code}; free space for {out} (or choose another --out), {resume}"
+    if exc.errno in _DENIED:
+        return f"{where}: not writable by this user {code} ({exc.strerror}); fix the permissions of {out}, {resume}"
+    return f"{where}: {exc.strerror or exc} {code} while building into {out}; fix the cause, {resume}"
+
+
 def build(opts: BuildOptions) -> BuildResult:
     opts.validate()
     report = Reporter(opts.quiet)
@@ -143,10 +155,33 @@ def build(opts: BuildOptions) -> BuildResult:
         if opts.dry_run:
             return BuildResult(_plan_summary(opts, prepared), seconds=time.perf_counter() - started)
         return _build_prepared(opts, prepared, out, report, started)
+    except BrokenProcessPool as exc:
+        raise IngestError(
+            f"--out {out}: a worker process died (killed, or out of memory: try fewer --workers or a smaller "
+            "--block-cells); rerun the same command: finished work is kept and reused"
+        ) from exc
+    except OSError as exc:
+        raise IngestError(io_error_message(exc, out)) from exc
     finally:
         for tmp, _ in prepared.staged:
             Path(tmp).unlink(missing_ok=True)
         close_experiments()
+
+
+_TEMPORARY = re.compile(r"^\..+\.tmp-\d+$")  # ``atomic.tmp_name``: ``.<name>.tmp-<pid>``
+
+
+def _remove_stale_temporaries(out: Path, work: Path) -> int:
+    """Delete the temporary files an interrupted build left (under the lock, no writer is active)."""
+    found = [p for p in out.iterdir() if _TEMPORARY.match(p.name)]
+    if work.exists():
+        found += [p for p in work.rglob(".*") if _TEMPORARY.match(p.name)]
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return len(found)
 
 
 def _plan_summary(opts: BuildOptions, prepared: Prepared) -> dict:
@@ -185,6 +220,9 @@ def _build_prepared(opts: BuildOptions, prepared: Prepared, out: Path, report: R
             report.info(f"{out}: already built (same inputs and options); nothing to do")
             return BuildResult(load_manifest(out), seconds=0.0)
         work = out / WORK_DIR
+        removed = _remove_stale_temporaries(out, work)
+        if removed:
+            report.info(f"{out}: removed {removed} temporary file(s) of an interrupted build")
         for sub in ("pass1", "pass2", "done"):
             (work / sub).mkdir(parents=True, exist_ok=True)
         for tmp, name in prepared.staged:
@@ -255,7 +293,7 @@ def _build_locked(opts, out, work, prepared: Prepared, vocab, supplied, build_id
         def done1(i: int, res: dict) -> None:
             summaries[todo[i].index] = res
             advance(todo[i].stop - todo[i].start)
-            _fault("pass1", len(summaries))
+            fault_point("pass1")
 
         _run(
             pass1_unit,
@@ -297,15 +335,12 @@ def _build_locked(opts, out, work, prepared: Prepared, vocab, supplied, build_id
     # -- pass 2 --------------------------------------------------------------------------------------
     p2 = [str(work / "pass2" / f"unit-{u.index:06d}.arrow") for u in units]
     todo2 = [u for u in units if not (Path(p2[u.index]).exists() and Path(p2[u.index] + ".map.json").exists())]
-    n_done2 = len(units) - len(todo2)
     with report.task("tokenize", sum(split_cells.values())) as advance:
         advance(sum(sum(summaries[u.index]["kept"].values()) for u in units if u not in todo2))
 
         def done2(i: int, res: dict) -> None:
-            nonlocal n_done2
-            n_done2 += 1
             advance(res["cells"])
-            _fault("pass2", n_done2)
+            fault_point("pass2")
 
         jobs = []
         for u in todo2:
@@ -347,7 +382,7 @@ def _build_locked(opts, out, work, prepared: Prepared, vocab, supplied, build_id
         def done3(i: int, info: dict) -> None:
             infos[todo3[i]] = info
             advance(1)
-            _fault("finalize", len(infos))
+            fault_point("finalize")
 
         _run(finalize_shard, jobs, opts.workers, done3)
 
@@ -355,7 +390,7 @@ def _build_locked(opts, out, work, prepared: Prepared, vocab, supplied, build_id
     if prepared.presence is not None:
         datasets = {k for info in infos.values() for k in info["stats"]["datasets"]}
         presence = write_presence(prepared.presence, files[0].ids, token_of, datasets, out / PRESENCE_NAME)
-    _fault("manifest", 0)
+    fault_point("manifest")
     manifest = _manifest(opts, out, prepared, vocab, layout, infos, summaries, dropped, build_id, presence)
     dump_manifest(out, manifest)
     return manifest

@@ -18,6 +18,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from shards.atomic import atomic_file, path_bytes, sha256_file, sha256_path, tree_digest, write_bytes_atomic
+from shards.faults import fault_point
 from shards.formats import get_format
 from shards.records import METADATA_COLUMNS, CellBlock
 
@@ -76,6 +77,7 @@ def pass1_unit(task: FileTask, unit, block_cells: int, token_median: dict[int, f
             split.append(assign_split(_split_keys(src, task, a, b), task.seed, task.val_fraction))
             if hist is not None:
                 hist.add(csr, task.col_hrow, n_counts, np.flatnonzero(st == KEPT))
+            fault_point("pass1-block")
         coo = hist.to_coo() if hist is not None else sp.coo_matrix((1, 1), dtype=np.int64)
         status_a, split_a = np.concatenate(status), np.concatenate(split)
         with atomic_file(Path(out)) as tmp, open(tmp, "wb") as fh:
@@ -192,6 +194,7 @@ def pass2_unit(
                 for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(sh)], strict=True):
                     writer.write_batch(table.slice(lo, hi - lo).combine_chunks().to_batches()[0])
                     batch_map.append((int(sh[lo]), len(batch_map)))
+                    fault_point("bucket")
             if writer is None:
                 writer = pa.ipc.new_file(str(tmp), pa.schema([("cell_index", pa.int64())]))
             writer.close()
