@@ -93,10 +93,14 @@ def test_file_size_limit_fails_cleanly(shared, reference, tmp_path):
     assert manifest_without_time(out) == reference[0] and files_of(out) == reference[1]
 
 
+def _nobody_env(home: Path) -> dict[str, str]:
+    # numba caches compiled kernels beside the sources unless told otherwise: not writable for this user
+    return {**os.environ, "HOME": str(home), "NUMBA_CACHE_DIR": str(home / "numba")}
+
+
 def _as_nobody(cmd: list[str], home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HOME": str(home), "NUMBA_CACHE_DIR": str(home / "numba")}
     return subprocess.run([*NOBODY, sys.executable, "-m", "ingest", *cmd], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=300)  # fmt: skip
+                          env=_nobody_env(home), timeout=300)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +112,7 @@ def nobody_home(shared) -> Path:
     home.mkdir(exist_ok=True)
     home.chmod(0o777)
     probe = subprocess.run([*NOBODY, sys.executable, "-c", "import ingest.cli"], capture_output=True, text=True,
-                           cwd=ROOT, env={**os.environ, "HOME": str(home), "NUMBA_CACHE_DIR": str(home / "numba")})  # fmt: skip
+                           cwd=ROOT, env=_nobody_env(home))  # fmt: skip
     if probe.returncode != 0:
         pytest.skip(f"the unprivileged user cannot run this Python/checkout: {probe.stderr.strip()[-300:]}")
     return home
