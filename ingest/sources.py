@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shards.remote import redact
+
 from .errors import IngestError
 from .h5ad import H5adInput, InputOptions, expand_inputs
 from .vocab import clean_gene_ids
@@ -213,7 +215,7 @@ def _prepare_soma(opts, work_params: dict | None) -> Prepared:
     )
     var_sha = _sha_strings(ids)
     item = {
-        "uri": exp_uri,
+        "uri": redact(exp_uri),
         "n_obs": n,
         "obs_joinids_sha256": joinids_sha,
         "gene_id_source": id_column,
@@ -223,8 +225,8 @@ def _prepare_soma(opts, work_params: dict | None) -> Prepared:
     source = {
         "kind": "census" if census else "soma",
         **{k: v for k, v in record.items() if k != "uri"},
-        "uri": record["uri"],
-        "experiment_uri": exp_uri,
+        "uri": redact(record["uri"]),
+        "experiment_uri": redact(exp_uri),
         "organism": organism,
         "measurement": opts.measurement,
         "x_layer": opts.x_layer,

@@ -26,11 +26,12 @@ import fsspec
 from .atomic import sha256_file, sha256_tree
 from .errors import ShardError
 
-__all__ = ["ShardCache", "is_remote", "open_filesystem", "redact", "with_retries"]
+__all__ = ["ShardCache", "is_remote", "open_filesystem", "redact", "redact_options", "with_retries"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _CREDENTIALS = re.compile(r"(?<=://)[^/@]+@")
+_SECRET_KEYS = re.compile(r"secret|password|passwd|token|key|auth|credential|session|signature", re.IGNORECASE)
 
 
 def is_remote(root: str | Path) -> bool:
@@ -41,6 +42,18 @@ def is_remote(root: str | Path) -> bool:
 def redact(url: str) -> str:
     """The URL without ``user:password@``, for messages and logs."""
     return _CREDENTIALS.sub("***@", str(url))
+
+
+def redact_options(value: Any) -> Any:
+    """fsspec storage options (or any nested config) with secrets replaced by ``***``: values under
+    keys that name a secret (``key``, ``secret``, ``token``, ``Authorization``, ...), and credentials in
+    URLs. For what is written to disk or logged; the run itself keeps the real values."""
+    if isinstance(value, dict):
+        return {k: "***" if _SECRET_KEYS.search(str(k)) and v not in (None, "") else redact_options(v)
+                for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list | tuple):
+        return type(value)(redact_options(v) for v in value)
+    return redact(value) if isinstance(value, str) else value
 
 
 def open_filesystem(url: str, **storage_options: Any) -> tuple[fsspec.AbstractFileSystem, str]:

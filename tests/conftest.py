@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import anndata as ad
@@ -83,3 +88,51 @@ def reference_tokens(counts: np.ndarray, tokens: np.ndarray, medians: np.ndarray
     """Geneformer's order for one cell, written the slow, obvious way (the test oracle)."""
     items = [(-(c / m), t) for c, t, m in zip(counts, tokens, medians, strict=True) if c > 0 and not np.isnan(m)]
     return np.array([t for _, t in sorted(items)], dtype=np.int64)
+
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Python's file server plus HTTP Range requests (fsspec needs them); can fail the first requests."""
+
+    fail_first = 0
+    failures = 0
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def do_GET(self):
+        cls = type(self)
+        if cls.failures < cls.fail_first:
+            cls.failures += 1
+            self.send_error(503, "try again")
+            return
+        match = _RANGE.fullmatch(self.headers.get("Range", ""))
+        path = Path(self.translate_path(self.path))
+        if not match or not path.is_file():
+            return super().do_GET()
+        size = path.stat().st_size
+        a, b = match.groups()
+        start, end = (size - int(b), size - 1) if a == "" else (int(a), min(int(b) if b else size - 1, size - 1))
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read(end - start + 1)
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def http_root(tmp_path_factory, zarr_set, wds_set):
+    root = tmp_path_factory.mktemp("www")
+    shutil.copytree(zarr_set, root / "zarr")
+    shutil.copytree(wds_set, root / "wds")
+    handler = type("H", (RangeHandler,), {"fail_first": 0, "failures": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root, handler
+    server.shutdown()

@@ -203,3 +203,29 @@ def test_a_build_killed_while_holding_the_lock_does_not_block_the_next(corpus, t
     rerun = run_cli(*cmd)
     assert rerun.returncode == 0 and "took over the lock of a build that is no longer running" in rerun.stderr
     assert not (out / LOCK_NAME).exists()
+
+
+# -- credentials -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_credentials_in_a_data_url_reach_no_log_config_or_checkpoint(http_root, tmp_path):
+    """A run over ``https://user:password@host/...`` with a secret in its storage options: the secret is in
+    no message, no file the run writes (config.yaml, hparams, metrics, checkpoints, history)."""
+    from tests.test_training_runs import _args, ok, train
+
+    url, _, _ = http_root
+    secret_url = url.replace("http://", "http://alice:hunter2@") + "/zarr"
+    run = tmp_path / "run"
+    proc = ok(train("fit", *_args(secret_url, run, "--data.val_split", "null", "--data.num_workers", "0",
+                                  "--data.storage_options", '{"headers": {"X-Api-Key": "s3kr1t"}}',
+                                  steps=2)))  # fmt: skip
+    written = [p for p in run.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".ckpt" for p in written) and any(p.name == "config.yaml" for p in written)
+    for secret in ("hunter2", "s3kr1t"):
+        assert secret not in proc.stdout + proc.stderr
+        assert [p.name for p in written if secret.encode() in p.read_bytes()] == []
+    assert "***@" in (run / "checkpoints" / "config.yaml").read_text()
+    # and a failing URL is reported without them
+    bad = train("fit", *_args(secret_url.replace("/zarr", "/nothing"), tmp_path / "r2", steps=1))
+    assert bad.returncode == 1 and "***@" in bad.stderr and "hunter2" not in bad.stderr + bad.stdout

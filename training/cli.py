@@ -30,6 +30,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.plugins.io import AsyncCheckpointIO
 
 from shards.atomic import write_bytes_atomic
+from shards.remote import redact_options
 
 from .callbacks import GradNormMonitor, SamplerEpoch, ThroughputMonitor
 from .data import CellDataModule
@@ -75,6 +76,10 @@ class SaveRunFiles(SaveConfigCallback):
         pass  # at fit start instead: ModelCheckpoint would warn about a non-empty directory at setup
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # no credentials on disk (here and in the logger's copy): data URLs and storage options redacted
+        self.config = self.config.clone()
+        for key in ("path", "val_path", "storage_options", "cache_dir"):
+            self.config.data[key] = redact_options(self.config.data.get(key))
         super().setup(trainer, pl_module, "fit")
 
     def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 
 from shards import CellDataLoader, ShardedCellDataset, ShardError
 from shards.readers import ShardSetReader
+from shards.remote import redact, redact_options
 from shards.sampler import REMAINDER_POLICIES
 
 from .errors import ConfigError
@@ -91,12 +92,17 @@ class CellDataModule(pl.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.path, self.val_path = path, val_path
+        self.storage_options, self.cache_dir = storage_options, cache_dir
+        # what is logged and checkpointed carries no credentials; the loaders use the attributes above
+        for hparams in (self.hparams, self._hparams_initial):
+            for key in ("path", "val_path", "storage_options", "cache_dir"):
+                hparams[key] = redact_options(hparams[key])
         try:
             self.reader = ShardSetReader(path, train_split, storage_options=storage_options)
             self.vocab = self.reader.vocab()
         except (ShardError, FileNotFoundError) as exc:
             raise ConfigError(
-                f"data.path={path!r}: {exc}; point data.path at a shard set from `ingest build`"
+                f"data.path={redact(path)!r}: {exc}; point data.path at a shard set from `ingest build`"
             ) from None
         if val_split is not None:
             where = val_path or path
@@ -104,13 +110,13 @@ class CellDataModule(pl.LightningDataModule):
                 val_reader = ShardSetReader(where, val_split, storage_options=storage_options)
             except ShardError as exc:
                 raise ConfigError(
-                    f"data.val_split={val_split!r} (data.val_path={val_path!r}): {exc}; "
+                    f"data.val_split={val_split!r} (data.val_path={redact_options(val_path)!r}): {exc}; "
                     "set data.val_split to a split of the set, or null to skip validation"
                 ) from None
             if val_reader.manifest["vocab"]["sha256"] != self.reader.manifest["vocab"]["sha256"]:
                 raise ConfigError(
-                    f"data.val_path={val_path!r}: its vocabulary differs from data.path's; build it "
-                    f"with `ingest build --vocab {Path(path) / 'vocab.csv'}`"
+                    f"data.val_path={redact_options(val_path)!r}: its vocabulary differs from data.path's; build "
+                    f"it with `ingest build --vocab {redact(path)}/vocab.csv`"
                 )
         if value_bins and value_bins < 2:
             raise ConfigError(f"data.value_bins={value_bins}: use 0 (off) or at least 2")
@@ -138,7 +144,7 @@ class CellDataModule(pl.LightningDataModule):
     # -- loaders -------------------------------------------------------------------------------------
     def _dataset(self, where: str, split: str, *, batch_size: int, remainder: str) -> ShardedCellDataset:
         h = self.hparams
-        cache = {"cache_dir": h.cache_dir, "cache_bytes": h.cache_bytes} if h.cache_dir else {}
+        cache = {"cache_dir": self.cache_dir, "cache_bytes": h.cache_bytes} if self.cache_dir else {}
         try:
             return ShardedCellDataset(
                 where,
@@ -151,7 +157,7 @@ class CellDataModule(pl.LightningDataModule):
                 balance_tokens=h.balance_tokens and split == h.train_split,
                 token_budget=h.token_budget if split == h.train_split else None,
                 on_error=h.on_error,
-                storage_options=h.storage_options,
+                storage_options=self.storage_options,
                 return_cell_ids=h.return_cell_ids,
                 **cache,
             )
