@@ -31,6 +31,7 @@ class Case:
     culprit: str  # the message must contain this
     written: str | None = None  # a glob (relative to the case's tmp dir) that must match nothing afterwards
     code: int = 1
+    env: dict[str, str] | None = None  # launcher variables, as torchrun would set them
 
 
 class _Trap:
@@ -128,6 +129,9 @@ def _inputs(tmp: Path, zarr_set: Path) -> dict[str, Case]:
         "context too short": Case("train", ["--data.context_length", "2", *run], "context_length", NOTHING),
         "bad precision": Case("train", ["--trainer.precision", "4-bit", *run], "trainer.precision", NOTHING,
                               code=2),
+        "num_nodes disagrees with the launcher": Case(
+            "train", ["--trainer.num_nodes", "3", *run], "trainer.num_nodes=3 but the launcher started 2 nodes",
+            NOTHING, env={"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}),
         "unknown key": Case("train", ["--data.shuffle_buffer", "10", *run], "shuffle_buffer", NOTHING,
                             code=2),
         # -- checkpoints -------------------------------------------------------------------------------
@@ -187,6 +191,8 @@ def test_bad_inputs_fail_cleanly_across_the_stages(zarr_set, tmp_path, capsys, m
         where = tmp_path / name.replace(" ", "_").replace(":", "").replace("/", "_")
         where.mkdir()
         monkeypatch.chdir(where)
+        for key, value in (case.env or {}).items():
+            monkeypatch.setenv(key, value)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # library warnings on the way are not what this checks
             code = _runner(case.stage, zarr_set, where)(case.args)
@@ -199,3 +205,5 @@ def test_bad_inputs_fail_cleanly_across_the_stages(zarr_set, tmp_path, capsys, m
             assert not list(where.glob(case.written)) and not list(tmp_path.glob(case.written)), name
         if case.stage == "train":
             assert not list(where.glob("run/**/*.ckpt")) and not (where / "run" / "history.csv").exists(), name
+        for key in case.env or {}:
+            monkeypatch.delenv(key)
