@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import path_bytes, sha256_file, sha256_path
+from .atomic import path_bytes, sha256_file, sha256_path, tree_digest
 from .errors import ShardError
 from .formats import get_format
 from .manifest import load_manifest
@@ -66,6 +66,10 @@ def verify_shard_set(directory: Path | str) -> list[Fault]:
             shard_faults += _check_file(root, f["path"], f["sha256"], f["bytes"])
         if shard["first_cell"] != expected_first:
             shard_faults.append(Fault(rel, f"first_cell {shard['first_cell']}, expected {expected_first}"))
+        if not shard_faults and fmt.metadata_files:  # what readers check on open must hold too
+            digest = tree_digest((f, sha256_file(root / rel / f)) for f in fmt.metadata_files)
+            if digest != shard.get("metadata_sha256"):
+                shard_faults.append(Fault(rel, "metadata_sha256 differs from its zarr.json files"))
         if not shard_faults:
             match = _SHARD_INDEX.match(rel)
             try:

@@ -180,3 +180,18 @@ def test_every_region_of_a_shard_is_checked_by_the_loader(fmt, region, sets, tmp
     target.write_bytes(bytes(data))
     with pytest.raises(ShardError, match=shard["path"].split(".")[0]):
         _epoch(root, shard["split"])
+
+
+def test_a_resealed_manifest_with_a_wrong_metadata_hash_is_caught(sets, tmp_path, capsys):
+    """Someone edits a shard's metadata_sha256 and recomputes the checksum: verify and the loader agree."""
+    from shards import dump_manifest
+
+    root = tmp_path / "set"
+    shutil.copytree(sets["zarr"], root)
+    manifest = load_manifest(root)
+    shard = manifest["shards"][0]
+    shard["metadata_sha256"] = "1" * 64
+    dump_manifest(root, manifest)
+    _verify_names(root, f"{shard['path']}: metadata_sha256 differs", capsys)
+    with pytest.raises(ShardError, match="metadata_sha256"):
+        _epoch(root, shard["split"])
