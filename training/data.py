@@ -94,9 +94,8 @@ class CellDataModule(pl.LightningDataModule):
         self.path, self.val_path = path, val_path
         self.storage_options, self.cache_dir = storage_options, cache_dir
         # what is logged and checkpointed carries no credentials; the loaders use the attributes above
-        for hparams in (self.hparams, self._hparams_initial):
-            for key in ("path", "val_path", "storage_options", "cache_dir"):
-                hparams[key] = redact_options(hparams[key])
+        secret = ("path", "val_path", "storage_options", "cache_dir")
+        self.save_hyperparameters({k: redact_options(v) if k in secret else v for k, v in self.hparams.items()})
         try:
             self.reader = ShardSetReader(path, train_split, storage_options=storage_options)
             self.vocab = self.reader.vocab()
