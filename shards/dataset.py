@@ -38,11 +38,27 @@ from .sampler import (
 )
 from .topology import Topology, detect_rank, worker_info
 
-__all__ = ["STATE_VERSION", "ShardedCellDataset"]
+__all__ = ["STATE_VERSION", "ShardedCellDataset", "check_options"]
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+
+
+def check_options(*, batch_size: int, context_length: int, remainder: str, on_error: str,
+                  token_budget: int | None, prefix: str = "") -> None:  # fmt: skip
+    """The loader's scalar options, each error naming its option (``prefix`` + name): the dataset checks
+    them, and a training config calls this when it is read, before a run writes anything."""
+    if batch_size < 1:
+        raise ShardError(f"{prefix}batch_size={batch_size}: must be at least 1")
+    if context_length < 3:
+        raise ShardError(f"{prefix}context_length={context_length}: must be at least 3 (<cls>, a gene, <eos>)")
+    if remainder not in REMAINDER_POLICIES:
+        raise ShardError(f"{prefix}remainder={remainder!r}: choose one of {list(REMAINDER_POLICIES)}")
+    if on_error not in ("raise", "skip"):
+        raise ShardError(f"{prefix}on_error={on_error!r}: choose raise (refuse a corrupt shard) or skip")
+    if token_budget is not None and token_budget < context_length:
+        raise ShardError(f"{prefix}token_budget={token_budget}: must be at least context_length={context_length}")
 
 
 class ShardedCellDataset(IterableDataset):
@@ -69,12 +85,8 @@ class ShardedCellDataset(IterableDataset):
         balance_chunk: int = 64,
         token_budget: int | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ShardError(f"batch_size={batch_size}: must be at least 1; set --data.batch_size")
-        if remainder not in REMAINDER_POLICIES:
-            raise ShardError(f"remainder={remainder!r}: choose one of {REMAINDER_POLICIES}")
-        if on_error not in ("raise", "skip"):
-            raise ShardError(f"on_error={on_error!r}: choose raise (default) or skip")
+        check_options(batch_size=batch_size, context_length=context_length, remainder=remainder,
+                      on_error=on_error, token_budget=token_budget)  # fmt: skip
         if (rank is None) != (world_size is None):
             raise ShardError("pass both rank and world_size, or neither (then they are detected)")
         self.path = str(path)
@@ -89,8 +101,6 @@ class ShardedCellDataset(IterableDataset):
         self.return_cell_ids = return_cell_ids
         self.on_error = on_error
         self.balance_tokens, self.balance_chunk = balance_tokens, balance_chunk
-        if token_budget is not None and token_budget < context_length:
-            raise ShardError(f"token_budget={token_budget}: must be at least context_length={context_length}")
         self.token_budget = token_budget
         self.context_length = context_length
         self.skipped_cells = 0  # cells of shards that failed their integrity check, with on_error="skip"

@@ -14,31 +14,13 @@ from typing import Any
 import lightning.pytorch as pl
 
 from shards import CellDataLoader, ShardedCellDataset, ShardError
+from shards.dataset import check_options
 from shards.readers import ShardSetReader
 from shards.remote import redact, redact_options
-from shards.sampler import REMAINDER_POLICIES
 
 from .errors import ConfigError
 
 __all__ = ["CellDataModule"]
-
-
-def _check_options(batch_size: int, val_batch_size: int | None, context_length: int, num_workers: int,
-                   remainder: str, on_error: str, token_budget: int | None) -> None:  # fmt: skip
-    """The loader's options, checked when the config is read: before a run writes anything."""
-    for key, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
-        if value is not None and value < 1:
-            raise ConfigError(f"data.{key}={value}: must be at least 1")
-    if context_length < 3:
-        raise ConfigError(f"data.context_length={context_length}: must be at least 3 (<cls>, a gene, <eos>)")
-    if num_workers < 0:
-        raise ConfigError(f"data.num_workers={num_workers}: must be 0 (in process) or more")
-    if remainder not in REMAINDER_POLICIES:
-        raise ConfigError(f"data.remainder={remainder!r}: choose one of {list(REMAINDER_POLICIES)}")
-    if on_error not in ("raise", "skip"):
-        raise ConfigError(f"data.on_error={on_error!r}: choose raise (refuse a corrupt shard) or skip")
-    if token_budget is not None and token_budget < context_length:
-        raise ConfigError(f"data.token_budget={token_budget}: must be at least data.context_length={context_length}")
 
 
 class CellDataModule(pl.LightningDataModule):
@@ -119,7 +101,15 @@ class CellDataModule(pl.LightningDataModule):
                 )
         if value_bins and value_bins < 2:
             raise ConfigError(f"data.value_bins={value_bins}: use 0 (off) or at least 2")
-        _check_options(batch_size, val_batch_size, context_length, num_workers, remainder, on_error, token_budget)
+        if num_workers < 0:
+            raise ConfigError(f"data.num_workers={num_workers}: must be 0 (in process) or more")
+        if val_batch_size is not None and val_batch_size < 1:
+            raise ConfigError(f"data.val_batch_size={val_batch_size}: must be at least 1")
+        try:  # the loader's own checks, now: before a run writes anything
+            check_options(batch_size=batch_size, context_length=context_length, remainder=remainder,
+                          on_error=on_error, token_budget=token_budget, prefix="data.")  # fmt: skip
+        except ShardError as exc:
+            raise ConfigError(str(exc)) from None
         self.train_loader: CellDataLoader | None = None
 
     # -- what the model and checkpoints need from the data -------------------------------------------
