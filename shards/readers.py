@@ -110,8 +110,13 @@ class ShardSetReader:
                 yield local
 
     # -- whole-file checks ------------------------------------------------------------------------
+    def _location(self, rel: str, local: Path | None) -> str:
+        """Where a file of the set is read from: the local copy, else its URL (credentials included)."""
+        return str(local / rel) if local is not None else f"{self.root.rstrip('/')}/{rel}"
+
     def _where(self, rel: str, local: Path | None) -> str:
-        return str(local / rel) if local is not None else f"{redact(self.root.rstrip('/'))}/{rel}"
+        """The same place, for messages (credentials redacted)."""
+        return redact(self._location(rel, local))
 
     def _whole(self, i: int, rel: str, local: Path | None) -> bytes:
         """A file of shard ``i``, read whole (locally, or fetched)."""
@@ -197,8 +202,8 @@ class ShardSetReader:
         rel = self.shards[i]["path"]
         self._opened(i)
         with self._local(i) as local, _redacted():
-            where = str(local / rel) if local is not None else f"{self.root.rstrip('/')}/{rel}"
-            return np.diff(zarr_format.read_offsets(where, self.storage_options)).astype(np.int32)
+            offsets = zarr_format.read_offsets(self._location(rel, local), self.storage_options)
+            return np.diff(offsets).astype(np.int32)
 
     def metadata(self, i: int) -> pd.DataFrame:
         """The metadata table of shard ``i`` (``cell_id``, ``cell_type``, ... in cell order): the Zarr
@@ -230,8 +235,7 @@ class ShardSetReader:
             self._opened(i)
             ids = self._zarr_ids(i)[start:stop]
             with self._local(i) as local, _redacted():
-                where = str(local / rel) if local is not None else f"{self.root.rstrip('/')}/{rel}"
-                block = zarr_format.read_cells(where, start, stop, storage_options=self.storage_options)
+                block = zarr_format.read_cells(self._location(rel, local), start, stop, self.storage_options)
             return block.genes, block.counts, block.offsets, ids
         samples = self._samples(i, start, stop)
         lengths = np.array([len(g) for g, _, _ in samples], dtype=np.int64)
