@@ -33,8 +33,8 @@ from shards.atomic import write_bytes_atomic
 from shards.remote import redact_options
 
 from .callbacks import GradNormMonitor, SamplerEpoch, ThroughputMonitor
-from .data import CellDataModule
-from .errors import ConfigError
+from .data import CREDENTIAL_KEYS, CellDataModule
+from .errors import ConfigError, first_line
 from .history import write_history
 from .module import CellshardModule
 from .strategies import resolve_trainer_options, restart_hazard
@@ -78,7 +78,7 @@ class SaveRunFiles(SaveConfigCallback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # no credentials on disk (here and in the logger's copy): data URLs and storage options redacted
         self.config = self.config.clone()
-        for key in ("path", "val_path", "storage_options", "cache_dir"):
+        for key in CREDENTIAL_KEYS:
             self.config.data[key] = redact_options(self.config.data.get(key))
         super().setup(trainer, pl_module, "fit")
 
@@ -172,8 +172,7 @@ class CellshardCLI(LightningCLI):
         try:
             super()._parse_ckpt_path()
         except Exception as exc:  # torch.load (weights only) and the parser raise several kinds
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"ckpt_path={ckpt}: cannot read it as a checkpoint ({first})") from None
+            raise ConfigError(f"ckpt_path={ckpt}: cannot read it as a checkpoint ({first_line(exc)})") from None
         for key, value in keep.items():
             self.config[sub].model[key] = value
 

@@ -20,7 +20,10 @@ from shards.remote import redact, redact_options
 
 from .errors import ConfigError
 
-__all__ = ["CellDataModule"]
+__all__ = ["CREDENTIAL_KEYS", "CellDataModule"]
+
+#: ``data.*`` keys that may hold credentials (URLs, storage options): redacted wherever they are written
+CREDENTIAL_KEYS = ("path", "val_path", "storage_options", "cache_dir")
 
 
 class CellDataModule(pl.LightningDataModule):
@@ -76,8 +79,9 @@ class CellDataModule(pl.LightningDataModule):
         self.path, self.val_path = path, val_path
         self.storage_options, self.cache_dir = storage_options, cache_dir
         # what is logged and checkpointed carries no credentials; the loaders use the attributes above
-        secret = ("path", "val_path", "storage_options", "cache_dir")
-        self.save_hyperparameters({k: redact_options(v) if k in secret else v for k, v in self.hparams.items()})
+        self.save_hyperparameters(
+            {k: redact_options(v) if k in CREDENTIAL_KEYS else v for k, v in self.hparams.items()}
+        )
         try:
             self.reader = ShardSetReader(path, train_split, storage_options=storage_options)
             self.vocab = self.reader.vocab()

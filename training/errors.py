@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError"]
+__all__ = ["ConfigError", "first_line"]
 
 
 class ConfigError(ValueError):
     """Bad training configuration or input; the CLI prints it without a traceback and exits 1."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (library errors from deep calls can run to pages)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -22,7 +22,7 @@ from shards.errors import ShardError
 from shards.readers import ShardSetReader
 
 from .embed import cell_metadata, embed_cells
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 from .model import CellEncoder, EncoderConfig
 
 __all__ = ["export_checkpoint", "load_encoder", "main"]
@@ -33,8 +33,7 @@ def _load(path: Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"--ckpt {path}: cannot read it as a checkpoint ({first})") from None
+        raise ConfigError(f"--ckpt {path}: cannot read it as a checkpoint ({first_line(exc)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--ckpt {path}: holds a {type(data).__name__}, not a checkpoint")
     return data
