@@ -15,18 +15,22 @@ plan is computed up front), scGPT value bins, remote shard sets, skipping corrup
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import IterableDataset
 
 from .collate import Collator
 from .errors import ShardError
-from .readers import ShardSetReader
+from .grouping import equalize, group_batches
+from .mixing import draw_counts, sampled_plan, stream_counts
+from .panels import PanelFilter
 from .sampler import (
     REMAINDER_POLICIES,
     SlotPlan,
@@ -34,15 +38,27 @@ from .sampler import (
     plan_epoch,
     plan_slots,
     remaining_sequence,
+    stream_positions,
     worker_batches,
 )
+from .streams import MultiReader, Stream
 from .topology import Topology, detect_rank, worker_info
+from .weighting import Weighting, class_weights, curriculum_alpha, draw_probabilities
 
-__all__ = ["STATE_VERSION", "ShardedCellDataset", "check_options"]
+__all__ = ["STATE_VERSION", "ShardedCellDataset", "check_options", "take_rows"]
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+#: cells of a shard skipped between two served ones that are still read in one range (then dropped)
+READ_GAP = 32
+
+
+def take_rows(genes: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cells ``rows`` of a block (``genes``: (channels, tokens), ``offsets`` per cell), as a new block."""
+    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
+    flat = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    return genes[:, flat], np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
 
 def check_options(*, batch_size: int, context_length: int, remainder: str, on_error: str,
@@ -62,9 +78,15 @@ def check_options(*, batch_size: int, context_length: int, remainder: str, on_er
 
 
 class ShardedCellDataset(IterableDataset):
+    """``path``: one shard set, or several *streams* (``Stream`` or ``{path, weight|repeat|choose}``
+    mappings) mixed per epoch (``mixing``); ``vocab="remap"`` joins streams' vocabularies by gene id.
+    ``num_samples`` fixes the cells per epoch, ``replacement`` draws with replacement, ``weighting``
+    weights cells by a metadata column (``weighting.Weighting``, with a curriculum), ``group_by`` makes
+    every batch one group's (``grouping``), ``panels`` restricts tokens to gene panels (``panels``)."""
+
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | Sequence[Stream | dict | str],
         *,
         batch_size: int,
         context_length: int = 2048,
@@ -84,18 +106,44 @@ class ShardedCellDataset(IterableDataset):
         balance_tokens: bool = False,
         balance_chunk: int = 64,
         token_budget: int | None = None,
+        vocab: str = "same",
+        num_samples: int | None = None,
+        replacement: bool = False,
+        weighting: Weighting | dict | None = None,
+        group_by: str | None = None,
+        panels: dict | None = None,
     ) -> None:
         check_options(batch_size=batch_size, context_length=context_length, remainder=remainder,
                       on_error=on_error, token_budget=token_budget)  # fmt: skip
         if (rank is None) != (world_size is None):
             raise ShardError("pass both rank and world_size, or neither (then they are detected)")
-        self.path = str(path)
-        self.reader = ShardSetReader(path, split, cache_dir=cache_dir, cache_bytes=cache_bytes,
-                                     storage_options=storage_options)  # fmt: skip
+        single = isinstance(path, (str, Path))
+        streams = [Stream(str(path))] if single else [Stream.parse(s, f"streams[{i}]") for i, s in enumerate(path)]
+        self.path = str(path) if single else ",".join(s.path for s in streams)
+        self.reader = MultiReader(streams, split, vocab=vocab, cache_dir=cache_dir, cache_bytes=cache_bytes,
+                                  storage_options=storage_options)  # fmt: skip
+        self.weighting = None if weighting is None else Weighting.parse(weighting)
+        if group_by is not None and token_budget is not None:
+            raise ShardError("group_by and token_budget do not combine: grouped batches have batch_size cells")
+        self.num_samples, self.replacement, self.group_by = num_samples, replacement, group_by
+        self.sampled = bool(num_samples or replacement or self.weighting
+                            or any(s.kind()[0] != "natural" for s in streams))  # fmt: skip
+        if self.sampled:  # checked now, not in a worker: an impossible mix fails at construction
+            stream_counts(self._stream_sizes(), [s.kind() for s in streams], num_samples)
+        # labels are read once, here in the main process, and reach spawned workers as shared memory
+        self._weight_codes = self._codes(self.weighting.column) if self.weighting else None
+        self._group_codes = self._codes(group_by) if group_by else None
         try:
             self.collator = Collator(self.reader.vocab(), context_length, seed, value_bins=value_bins)
         except ValueError as exc:
             raise ShardError(str(exc)) from None
+        self.panels = None if panels is None else PanelFilter.parse(panels, self.reader.vocab(), seed)
+        mixed = self.sampled or len(streams) > 1 or vocab != "same" or group_by or panels is not None
+        self._mix = json.dumps({"streams": self.reader.identity(), "num_samples": num_samples,
+                                "replacement": replacement, "group_by": group_by,
+                                "weighting": self.weighting.as_dict() if self.weighting else None,
+                                "panels": self.panels.spec if self.panels else None},
+                               sort_keys=True) if mixed else None  # fmt: skip
         self.batch_size, self.seed, self.remainder, self.split = batch_size, seed, remainder, split
         self.lanes, self.lane_cells = lanes, lane_cells
         self.return_cell_ids = return_cell_ids
@@ -110,6 +158,52 @@ class ShardedCellDataset(IterableDataset):
         self._batches = 0  # yielded in the current stage of the epoch by this process (worker)
         self._stages: list[dict[str, Any]] = []  # finished stages of the current epoch (elastic resume)
         self._resume: dict[str, Any] | None = None
+
+    # -- streams, labels and the epoch's cells -----------------------------------------------------
+    def _stream_sizes(self) -> list[int]:
+        return [int(self.reader.shard_cells[self.reader.stream_of_shard == k].sum())
+                for k in range(len(self.reader.readers))]  # fmt: skip
+
+    def _codes(self, column: str) -> tuple[torch.Tensor, list[str]]:
+        """Every cell's value of a metadata column as a code (all streams, shard after shard), and the
+        values; in shared memory, so spawned workers get them without a copy or a re-read."""
+        values = np.concatenate([self.reader.column(i, column) for i in range(len(self.reader.shards))])
+        missing = pd.isna(values)
+        if missing.any():
+            at = int(np.flatnonzero(missing)[0])
+            shard = int(np.searchsorted(np.cumsum(self.reader.shard_cells), at, side="right"))
+            raise ShardError(f"{self.reader.shards[shard]['path']}: {int(missing.sum())} cells have no {column} "
+                             "value; fill it at ingest or weight/group by another column")  # fmt: skip
+        codes, uniques = pd.factorize(values.astype(str), sort=True)
+        return torch.from_numpy(codes.astype(np.int32)).share_memory_(), [str(u) for u in uniques]
+
+    def _plan(self, epoch: int):
+        """The epoch's plan: every shard once (plain), or the drawn cells of the mix (``mixing``)."""
+        if not self.sampled:
+            plan, _ = plan_epoch(self.reader.shard_cells, world_size=1, num_workers=0, batch_size=1,
+                                 seed=self.seed, epoch=epoch)  # fmt: skip
+            return plan
+        sizes = self._stream_sizes()
+        wanted = stream_counts(sizes, [s.kind() for s in self.reader.streams], self.num_samples)
+        counts = []
+        for k, n in enumerate(wanted.tolist()):
+            cells = self.reader.stream_cells(k)
+            probs = None
+            where = f"stream {self.reader.names[k]} ({self.reader.readers[k].root})"
+            if self.weighting is not None:
+                codes, names = self._weight_codes
+                codes = codes.numpy()[cells]
+                per_class = class_weights(self.weighting, np.asarray(names, dtype=object),
+                                          np.bincount(codes, minlength=len(names)), where)  # fmt: skip
+                probs = draw_probabilities(codes, per_class,
+                                           curriculum_alpha(epoch, self.weighting.curriculum_epochs))  # fmt: skip
+            rng = np.random.default_rng([self.seed, epoch, 2, k])
+            counts.append(draw_counts(n, probs, sizes[k], replacement=self.replacement, rng=rng, where=where))
+        return sampled_plan(self.reader.shard_cells, np.concatenate(counts), seed=self.seed, epoch=epoch)
+
+    def _shard_codes(self, shard: int) -> np.ndarray:
+        starts = np.concatenate([[0], np.cumsum(self.reader.shard_cells)])
+        return self._group_codes[0].numpy()[starts[shard] : starts[shard + 1]]
 
     # -- epoch and topology --------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -126,10 +220,13 @@ class ShardedCellDataset(IterableDataset):
 
     # -- state ---------------------------------------------------------------------------------------
     def _identity(self, topo: Topology) -> dict[str, Any]:
-        return {"version": STATE_VERSION, "build_id": self.reader.manifest["build_id"], "split": self.split,
-                "seed": self.seed, "batch_size": self.batch_size, "remainder": self.remainder,
-                "balance_tokens": self.balance_tokens, "token_budget": self.token_budget,
-                "world_size": topo.world_size, "num_workers": topo.num_workers}  # fmt: skip
+        out = {"version": STATE_VERSION, "build_id": self.reader.build_id, "split": self.split,
+               "seed": self.seed, "batch_size": self.batch_size, "remainder": self.remainder,
+               "balance_tokens": self.balance_tokens, "token_budget": self.token_budget,
+               "world_size": topo.world_size, "num_workers": topo.num_workers}  # fmt: skip
+        if self._mix is not None:  # absent for one plain shard set: its saved states stay valid
+            out["mix"] = self._mix
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """This process's (worker's) position, as torchdata's StatefulDataLoader stores per worker."""
@@ -149,12 +246,13 @@ class ShardedCellDataset(IterableDataset):
             "balance_tokens",
             "world_size",
             "num_workers",
+            "mix",
         ):
-            if state.get(key) != mine[key]:
-                what = "shard set" if key == "build_id" else key
+            if state.get(key) != mine.get(key):
+                what = {"build_id": "shard set", "mix": "streams/sampling"}.get(key, key)
                 raise ShardError(
                     f"cannot resume: the saved loader state has {what}={state.get(key)!r}, this run has "
-                    f"{mine[key]!r}; resume with the same data settings"
+                    f"{mine.get(key)!r}; resume with the same data settings"
                 )
         self.set_epoch(int(state["epoch"]))
         self._resume = {"epoch": int(state["epoch"]), "start": int(state["batches"]), "stages": state.get("stages", [])}
@@ -164,14 +262,16 @@ class ShardedCellDataset(IterableDataset):
         mine = {**self._identity(Topology(0, world_size)), "num_workers": num_workers}
         if state.get("version") != STATE_VERSION:
             raise ShardError(f"loader state version {state.get('version')} is not {STATE_VERSION}; cannot resume")
-        for key in ("build_id", "split", "seed", "remainder", "balance_tokens", "token_budget"):
-            if state.get(key) != mine[key]:
-                what = "shard set" if key == "build_id" else key
+        for key in ("build_id", "split", "seed", "remainder", "balance_tokens", "token_budget", "mix"):
+            if state.get(key) != mine.get(key):
+                what = {"build_id": "shard set", "mix": "streams/sampling"}.get(key, key)
                 raise ShardError(f"cannot resume: the saved loader state has {what}={state.get(key)!r}, "
-                                 f"this run has {mine[key]!r}; resume with the same data settings")  # fmt: skip
+                                 f"this run has {mine.get(key)!r}; resume with the same data settings")  # fmt: skip
         same = all(state[k] == mine[k] for k in ("world_size", "num_workers", "batch_size"))
         if not same and self.token_budget is not None:
             raise ShardError("cannot resume a token-budget run on another world size, batch size or workers")
+        if not same and self.group_by is not None:
+            raise ShardError("cannot resume a group_by run on another world size, batch size or workers")
         if not same and state["world_size"] * state["batch_size"] != world_size * self.batch_size:
             raise ShardError(
                 f"cannot resume on {world_size} ranks x batch_size {self.batch_size}: the saved run had "
@@ -191,9 +291,17 @@ class ShardedCellDataset(IterableDataset):
             at = slot.to_sequence(np.arange(lo, hi))  # index into the stage's sequence; beyond it: pad repeats
             pad = at >= len(seq)
             shard, cell, _ = plan.locate(seq[np.where(pad, at - len(seq), at) % len(seq)])
-            cuts = np.flatnonzero((np.diff(shard) != 0) | (np.diff(cell) != 1)) + 1
+            # one read per run of a shard's cells; a sampled epoch's cells have gaps: short ones are read
+            # through and dropped, longer ones start a new read
+            step = np.diff(cell)
+            cuts = np.flatnonzero((np.diff(shard) != 0) | (step < 1) | (step > READ_GAP + 1)) + 1
             for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(at)], strict=True):
-                genes, offsets, cell_ids, bad = self._read_run(int(shard[a]), int(cell[a]), int(cell[b - 1]) + 1)
+                first, last = int(cell[a]), int(cell[b - 1]) + 1
+                genes, offsets, cell_ids, bad = self._read_run(int(shard[a]), first, last)
+                if last - first != b - a:
+                    rows = cell[a:b] - first
+                    genes, offsets = take_rows(genes, offsets, rows)
+                    cell_ids, bad = cell_ids[rows], bad[rows]
                 pieces.append((genes, offsets))
                 ids.append(cell_ids)
                 pads.append(pad[a:b] | bad)
@@ -244,11 +352,10 @@ class ShardedCellDataset(IterableDataset):
         topo = self.topology()
         epoch = self.epoch
         stages, role, start = self._start(topo, epoch)
-        plan, _ = plan_epoch(self.reader.shard_cells, world_size=1, num_workers=0, batch_size=1, seed=self.seed,
-                             epoch=epoch)  # fmt: skip
+        plan = self._plan(epoch)
         tokens = None
         if self.balance_tokens or self.token_budget:  # per-cell token counts in this epoch's sequence order
-            tokens = np.concatenate([self.reader.cell_tokens(int(i)) for i in plan.shard_order]).astype(np.int64)
+            tokens = plan.gather(self.reader.cell_tokens).astype(np.int64)
         seq = np.arange(plan.n_cells)
         if stages:  # an elastic resume: only what the earlier stages did not serve
             seq = remaining_sequence(plan.n_cells, stages, seed=self.seed, epoch=epoch, lanes=self.lanes,
@@ -260,6 +367,9 @@ class ShardedCellDataset(IterableDataset):
                            chunk_cells=self.balance_chunk)  # fmt: skip
         index = topo.rank * max(topo.num_workers, 1) + role
         slot = slots[index]
+        if self.group_by is not None:
+            yield from self._grouped(plan, seq, slots, index, stages, start, epoch)
+            return
         if self.token_budget:  # the whole epoch's batch plan, so every rank agrees on the count
             n = len(seq)
 
@@ -289,6 +399,55 @@ class ShardedCellDataset(IterableDataset):
                 yield self._collate(batch, epoch)
             k += 1
 
+    def _grouped(self, plan, seq: np.ndarray, slots: list[SlotPlan], index: int, stages: list, start: int,
+                 epoch: int) -> Iterator[dict[str, Any]]:  # fmt: skip
+        """Grouped batches (``grouping``): windows are read in order and each cell waits in a pool until
+        the batch of its group that takes it is served; the pool holds only cells still to be served."""
+        codes = plan.gather(self._shard_codes)
+        n = len(seq)
+
+        def labels(slot: SlotPlan) -> np.ndarray:
+            at = slot.to_sequence(stream_positions(slot, slot.n_cells))
+            return codes[seq[np.where(at >= n, at - n, at) % n]]
+
+        mine = equalize([group_batches(labels(s), self.batch_size, policy=self.remainder) for s in slots],
+                        self.remainder)[index]  # fmt: skip
+        slot = slots[index]
+        self._stages, self._batches = stages, start
+        if start >= mine.n_batches:
+            return
+        last = mine.last_use(slot.n_cells)
+        ready = mine.ready
+        first_needed = int(mine.index[start:].min())
+        k = int(np.searchsorted(slot.window_offsets, first_needed, side="right") - 1)
+        pool: tuple | None = None  # (genes, offsets, ids, pads, serving positions ascending)
+        while k < slot.n_windows and self._batches < mine.n_batches:
+            genes, offsets, ids, pads, rows = self._window(plan, seq, slot, k)
+            lo, hi = int(slot.window_offsets[k]), int(slot.window_offsets[k + 1])
+            at = np.arange(lo, hi)
+            keep = last[at] >= self._batches
+            g, o = take_rows(genes, offsets, rows[keep])
+            part = (g, o, ids[rows[keep]], pads[rows[keep]], at[keep])
+            pool = part if pool is None else self._join(pool, part)
+            while self._batches < mine.n_batches and ready[self._batches] < hi:
+                b = self._batches
+                r = np.searchsorted(pool[4], mine.index[b])
+                self._batches += 1
+                yield self._collate([(*pool[:4], r)], epoch, extra_pad=mine.pad[b])
+            alive = np.flatnonzero(last[pool[4]] >= self._batches)
+            g, o = take_rows(pool[0], pool[1], alive)
+            pool = (g, o, pool[2][alive], pool[3][alive], pool[4][alive])
+            k += 1
+
+    @staticmethod
+    def _join(a: tuple, b: tuple) -> tuple:
+        offsets = np.concatenate([a[1], b[1][1:] + a[1][-1]])
+        return (
+            np.concatenate([a[0], b[0]], axis=1),
+            offsets,
+            *(np.concatenate([x, y]) for x, y in zip(a[2:], b[2:], strict=True)),
+        )
+
     def _cut(self, carry: list[tuple], carried: int, size: int):
         """Take ``size`` cells from the front of the carried windows."""
         need, parts, rest = size, [], []
@@ -301,7 +460,7 @@ class ShardedCellDataset(IterableDataset):
             need -= len(take)
         return parts, rest, carried - size
 
-    def _collate(self, parts: list[tuple], epoch: int) -> dict[str, Any]:
+    def _collate(self, parts: list[tuple], epoch: int, extra_pad: np.ndarray | None = None) -> dict[str, Any]:
         all_genes, all_lengths, all_ids, all_pads = [], [], [], []
         for genes, offsets, ids, pads, rows in parts:
             starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
@@ -314,7 +473,11 @@ class ShardedCellDataset(IterableDataset):
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         ids = np.concatenate(all_ids)
         tokens = np.concatenate(all_genes, axis=1)
-        batch = self.collator(tokens[0], offsets, ids, np.concatenate(all_pads), epoch, counts=tokens[1])
+        pads = np.concatenate(all_pads) if extra_pad is None else np.concatenate(all_pads) | extra_pad
+        genes, counts = tokens[0], tokens[1]
+        if self.panels is not None:
+            genes, counts, offsets = self.panels(genes, counts, offsets, ids, epoch)
+        batch = self.collator(genes, offsets, ids, pads, epoch, counts=counts)
         if self.return_cell_ids:
             batch["cell_id"] = ids.tolist()
         return batch

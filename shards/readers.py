@@ -214,6 +214,21 @@ class ShardSetReader:
         self._opened(i)
         return self._table(i).to_pandas()
 
+    def column(self, i: int, name: str) -> np.ndarray:
+        """One metadata column of shard ``i``, in cell order. Zarr reads that column of the Parquet table
+        only; WebDataset keeps metadata in each sample's JSON, so the shard is read whole (once per
+        process: prefer Zarr for metadata-weighted sampling of large sets)."""
+        if self.format == "webdataset":
+            rows = [m for _, _, m in self._samples(i, 0, int(self.shard_cells[i]))]
+            if rows and name not in rows[0]:
+                raise ShardError(f"{self.shards[i]['path']}: no metadata column {name!r} (columns: {sorted(rows[0])})")
+            return np.array([m.get(name) for m in rows], dtype=object)
+        self._opened(i)
+        table = self._table(i)
+        if name not in table.column_names:
+            raise ShardError(f"{self.shards[i]['path']}: no metadata column {name!r} (columns: {table.column_names})")
+        return table[name].to_numpy(zero_copy_only=False)
+
     def _samples(self, i: int, start: int, stop: int) -> list[tuple[np.ndarray, np.ndarray, dict]]:
         shard = self.shards[i]
         rel = shard["path"]

@@ -108,17 +108,26 @@ class SlotPlan:
 
 @dataclass(frozen=True)
 class EpochPlan:
-    """Shard order and slot spans of one epoch; cells are named by (shard, index in shard)."""
+    """Shard order and slot spans of one epoch; cells are named by (shard, index in shard).
+
+    A plain epoch serves every shard once, whole (``shard_order`` is a permutation). A *sampled* epoch
+    (``mixing.sampled_plan``: stream weights, repeats, weighted cells) serves *units*: ``shard_order[u]``
+    is unit ``u``'s shard, ``unit_cells[u]`` its size and ``cells`` the ascending cell indices of every
+    unit, concatenated in serving order (a shard may appear in several units: its repeats).
+    """
 
     shard_order: np.ndarray
     shard_cells: np.ndarray
     n_slots: int
     per_slot: int
     policy: str
+    unit_cells: np.ndarray | None = None
+    cells: np.ndarray | None = None
 
     @cached_property
     def _starts(self) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(self.shard_cells[self.shard_order], dtype=np.int64)])
+        sizes = self.shard_cells[self.shard_order] if self.unit_cells is None else self.unit_cells
+        return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
 
     @property
     def n_cells(self) -> int:
@@ -130,7 +139,20 @@ class EpochPlan:
         is_pad = positions >= self.n_cells
         wrapped = np.where(is_pad, positions - self.n_cells, positions) % max(self.n_cells, 1)
         k = np.searchsorted(self._starts, wrapped, side="right") - 1
+        if self.cells is not None:
+            return self.shard_order[k], self.cells[wrapped].astype(np.int64), is_pad
         return self.shard_order[k], wrapped - self._starts[k], is_pad
+
+    def gather(self, per_shard: Callable[[int], np.ndarray]) -> np.ndarray:
+        """A per-cell value (``per_shard(shard)[cell]``) at every position of the sequence, in order."""
+        parts = []
+        for u, shard in enumerate(self.shard_order.tolist()):
+            values = np.asarray(per_shard(int(shard)))
+            if self.cells is None:
+                parts.append(values)
+            else:
+                parts.append(values[self.cells[self._starts[u] : self._starts[u + 1]]])
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def _check(world_size: int, num_workers: int, batch_size: int, policy: str, lanes: int, lane_cells: int) -> None:

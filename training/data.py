@@ -15,21 +15,25 @@ import lightning.pytorch as pl
 
 from shards import CellDataLoader, ShardedCellDataset, ShardError
 from shards.dataset import check_options
+from shards.panels import PanelFilter
 from shards.readers import ShardSetReader
 from shards.remote import redact, redact_options
+from shards.streams import MultiReader, Stream
+from shards.vocab import vocab_to_csv
+from shards.weighting import Weighting
 
 from .errors import ConfigError
 
 __all__ = ["CREDENTIAL_KEYS", "CellDataModule"]
 
 #: ``data.*`` keys that may hold credentials (URLs, storage options): redacted wherever they are written
-CREDENTIAL_KEYS = ("path", "val_path", "storage_options", "cache_dir")
+CREDENTIAL_KEYS = ("path", "val_path", "streams", "storage_options", "cache_dir")
 
 
 class CellDataModule(pl.LightningDataModule):
     def __init__(
         self,
-        path: str,
+        path: str | None = None,
         val_split: str | None = "val",
         val_path: str | None = None,
         train_split: str = "train",
@@ -49,10 +53,17 @@ class CellDataModule(pl.LightningDataModule):
         persistent_workers: bool = True,
         prefetch_factor: int | None = None,
         return_cell_ids: bool = False,
+        streams: list[dict[str, Any]] | None = None,
+        vocab_join: str = "same",
+        num_samples: int | None = None,
+        replacement: bool = False,
+        weighting: dict[str, Any] | None = None,
+        group_by: str | None = None,
+        panels: dict[str, Any] | None = None,
     ) -> None:
         """
         Args:
-            path: the shard set (directory or URL) to train on.
+            path: the shard set (directory or URL) to train on (or give ``streams``).
             val_split: the split of ``path`` to validate on; null turns validation off.
             val_path: a separate shard set for validation (its ``val_split`` is used).
             train_split: the split to train on.
@@ -73,6 +84,17 @@ class CellDataModule(pl.LightningDataModule):
             prefetch_factor: batches prefetched per worker.
             return_cell_ids: put each batch's cell ids in ``batch["cell_id"]`` (for callbacks that log
                 or audit what was trained on).
+            streams: several shard sets mixed per epoch instead of ``path``: a list of
+                ``{path, weight | repeat | choose, split, name}``.
+            vocab_join: ``same`` (the streams' vocabularies must be identical) or ``remap`` (one token
+                space, the union by gene id; the first stream's ids are kept).
+            num_samples: cells per epoch (default: the streams' natural total).
+            replacement: draw cells with replacement (default: each at most ``ceil(n / N)`` times).
+            weighting: weight cells by a metadata column: ``{column, scheme: inverse | table,
+                smoothing, table, default, curriculum_epochs}``.
+            group_by: a metadata column; every train batch holds cells of one of its values.
+            panels: restrict tokens to gene panels: ``{files: [csv | {path, organism}]}`` or
+                ``{random_genes: N}``.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -82,14 +104,29 @@ class CellDataModule(pl.LightningDataModule):
         self.save_hyperparameters(
             {k: redact_options(v) if k in CREDENTIAL_KEYS else v for k, v in self.hparams.items()}
         )
+        if (path is None) == (streams is None):
+            raise ConfigError("data: give data.path (one shard set) or data.streams (several), exactly one")
         try:
-            self.reader = ShardSetReader(path, train_split, storage_options=storage_options)
+            self.streams = [Stream.parse(s, f"data.streams[{i}]") for i, s in enumerate(streams or [])]
+            self.reader = MultiReader(self.streams or [Stream(path)], train_split, vocab=vocab_join,
+                                      storage_options=storage_options)  # fmt: skip
             self.vocab = self.reader.vocab()
+            if weighting is not None:
+                Weighting.parse(weighting, "data.weighting.")
+            if panels is not None:
+                PanelFilter.parse(panels, self.vocab, seed, "data.panels.")
         except (ShardError, FileNotFoundError) as exc:
-            raise ConfigError(
-                f"data.path={redact(path)!r}: {exc}; point data.path at a shard set from `ingest build`"
-            ) from None
-        if val_split is not None:
+            what = f"data.path={redact(path)!r}" if path is not None else "data.streams"
+            raise ConfigError(f"{what}: {exc}; point it at shard sets from `ingest build`") from None
+        if group_by is not None and token_budget is not None:
+            raise ConfigError("data.group_by and data.token_budget do not combine; unset one")
+        if streams is not None and val_split is not None and val_path is None:
+            try:  # validation reads every stream's val split, unweighted
+                MultiReader(self.streams, val_split, vocab=vocab_join, storage_options=storage_options)
+            except ShardError as exc:
+                raise ConfigError(f"data.val_split={val_split!r}: {exc}; set data.val_path, or null to skip "
+                                  "validation") from None  # fmt: skip
+        elif val_split is not None:
             where = val_path or path
             try:
                 val_reader = ShardSetReader(where, val_split, storage_options=storage_options)
@@ -98,7 +135,7 @@ class CellDataModule(pl.LightningDataModule):
                     f"data.val_split={val_split!r} (data.val_path={redact_options(val_path)!r}): {exc}; "
                     "set data.val_split to a split of the set, or null to skip validation"
                 ) from None
-            if val_reader.manifest["vocab"]["sha256"] != self.reader.manifest["vocab"]["sha256"]:
+            if val_reader.manifest["vocab"]["sha256"] != self.vocab_sha256:
                 raise ConfigError(
                     f"data.val_path={redact_options(val_path)!r}: its vocabulary differs from data.path's; build "
                     f"it with `ingest build --vocab {redact(path)}/vocab.csv`"
@@ -123,24 +160,40 @@ class CellDataModule(pl.LightningDataModule):
 
     @property
     def vocab_sha256(self) -> str:
-        return self.reader.manifest["vocab"]["sha256"]
+        return self.reader.vocab_sha256()
 
     def side_files(self) -> dict[str, bytes]:
-        """``vocab.csv`` and ``gene_medians.csv`` of the shard set, to be copied beside checkpoints."""
-        m = self.reader.manifest
+        """``vocab.csv`` and ``gene_medians.csv`` of the shard set, to be copied beside checkpoints. With
+        a remapped vocabulary: the joint ``vocab.csv`` and each stream's ``gene_medians.<stream>.csv``."""
         out = {}
-        for key in ("vocab", "gene_medians"):
-            name = m[key]["file"]
-            out[name] = self.reader._fetch(name) if self.reader.remote else (Path(self.path) / name).read_bytes()
+        for k, reader in enumerate(self.reader.readers):
+            m = reader.manifest
+            for key in ("vocab", "gene_medians"):
+                name = m[key]["file"]
+                if k and (key == "vocab" or self.reader.vocab_mode == "same"):
+                    continue
+                data = reader._fetch(name) if reader.remote else (Path(reader.root) / name).read_bytes()
+                if self.reader.vocab_mode == "remap":
+                    name = "vocab.csv" if key == "vocab" else f"gene_medians.{self.reader.names[k]}.csv"
+                    data = vocab_to_csv(self.vocab) if key == "vocab" else data
+                out[name] = data
         return out
 
     # -- loaders -------------------------------------------------------------------------------------
-    def _dataset(self, where: str, split: str, *, batch_size: int, remainder: str) -> ShardedCellDataset:
+    def _dataset(self, where: str | None, split: str, *, batch_size: int, remainder: str) -> ShardedCellDataset:
         h = self.hparams
         cache = {"cache_dir": self.cache_dir, "cache_bytes": h.cache_bytes} if self.cache_dir else {}
+        train = split == h.train_split and where == self.path
+        # train: the mix as configured; validation: every stream's cells once (no weights, no groups)
+        source = where if where is not None else (self.streams if train else [s.path for s in self.streams])
+        mix = {"num_samples": h.num_samples, "replacement": h.replacement, "weighting": h.weighting,
+               "group_by": h.group_by} if train else {}  # fmt: skip
         try:
             return ShardedCellDataset(
-                where,
+                source,
+                vocab=h.vocab_join,
+                panels=h.panels,
+                **mix,
                 batch_size=batch_size,
                 context_length=h.context_length,
                 split=split,

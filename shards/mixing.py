@@ -1,0 +1,147 @@
+"""The cells of a sampled epoch: stream mixing, repeats and weighted draws, as pure functions.
+
+An epoch over several streams (shard sets), or with weighted cells, is a multiset of cells: each cell is
+served ``count[c]`` times (0, 1 or more). Everything here is a function of (stream sizes, stream specs,
+per-cell weights, replacement, seed, epoch) only, so every rank and worker computes the same epoch
+without talking to the others, and the slot planning of ``sampler.plan_slots`` (equal shares, exact
+resume, elastic re-plans) applies unchanged to its sequence.
+
+1. ``stream_counts``: how many cells each stream contributes (MosaicML-style ``weight`` = a share of
+   the epoch, ``repeat`` = a multiple of the stream, ``choose`` = a fixed count; ``num_samples`` rescales
+   the lot to a fixed epoch size), apportioned exactly (largest remainders).
+2. ``draw_counts``: per cell of one stream, how often it is served. Without replacement every cell with
+   non-zero weight is served ``n // N`` times and the ``n % N`` extra ones are a weighted draw without
+   replacement (Efraimidis-Spirakis keys); with replacement, ``n`` independent weighted draws.
+3. ``sampled_plan``: the served cells as *units* (copy ``j`` of shard ``i`` = its cells served more than
+   ``j`` times, in cell order, so reads stay runs), the units permuted by ``default_rng([seed, epoch, 1])``
+   so that every stream and every repeat is spread over the whole epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import ShardError
+from .sampler import EpochPlan
+
+__all__ = ["STREAM_KINDS", "apportion", "draw_counts", "sampled_plan", "stream_counts"]
+
+#: how a stream says what it contributes per epoch ("natural": all of it, once)
+STREAM_KINDS = ("natural", "weight", "repeat", "choose")
+
+
+def apportion(shares: np.ndarray, total: int) -> np.ndarray:
+    """Integers proportional to ``shares`` that sum to exactly ``total`` (largest remainders, ties to
+    the lower index)."""
+    shares = np.asarray(shares, dtype=np.float64)
+    if total < 0 or (shares < 0).any() or shares.sum() <= 0:
+        raise ShardError(f"cannot apportion {total} cells over shares {shares.tolist()}")
+    exact = shares / shares.sum() * total
+    out = np.floor(exact).astype(np.int64)
+    short = int(total - out.sum())
+    if short:
+        out[np.argsort(-(exact - out), kind="stable")[:short]] += 1
+    return out
+
+
+def stream_counts(
+    sizes: Sequence[int], specs: Sequence[tuple[str, float]], num_samples: int | None = None
+) -> np.ndarray:
+    """Cells each stream contributes to an epoch. ``specs[s]`` is ``(kind, value)`` with kind in
+    ``STREAM_KINDS``. Weights are shares of the epoch (of ``num_samples``, default the streams' total
+    size) and exclude the other kinds; repeats and chooses are absolute and, with ``num_samples``,
+    are rescaled to it keeping their ratios."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    kinds = [k for k, _ in specs]
+    for (kind, value), size in zip(specs, sizes, strict=True):
+        if kind not in STREAM_KINDS:
+            raise ShardError(f"stream kind {kind!r}: choose one of {list(STREAM_KINDS)}")
+        if kind != "natural" and not (value >= 0 and np.isfinite(value)):
+            raise ShardError(f"stream {kind}={value}: must be a finite number >= 0")
+        if kind == "choose" and value != int(value):
+            raise ShardError(f"stream choose={value}: must be a whole number of cells")
+        if size < 1:
+            raise ShardError("a stream has no cells in this split")
+    if "weight" in kinds and set(kinds) != {"weight"}:
+        raise ShardError("give every stream a weight, or none: weights are shares of the epoch and do not mix "
+                         "with repeat/choose (use repeat or choose on all streams for absolute counts)")  # fmt: skip
+    if num_samples is not None and num_samples < 1:
+        raise ShardError(f"num_samples={num_samples}: must be at least 1")
+    if set(kinds) == {"weight"}:
+        weights = np.array([v for _, v in specs], dtype=np.float64)
+        if weights.sum() <= 0:
+            raise ShardError("stream weights sum to 0: give at least one stream a positive weight")
+        return apportion(weights, int(num_samples if num_samples is not None else sizes.sum()))
+    base = np.array(
+        [size if kind == "natural" else round(value * size) if kind == "repeat" else int(value)
+         for (kind, value), size in zip(specs, sizes, strict=True)],
+        dtype=np.int64,
+    )  # fmt: skip
+    if base.sum() < 1:
+        raise ShardError("the streams contribute no cells (every repeat/choose is 0)")
+    return base if num_samples is None else apportion(base.astype(np.float64), int(num_samples))
+
+
+def draw_counts(n: int, weights: np.ndarray | None, size: int, *, replacement: bool, rng: np.random.Generator,
+                where: str = "stream") -> np.ndarray:  # fmt: skip
+    """How often each of ``size`` cells is served when ``n`` are drawn (``weights`` None: uniform;
+    cells of weight 0 are never served)."""
+    if weights is None:
+        if replacement:
+            return np.bincount(rng.integers(0, size, n), minlength=size).astype(np.int32)
+        full, rest = divmod(n, size)
+        counts = np.full(size, full, dtype=np.int32)
+        counts[rng.choice(size, rest, replace=False)] += 1
+        return counts
+    w = np.asarray(weights, dtype=np.float64)
+    if len(w) != size or not np.isfinite(w).all() or (w < 0).any():
+        raise ShardError(f"{where}: cell weights must be {size} finite values >= 0")
+    positive = np.flatnonzero(w > 0)
+    if n and not len(positive):
+        raise ShardError(f"{where}: every cell has weight 0, nothing to draw {n} cells from")
+    if replacement:
+        cdf = np.cumsum(w)
+        picks = np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right")
+        return np.bincount(np.minimum(picks, size - 1), minlength=size).astype(np.int32)
+    full, rest = divmod(n, len(positive))
+    counts = np.zeros(size, dtype=np.int32)
+    counts[positive] = full
+    if rest:
+        keys = np.log(rng.random(len(positive))) / w[positive]  # larger is likelier; top ``rest`` win
+        counts[positive[np.argpartition(-keys, rest - 1)[:rest]]] += 1
+    return counts
+
+
+def sampled_plan(
+    shard_cells: np.ndarray, counts: np.ndarray, *, seed: int, epoch: int, policy: str = "drop"
+) -> EpochPlan:
+    """The epoch's units from per-cell serve counts (``counts`` over all shards' cells, shard after shard)."""
+    shard_cells = np.asarray(shard_cells, dtype=np.int64)
+    counts = np.asarray(counts)
+    starts = np.concatenate([[0], np.cumsum(shard_cells)])
+    if len(counts) != starts[-1]:
+        raise ShardError(f"{len(counts)} cell counts for {int(starts[-1])} cells")
+    shards, sizes, cells = [], [], []
+    active = np.flatnonzero(counts > 0)
+    copy = 0
+    while active.size:  # copy j: the cells served more than j times; the total work is the epoch's size
+        shard = np.searchsorted(starts, active, side="right") - 1
+        cuts = np.flatnonzero(np.diff(shard)) + 1
+        first = np.r_[0, cuts]
+        shards.append(shard[first])
+        sizes.append(np.diff(np.r_[first, len(active)]))
+        cells.append((active - starts[shard]).astype(np.int32))
+        copy += 1
+        active = active[counts[active] > copy]
+    if not shards:
+        raise ShardError("the epoch draws no cells")
+    unit_shard, unit_size = np.concatenate(shards), np.concatenate(sizes)
+    buffer = np.concatenate(cells)
+    unit_start = np.concatenate([[0], np.cumsum(unit_size)[:-1]])
+    perm = np.random.default_rng([seed, epoch, 1]).permutation(len(unit_shard))
+    size = unit_size[perm]
+    new_start = np.concatenate([[0], np.cumsum(size)[:-1]])
+    gather = np.repeat(unit_start[perm] - new_start, size) + np.arange(int(size.sum()))
+    return EpochPlan(unit_shard[perm], shard_cells, 1, 0, policy, unit_cells=size, cells=buffer[gather])

@@ -1,0 +1,120 @@
+"""Gene panels: restrict each cell's tokens to a set of genes at load time, keeping their rank order.
+
+- ``files``: panel CSVs with an ``Ensembl_ID`` column (scConcept's format). Each file may name its
+  ``organism``; with several panels of one organism, one of them is drawn per batch (seeded), and the
+  drawn panels of all organisms are joined: Ensembl ids are organism-specific, so each cell keeps the
+  genes of its own organism's panel.
+- ``random_genes: N``: per batch, ``N`` genes drawn from those expressed in the batch (all when fewer):
+  batch-level gene selection.
+
+Every draw is a function of (seed, epoch, the batch's cell ids), so it does not depend on the world
+size, the workers or a resume. Filtering is one boolean lookup over the batch's tokens: a cell's
+remaining genes stay in their order of rank; a cell left with none is served as ``<cls> <eos>``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .collate import cell_hashes
+from .errors import ShardError
+from .vocab import Vocabulary
+
+__all__ = ["PanelFilter", "read_panel"]
+
+log = logging.getLogger(__name__)
+
+ID_COLUMN = "Ensembl_ID"
+
+
+def read_panel(path: str | Path, vocab: Vocabulary) -> np.ndarray:
+    """Token ids of a panel CSV's genes (those in the vocabulary; the others are counted in a warning)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ShardError(f"{path}: cannot read the gene panel ({exc.strerror})") from None
+    reader = csv.DictReader(io.StringIO(text))
+    if ID_COLUMN not in (reader.fieldnames or []):
+        raise ShardError(f"{path}: a gene panel needs an {ID_COLUMN} column (found {reader.fieldnames})")
+    genes = [(row[ID_COLUMN] or "").strip() for row in reader]
+    genes = [g for g in genes if g]
+    token_of = vocab.token_of()
+    known = [token_of[g] for g in genes if g in token_of]
+    if not known:
+        raise ShardError(f"{path}: none of its {len(genes)} genes is in the vocabulary (ids like {genes[:2]}); "
+                         "is it a panel of another organism or gene id version?")  # fmt: skip
+    if len(known) < len(genes):
+        log.warning("%s: %d of %d panel genes are not in the vocabulary and are left out", path,
+                    len(genes) - len(known), len(genes))  # fmt: skip
+    return np.unique(np.asarray(known, dtype=np.int64))
+
+
+@dataclass
+class PanelFilter:
+    """A picklable filter over batches of tokens."""
+
+    masks: list[list[np.ndarray]]  # per organism: its panels as boolean masks over token ids
+    random_genes: int | None
+    seed: int
+    spec: dict[str, Any]
+
+    @classmethod
+    def parse(cls, spec: dict[str, Any], vocab: Vocabulary, seed: int, prefix: str = "panels.") -> PanelFilter:
+        if not isinstance(spec, dict):
+            raise ShardError(f"{prefix.rstrip('.')}: expected a mapping with files or random_genes, got {spec!r}")
+        unknown = sorted(set(spec) - {"files", "random_genes"})
+        if unknown:
+            raise ShardError(f"{prefix}{unknown[0]}: unknown key; use files or random_genes")
+        files, n = spec.get("files") or [], spec.get("random_genes")
+        if bool(files) == (n is not None):
+            raise ShardError(f"{prefix}: give either files (panel CSVs) or random_genes (a count), one of them")
+        if n is not None:
+            if int(n) < 1:
+                raise ShardError(f"{prefix}random_genes={n}: must be at least 1")
+            return cls([], int(n), seed, {"random_genes": int(n)})
+        by_organism: dict[str, list[np.ndarray]] = {}
+        described = []
+        for j, f in enumerate(files):
+            entry = {"path": f} if isinstance(f, str) else f
+            if not isinstance(entry, dict) or "path" not in entry:
+                raise ShardError(f"{prefix}files[{j}]: a path, or a mapping {{path, organism}}")
+            mask = np.zeros(vocab.size, dtype=bool)
+            mask[read_panel(entry["path"], vocab)] = True
+            by_organism.setdefault(str(entry.get("organism", "")), []).append(mask)
+            described.append({"path": Path(entry["path"]).name, "organism": entry.get("organism"),
+                              "genes": int(mask.sum())})  # fmt: skip
+        return cls([by_organism[k] for k in sorted(by_organism)], None, seed, {"files": described})
+
+    def _draw(self, epoch: int, ids: np.ndarray) -> np.random.Generator:
+        key = int(np.bitwise_xor.reduce(cell_hashes(ids))) if len(ids) else 0
+        return np.random.default_rng([self.seed, epoch, 7, key >> 32, key & 0xFFFFFFFF])
+
+    def mask(self, epoch: int, ids: np.ndarray, genes: np.ndarray) -> np.ndarray:
+        """The batch's kept-token mask over token ids."""
+        rng = self._draw(epoch, ids)
+        if self.random_genes is not None:
+            present = np.unique(genes)
+            keep = present if len(present) <= self.random_genes else rng.choice(present, self.random_genes,
+                                                                                 replace=False)  # fmt: skip
+            out = np.zeros(int(genes.max(initial=0)) + 1, dtype=bool)
+            out[keep] = True
+            return out
+        chosen = [panels[int(rng.integers(len(panels)))] for panels in self.masks]
+        return np.logical_or.reduce(chosen)
+
+    def __call__(self, genes: np.ndarray, counts: np.ndarray, offsets: np.ndarray, ids: np.ndarray,
+                 epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+        """(genes, counts, offsets) with only the drawn panel's genes, in their order."""
+        mask = self.mask(epoch, ids, genes)
+        keep = mask[np.minimum(genes, len(mask) - 1)] & (genes < len(mask))
+        cell = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        lengths = np.bincount(cell[keep], minlength=len(offsets) - 1)
+        return genes[keep], counts[keep], np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)

@@ -1,0 +1,172 @@
+"""Several shard sets read as one: ``Stream`` specs and the ``MultiReader`` that joins them.
+
+A ``MultiReader`` numbers the shards of all streams one after the other (stream 0's, then stream 1's, ...)
+and serves them through the same interface as a ``ShardSetReader``, so the dataset's planning and
+reading do not change. The streams must share one token space: by default their vocabularies must be
+identical (same gene id -> token id), and a mismatch is refused naming the first differing gene.
+With ``vocab="remap"`` the token space is the union by gene id: the first stream's ids are kept, genes
+the others add get new ids after them, and every read is translated through a lookup table (genes
+with no place in the union do not exist by construction). Gene ids are organism-specific (Ensembl),
+so a human and a mouse set built separately join into one space without colliding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import ShardError
+from .mixing import STREAM_KINDS
+from .readers import ShardSetReader
+from .remote import redact
+from .vocab import Vocabulary, vocab_to_csv
+
+__all__ = ["VOCAB_MODES", "MultiReader", "Stream"]
+
+VOCAB_MODES = ("same", "remap")
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One shard set of a mix. At most one of ``weight`` (a share of the epoch), ``repeat`` (a multiple
+    of the stream per epoch) and ``choose`` (cells per epoch); none = the whole stream once."""
+
+    path: str
+    weight: float | None = None
+    repeat: float | None = None
+    choose: int | None = None
+    split: str | None = None  # default: the dataset's split
+    name: str | None = None
+
+    @classmethod
+    def parse(cls, spec: dict[str, Any] | str | Stream, where: str) -> Stream:
+        if isinstance(spec, Stream):
+            return spec
+        if isinstance(spec, str):
+            return cls(spec)
+        if not isinstance(spec, dict) or not spec.get("path"):
+            raise ShardError(f"{where}: a stream needs a path (the shard set), e.g. {{path: out/zarr, weight: 0.5}}")
+        unknown = sorted(set(spec) - {"path", "weight", "proportion", "repeat", "choose", "split", "name"})
+        if unknown:
+            raise ShardError(f"{where}.{unknown[0]}: unknown key; use path, weight, repeat, choose, split, name")
+        given = [k for k in ("weight", "proportion", "repeat", "choose") if spec.get(k) is not None]
+        if len(given) > 1:
+            raise ShardError(f"{where}: give one of weight, repeat or choose, not {given}")
+        weight = spec.get("weight", spec.get("proportion"))
+        return cls(str(spec["path"]), None if weight is None else float(weight),
+                   None if spec.get("repeat") is None else float(spec["repeat"]),
+                   None if spec.get("choose") is None else int(spec["choose"]), spec.get("split"),
+                   spec.get("name"))  # fmt: skip
+
+    def kind(self) -> tuple[str, float]:
+        for kind in STREAM_KINDS[1:]:
+            value = getattr(self, kind)
+            if value is not None:
+                return kind, float(value)
+        return "natural", 1.0
+
+
+def _remap_table(vocab: Vocabulary, joint: dict[str, int]) -> np.ndarray:
+    """token id of ``vocab`` -> token id in the joint space (-1 for specials, which shards never store)."""
+    lut = np.full(vocab.size, -1, dtype=np.int32)
+    lut[vocab.tokens] = [joint[g] for g in vocab.gene_ids]
+    return lut
+
+
+class MultiReader:
+    """The shards of several streams, numbered one after the other, read through one interface."""
+
+    def __init__(self, streams: list[Stream], split: str, *, vocab: str = "same", **reader_options: Any) -> None:
+        if not streams:
+            raise ShardError("streams: give at least one stream")
+        if vocab not in VOCAB_MODES:
+            raise ShardError(f"vocab={vocab!r}: choose same (identical vocabularies) or remap (join by gene id)")
+        self.streams, self.vocab_mode = streams, vocab
+        self.readers = [ShardSetReader(s.path, s.split or split, **reader_options) for s in streams]
+        self.names = [s.name or f"stream{i}" for i, s in enumerate(streams)]
+        if len(set(self.names)) != len(self.names):
+            raise ShardError(f"streams: names must differ (got {self.names})")
+        formats = {r.format for r in self.readers}
+        self.format = formats.pop() if len(formats) == 1 else "mixed"
+        one = len(self.readers) == 1  # a single stream names its shards as a plain shard set does
+        self.shards = [{**sh, "path": sh["path"] if one else f"{self.names[k]}/{sh['path']}", "stream": k}
+                       for k, r in enumerate(self.readers) for sh in r.shards]  # fmt: skip
+        self.shard_cells = np.concatenate([r.shard_cells for r in self.readers])
+        self.shard_tokens = np.concatenate([r.shard_tokens for r in self.readers])
+        self.stream_of_shard = np.concatenate([np.full(len(r.shards), k) for k, r in enumerate(self.readers)])
+        self._first = np.concatenate([[0], np.cumsum([len(r.shards) for r in self.readers])])
+        self._vocab, self._luts = self._join([r.vocab() for r in self.readers])
+        ids = [r.manifest["build_id"] for r in self.readers]
+        self.build_id = "+".join(ids) if len(ids) > 1 else ids[0]
+
+    def _join(self, vocabs: list[Vocabulary]) -> tuple[Vocabulary, list[np.ndarray | None]]:
+        first = vocabs[0]
+        if self.vocab_mode == "same":
+            for k, v in enumerate(vocabs[1:], start=1):
+                if v.special != first.special or v.token_of() != first.token_of():
+                    a, b = first.token_of(), v.token_of()
+                    diff = next((g for g in list(a) + list(b) if a.get(g) != b.get(g)), "a special token")
+                    raise ShardError(
+                        f"streams: {redact(self.readers[k].root)} has another vocabulary than "
+                        f"{redact(self.readers[0].root)} (first difference: {diff}); build both with the same "
+                        "`ingest build --vocab`, or set vocab: remap to join them by gene id"
+                    )
+            return first, [None] * len(vocabs)
+        joint = first.token_of()
+        names = dict(zip(first.gene_ids, first.gene_names, strict=True))
+        next_id = first.size
+        for v in vocabs[1:]:
+            for g, name in zip(v.gene_ids, v.gene_names, strict=True):
+                if g not in joint:
+                    joint[g], names[g] = next_id, name
+                    next_id += 1
+        ids = tuple(joint)
+        union = Vocabulary(ids, tuple(names[g] for g in ids), np.array([joint[g] for g in ids], np.int64),
+                           dict(first.special))  # fmt: skip
+        luts = [None] + [_remap_table(v, joint) for v in vocabs[1:]]
+        return union, luts
+
+    # -- what the dataset uses -------------------------------------------------------------------
+    def vocab(self) -> Vocabulary:
+        return self._vocab
+
+    def vocab_sha256(self) -> str:
+        if self.vocab_mode == "same":
+            return self.readers[0].manifest["vocab"]["sha256"]
+        return hashlib.sha256(vocab_to_csv(self._vocab)).hexdigest()
+
+    def _local(self, i: int) -> tuple[ShardSetReader, int, int]:
+        k = int(self.stream_of_shard[i])
+        return self.readers[k], k, i - int(self._first[k])
+
+    def stream_cells(self, k: int) -> slice:
+        """Stream ``k``'s cells in the joint cell numbering (shard after shard)."""
+        starts = np.concatenate([[0], np.cumsum(self.shard_cells)])
+        return slice(int(starts[self._first[k]]), int(starts[self._first[k + 1]]))
+
+    def cell_tokens(self, i: int) -> np.ndarray:
+        reader, _, j = self._local(i)
+        return reader.cell_tokens(j)
+
+    def column(self, i: int, name: str) -> np.ndarray:
+        reader, _, j = self._local(i)
+        return reader.column(j, name)
+
+    def read(self, i: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        reader, k, j = self._local(i)
+        genes, counts, offsets, ids = reader.read(j, start, stop)
+        lut = self._luts[k]
+        if lut is None:
+            return genes, counts, offsets, ids
+        if len(genes) and (genes.max() >= len(lut) or genes.min() < 0):
+            raise ShardError(f"{self.shards[i]['path']}: a gene token outside its vocabulary; run `ingest verify`")
+        return lut[genes], counts, offsets, ids  # every gene of a stream has a place in the union
+
+    def identity(self) -> str:
+        """What a saved loader state must match: the builds, splits, kinds and the vocabulary join."""
+        spec = [[r.manifest["build_id"], r.split, *s.kind()] for r, s in zip(self.readers, self.streams, strict=True)]
+        return json.dumps({"streams": spec, "vocab": self.vocab_mode}, sort_keys=True)
