@@ -1,5 +1,7 @@
 """Run under torchrun by tests/test_distributed.py: stream, and write what this rank saw.
 
+DATA is a shard set, or a JSON object of dataset arguments (``{"path": [streams...], "weighting": ...}``).
+
 ``probe.py DATA OUT WORKERS epochs``: two epochs, cell ids per epoch.
 ``probe.py DATA OUT WORKERS stop N GLOBAL_BATCH``: epoch 0 up to N batches per rank, then save the loader
 state (rank 0's, as Lightning does) and the cells served.
@@ -27,7 +29,9 @@ def main(data: str, out: str, workers: int, mode: str, *args: str) -> None:
     dist.init_process_group("gloo")
     world = dist.get_world_size()
     batch = int(args[1]) // world if mode != "epochs" else 8
-    ds = ShardedCellDataset(data, batch_size=batch, context_length=64, seed=2, return_cell_ids=True)
+    spec = json.loads(data) if data.startswith("{") else {"path": data}  # JSON: a mix of streams and options
+    ds = ShardedCellDataset(spec.pop("path"), batch_size=batch, context_length=64, seed=2, return_cell_ids=True,
+                            **spec)  # fmt: skip
     topo = ds.topology()  # from the process group: never a silent rank 0
     loader = CellDataLoader(ds, num_workers=workers, persistent_workers=mode == "epochs")
     record = {"rank": topo.rank, "world_size": topo.world_size, "epochs": []}
