@@ -1,4 +1,4 @@
-"""``python -m benchmarks ingest|loader|train ...`` (see ``--help``)."""
+"""``python -m benchmarks ingest|loader|mixing|train ...`` (see ``--help``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from . import ingest, loader
+from . import ingest, loader, mixing
 from .report import write_report
 
 
@@ -27,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     ld.add_argument("--batch-size", type=int, default=64)
     ld.add_argument("--context-length", type=int, default=2048)
     ld.add_argument("--out", type=Path, required=True)
+    mx = sub.add_parser("mixing", help="overhead of streams, weighting, grouping and panels over plain streaming")
+    mx.add_argument("--zarr", type=Path, required=True, help="a Zarr shard set")
+    mx.add_argument("--batch-size", type=int, default=64)
+    mx.add_argument("--context-length", type=int, default=2048)
+    mx.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best of each counts")
+    mx.add_argument("--out", type=Path, required=True)
     tr = sub.add_parser("train", help="training cells/s on CPU; the loader feeding a simulated H100")
     tr.add_argument("--data", type=Path, required=True, help="a Zarr shard set (e.g. the demo's)")
     tr.add_argument("--steps", type=int, default=20, help="optimizer steps per tiny run")
@@ -57,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
         results = train.run(args.data, args.out, args.steps, args.big_steps, args.feed_batches, args.quick)
         write_report(args.out, results, command, train.ratios(results))
+    elif args.suite == "mixing":
+        results = mixing.run(args.zarr, args.out, args.batch_size, args.context_length, args.rounds)
+        write_report(args.out, results, command, mixing.ratios(results))
     else:
         results = loader.run(args.zarr, args.wds, args.out, args.batch_size, args.context_length)
         write_report(args.out, results, command, loader.ratios(results))

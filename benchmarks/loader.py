@@ -1,7 +1,8 @@
 """Loader throughput: the I/O limit, the collate limit and end-to-end streaming, on one shard set.
 
 (a) read + decode the same cell runs the loader reads (I/O limit); (b) collate + mask on in-memory
-cells (compute limit); (c) ``ShardedCellDataset`` through ``CellDataLoader`` with 0/1/2 workers. Each
+cells (compute limit); (c) ``ShardedCellDataset`` through ``CellDataLoader`` with 0/1/2 workers;
+(d) the overhead of mixing, weighting, grouping and panels over plain streaming (``mixing``). Each
 end-to-end run happens in a fresh spawned process so its peak RSS (with its workers) is its own. Also a
 shuffle-quality figure: mean distinct ``dataset_id``s per batch next to a perfect shuffle's expectation.
 """
@@ -21,6 +22,7 @@ from shards.collate import Collator
 from shards.manifest import dump_manifest
 from shards.readers import ShardSetReader
 
+from . import mixing
 from .memory import PeakRSS
 from .report import Result
 from .spawned import run_spawned
@@ -156,7 +158,7 @@ def run(zarr_root: Path, wds_root: Path, out: Path, batch: int = 64, context: in
         results.append(
             Result("loader", f"zarr x{times} shard set, {n_batches} batches", "peak_rss", r["rss_mib"], "MiB", c)
         )
-    return results
+    return results + mixing.run(zarr_root, out / "mixing", batch, context)
 
 
 def ratios(results: list[Result]) -> list[tuple[str, float, str]]:
@@ -170,4 +172,5 @@ def ratios(results: list[Result]) -> list[tuple[str, float, str]]:
         ("zarr end to end / min(I/O, collate limit)", best_zarr / limit, ">= 0.5"),
         ("webdataset end to end / zarr end to end", best_wds / best_zarr, ">= 0.5"),
         ("peak RSS, 10x shard set / 1x", rss[10] / rss[1], "~1 (flat)"),
+        *mixing.ratios(results),
     ]

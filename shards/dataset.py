@@ -44,21 +44,13 @@ from .sampler import (
 from .streams import MultiReader, Stream
 from .topology import Topology, detect_rank, worker_info
 from .weighting import Weighting, class_weights, curriculum_alpha, draw_probabilities
+from .windows import RepeatCache, read_window, slot_cells, take_rows
 
-__all__ = ["STATE_VERSION", "ShardedCellDataset", "check_options", "take_rows"]
+__all__ = ["STATE_VERSION", "ShardedCellDataset", "check_options"]
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-#: cells of a shard skipped between two served ones that are still read in one range (then dropped)
-READ_GAP = 32
-
-
-def take_rows(genes: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cells ``rows`` of a block (``genes``: (channels, tokens), ``offsets`` per cell), as a new block."""
-    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
-    flat = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-    return genes[:, flat], np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
 
 def check_options(*, batch_size: int, context_length: int, remainder: str, on_error: str,
@@ -106,6 +98,7 @@ class ShardedCellDataset(IterableDataset):
         balance_tokens: bool = False,
         balance_chunk: int = 64,
         token_budget: int | None = None,
+        repeat_cache_bytes: int = 256 << 20,
         vocab: str = "same",
         num_samples: int | None = None,
         replacement: bool = False,
@@ -126,6 +119,8 @@ class ShardedCellDataset(IterableDataset):
         if group_by is not None and token_budget is not None:
             raise ShardError("group_by and token_budget do not combine: grouped batches have batch_size cells")
         self.num_samples, self.replacement, self.group_by = num_samples, replacement, group_by
+        self.repeat_cache_bytes = repeat_cache_bytes  # per process: cells served again later in the epoch
+        self._cache: RepeatCache | None = None
         self.sampled = bool(num_samples or replacement or self.weighting
                             or any(s.kind()[0] != "natural" for s in streams))  # fmt: skip
         if self.sampled:  # checked now, not in a worker: an impossible mix fails at construction
@@ -282,37 +277,15 @@ class ShardedCellDataset(IterableDataset):
 
     # -- iteration -----------------------------------------------------------------------------------
     def _window(self, plan, seq: np.ndarray, slot: SlotPlan, k: int):
-        """Read window ``k`` run by run: (genes, offsets, cell ids, is_pad) in read order, and the rows in
-        served (shuffled) order."""
-        order = slot.window_positions(k)  # shuffled span-relative positions
-        lo_hi = slot._window_ranges(k)
-        pieces, ids, pads, pos_index = [], [], [], []
-        for lo, hi in lo_hi:
-            at = slot.to_sequence(np.arange(lo, hi))  # index into the stage's sequence; beyond it: pad repeats
-            pad = at >= len(seq)
-            shard, cell, _ = plan.locate(seq[np.where(pad, at - len(seq), at) % len(seq)])
-            # one read per run of a shard's cells; a sampled epoch's cells have gaps: short ones are read
-            # through and dropped, longer ones start a new read
-            step = np.diff(cell)
-            cuts = np.flatnonzero((np.diff(shard) != 0) | (step < 1) | (step > READ_GAP + 1)) + 1
-            for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(at)], strict=True):
-                first, last = int(cell[a]), int(cell[b - 1]) + 1
-                genes, offsets, cell_ids, bad = self._read_run(int(shard[a]), first, last)
-                if last - first != b - a:
-                    rows = cell[a:b] - first
-                    genes, offsets = take_rows(genes, offsets, rows)
-                    cell_ids, bad = cell_ids[rows], bad[rows]
-                pieces.append((genes, offsets))
-                ids.append(cell_ids)
-                pads.append(pad[a:b] | bad)
-            pos_index.append(np.arange(lo, hi))
-        lengths = np.concatenate([np.diff(o) for _, o in pieces])
-        genes = np.concatenate([g for g, _ in pieces], axis=1)  # rows: gene tokens, counts
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        ids_all, pads_all = np.concatenate(ids), np.concatenate(pads)
-        span_pos = np.concatenate(pos_index)  # ascending: lanes are read in order
-        rows = np.searchsorted(span_pos, order)  # served order -> row of the window's read
-        return genes, offsets, ids_all, pads_all, rows
+        """Window ``k``, read run by run (``windows.read_window``)."""
+        return read_window(plan, seq, slot, k, self._read_run, self._cache)
+
+    def _start_cache(self, plan, seq: np.ndarray, slot: SlotPlan, k: int) -> None:
+        """A sampled epoch's repeats are read once per slot and held until their last use."""
+        self._cache = None
+        if plan.cells is not None and self.repeat_cache_bytes:
+            cache = RepeatCache(*slot_cells(plan, seq, slot, k), self.repeat_cache_bytes)
+            self._cache = cache if cache else None
 
     def _read_run(self, shard: int, start: int, stop: int):
         """One run of cells. A shard that fails a check raises (``on_error="raise"``), or with
@@ -384,6 +357,7 @@ class ShardedCellDataset(IterableDataset):
         offset = int(ends[start - 1]) if start else 0
         k = int(np.searchsorted(slot.window_offsets, offset, side="right") - 1) if slot.n_cells else 0
         skip = offset - int(slot.window_offsets[k]) if slot.n_cells else 0
+        self._start_cache(plan, seq, slot, k)
         carry: list[tuple] = []
         carried = 0
         while k < slot.n_windows and self._batches < len(ends):
@@ -420,6 +394,7 @@ class ShardedCellDataset(IterableDataset):
         ready = mine.ready
         first_needed = int(mine.index[start:].min())
         k = int(np.searchsorted(slot.window_offsets, first_needed, side="right") - 1)
+        self._start_cache(plan, seq, slot, k)
         pool: tuple | None = None  # (genes, offsets, ids, pads, serving positions ascending)
         while k < slot.n_windows and self._batches < mine.n_batches:
             genes, offsets, ids, pads, rows = self._window(plan, seq, slot, k)

@@ -199,11 +199,15 @@ class ShardSetReader:
         """Token count of every cell of shard ``i`` (from the Zarr offsets or the WebDataset index)."""
         if self.format == "webdataset":
             return self._idx(i)[:, 2].astype(np.int32)
+        return np.diff(self._offsets(i)).astype(np.int32)
+
+    @lru_cache(maxsize=64)  # noqa: B019 - 8 bytes per cell, for the shards being read
+    def _offsets(self, i: int) -> np.ndarray:
+        """A Zarr shard's whole offsets array: a read then slices it instead of decoding a chunk of it."""
         rel = self.shards[i]["path"]
         self._opened(i)
         with self._local(i) as local, _redacted():
-            offsets = zarr_format.read_offsets(self._location(rel, local), self.storage_options)
-            return np.diff(offsets).astype(np.int32)
+            return zarr_format.read_offsets(self._location(rel, local), self.storage_options)
 
     def metadata(self, i: int) -> pd.DataFrame:
         """The metadata table of shard ``i`` (``cell_id``, ``cell_type``, ... in cell order): the Zarr
@@ -249,8 +253,9 @@ class ShardSetReader:
         if self.format == "zarr":
             self._opened(i)
             ids = self._zarr_ids(i)[start:stop]
+            offsets = self._offsets(i)
             with self._local(i) as local, _redacted():
-                block = zarr_format.read_cells(self._location(rel, local), start, stop, self.storage_options)
+                block = zarr_format.read_cells(self._location(rel, local), start, stop, self.storage_options, offsets)
             return block.genes, block.counts, block.offsets, ids
         samples = self._samples(i, start, stop)
         lengths = np.array([len(g) for g, _, _ in samples], dtype=np.int64)

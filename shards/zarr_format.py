@@ -89,11 +89,13 @@ def _open(group_path: Path | str, storage_options: dict | None = None) -> zarr.G
         raise ShardError(f"{group_path}: cannot open the Zarr group ({exc}); rebuild the shard") from exc
 
 
-def read_cells(group_path: Path | str, start: int, stop: int, storage_options: dict | None = None) -> CellBlock:
-    """Cells ``start:stop`` with one slice per array (chunks are checked by their crc32c on read)."""
+def read_cells(group_path: Path | str, start: int, stop: int, storage_options: dict | None = None,
+               all_offsets: np.ndarray | None = None) -> CellBlock:  # fmt: skip
+    """Cells ``start:stop`` with one slice per array (chunks are checked by their crc32c on read).
+    ``all_offsets``: the shard's whole offsets array, if the caller holds it (saves a chunk decode)."""
     group = _open(group_path, storage_options)
     try:
-        offsets = group["offsets"][start : stop + 1]
+        offsets = group["offsets"][start : stop + 1] if all_offsets is None else all_offsets[start : stop + 1]
         lo, hi = int(offsets[0]), int(offsets[-1])
         genes = group["genes"][lo:hi]
         counts = group["counts"][lo:hi]

@@ -17,14 +17,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingest import SynthSpec, synthesize
 from shards import ShardedCellDataset, ShardError
 from shards.collate import Collator
 from shards.grouping import equalize, group_batches
 from shards.loader import CellDataLoader
-from shards.mixing import apportion, draw_counts, stream_counts
+from shards.mixing import apportion, draw_counts, sampled_plan, stream_counts
 from shards.readers import ShardSetReader
+from shards.sampler import plan_slots, stream_positions
 from shards.weighting import Weighting, class_weights, curriculum_alpha, draw_probabilities
 from tests.conftest import small_build
 from training.callbacks import SamplerEpoch
@@ -350,6 +353,8 @@ def test_training_config_streams(sets):
         ({"path": str(sets["A"]), "weighting": {"column": "cell_type", "smoothing": -1}}, "data.weighting.smoothing"),
         ({"path": str(sets["A"]), "panels": {"random_genes": 0}}, "data.panels.random_genes"),
         ({"path": str(sets["A"]), "group_by": "dataset_id", "token_budget": 512}, "do not combine"),
+        ({"path": str(sets["A"]), "group_by": "batch"}, r"data.group_by='batch': .*no metadata column 'batch'"),
+        ({"path": str(sets["A"]), "weighting": {"column": "x"}}, r"data.weighting.column='x': .*no metadata column"),
     ):
         with pytest.raises(ConfigError, match=match):
             CellDataModule(**bad, context_length=64, num_workers=0)
@@ -390,3 +395,57 @@ def serve_sim(spec: dict, epoch: int) -> list[str]:
         ds.set_epoch(epoch)
         cells += [c for b in ds for c in b["cell_id"]]
     return cells
+
+
+# -- properties of the pure plan ------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(
+    shards=st.lists(st.integers(1, 60), min_size=1, max_size=8),
+    factor=st.floats(0.1, 3.0),
+    replacement=st.booleans(),
+    world=st.integers(1, 4),
+    workers=st.integers(0, 2),
+    seed=st.integers(0, 1000),
+)
+def test_sampled_epoch_is_served_as_drawn_and_equally(shards, factor, replacement, world, workers, seed):
+    """Whatever the draw, the slots together serve exactly the drawn multiset (but the stated remainder),
+    in equal whole batches, and each unit reads ascending cells of one shard."""
+    shard_cells = np.array(shards)
+    n = int(shard_cells.sum())
+    rng = np.random.default_rng(seed)
+    weights = rng.random(n) * (rng.random(n) > 0.2) + 1e-3
+    counts = draw_counts(max(1, int(factor * n)), weights, n, replacement=replacement, rng=rng)
+    if not replacement:
+        assert counts.max() - counts[weights > 0].min() <= 1  # without replacement: n // N or one more
+    plan = sampled_plan(shard_cells, counts, seed=seed, epoch=1)
+    assert plan.n_cells == counts.sum()
+    starts = np.concatenate([[0], np.cumsum(shard_cells)])
+    slots = plan_slots(plan.n_cells, world_size=world, num_workers=workers, batch_size=3, seed=seed, epoch=1)
+    assert len({s.n_cells for s in slots}) == 1 and slots[0].n_cells % 3 == 0
+    served = []
+    for slot in slots:
+        shard, cell, pad = plan.locate(slot.to_sequence(stream_positions(slot, slot.n_cells)))
+        served.append((starts[shard] + cell)[~pad])
+    got = np.bincount(np.concatenate(served), minlength=n) if served else np.zeros(n, np.int64)
+    assert (got <= counts).all() and counts.sum() - got.sum() < len(slots) * 3  # only the drop remainder
+    for u in range(len(plan.shard_order)):
+        c = plan.cells[plan._starts[u] : plan._starts[u + 1]]
+        assert (np.diff(c) > 0).all() and c.max() < shard_cells[plan.shard_order[u]]
+
+
+def test_repeats_served_from_memory_are_the_cells_read_again(sets):
+    """Weights with replacement serve rare cells many times: the repeat cache holds them between uses;
+    batches are identical with the cache off, on, or on with a budget too small to hold them all."""
+    kw = {"batch_size": B, "context_length": 64, "rank": 0, "world_size": 1, "return_cell_ids": True,
+          "replacement": True, "num_samples": 3000, "weighting": {"column": "cell_type"}}  # fmt: skip
+    runs = {}
+    for budget in (0, 1 << 30, 200_000):
+        ds = ShardedCellDataset(str(sets["A"]), repeat_cache_bytes=budget, **kw)
+        runs[budget] = [(b["cell_id"], b["input_ids"]) for b in ds]
+        if budget:
+            assert ds._cache is not None and ds._cache.hits > 0
+            assert (ds._cache.misses > 0) == (budget == 200_000) and ds._cache.bytes <= budget
+            assert not ds._cache.cells and not ds._cache.left  # everything held was used up
+    for budget in (1 << 30, 200_000):
+        for (ids_a, x_a), (ids_b, x_b) in zip(runs[0], runs[budget], strict=True):
+            assert ids_a == ids_b and torch.equal(x_a, x_b)

@@ -120,6 +120,12 @@ class CellDataModule(pl.LightningDataModule):
             raise ConfigError(f"{what}: {exc}; point it at shard sets from `ingest build`") from None
         if group_by is not None and token_budget is not None:
             raise ConfigError("data.group_by and data.token_budget do not combine; unset one")
+        for key, column in (("data.weighting.column", (weighting or {}).get("column")), ("data.group_by", group_by)):
+            for reader in self.reader.readers if column else []:  # now, before the run writes anything
+                try:
+                    reader.column(0, column)
+                except ShardError as exc:
+                    raise ConfigError(f"{key}={column!r}: {exc}") from None
         if streams is not None and val_split is not None and val_path is None:
             try:  # validation reads every stream's val split, unweighted
                 MultiReader(self.streams, val_split, vocab=vocab_join, storage_options=storage_options)
