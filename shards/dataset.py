@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from torch.utils.data import IterableDataset
 
+from . import pool
 from .collate import Collator
 from .errors import ShardError
 from .grouping import equalize, group_batches
@@ -44,7 +45,7 @@ from .sampler import (
 from .streams import MultiReader, Stream
 from .topology import Topology, detect_rank, worker_info
 from .weighting import Weighting, class_weights, curriculum_alpha, draw_probabilities
-from .windows import RepeatCache, read_window, slot_cells, take_rows
+from .windows import RepeatCache, read_window, slot_cells
 
 __all__ = ["STATE_VERSION", "ShardedCellDataset", "check_options"]
 
@@ -376,7 +377,7 @@ class ShardedCellDataset(IterableDataset):
     def _grouped(self, plan, seq: np.ndarray, slots: list[SlotPlan], index: int, stages: list, start: int,
                  epoch: int) -> Iterator[dict[str, Any]]:  # fmt: skip
         """Grouped batches (``grouping``): windows are read in order and each cell waits in a pool until
-        the batch of its group that takes it is served; the pool holds only cells still to be served."""
+        the batch of its group that takes it is served (``pool``)."""
         codes = plan.gather(self._shard_codes)
         n = len(seq)
 
@@ -390,38 +391,7 @@ class ShardedCellDataset(IterableDataset):
         self._stages, self._batches = stages, start
         if start >= mine.n_batches:
             return
-        last = mine.last_use(slot.n_cells)
-        ready = mine.ready
-        first_needed = int(mine.index[start:].min())
-        k = int(np.searchsorted(slot.window_offsets, first_needed, side="right") - 1)
-        self._start_cache(plan, seq, slot, k)
-        pool: tuple | None = None  # (genes, offsets, ids, pads, serving positions ascending)
-        while k < slot.n_windows and self._batches < mine.n_batches:
-            genes, offsets, ids, pads, rows = self._window(plan, seq, slot, k)
-            lo, hi = int(slot.window_offsets[k]), int(slot.window_offsets[k + 1])
-            at = np.arange(lo, hi)
-            keep = last[at] >= self._batches
-            g, o = take_rows(genes, offsets, rows[keep])
-            part = (g, o, ids[rows[keep]], pads[rows[keep]], at[keep])
-            pool = part if pool is None else self._join(pool, part)
-            while self._batches < mine.n_batches and ready[self._batches] < hi:
-                b = self._batches
-                r = np.searchsorted(pool[4], mine.index[b])
-                self._batches += 1
-                yield self._collate([(*pool[:4], r)], epoch, extra_pad=mine.pad[b])
-            alive = np.flatnonzero(last[pool[4]] >= self._batches)
-            g, o = take_rows(pool[0], pool[1], alive)
-            pool = (g, o, pool[2][alive], pool[3][alive], pool[4][alive])
-            k += 1
-
-    @staticmethod
-    def _join(a: tuple, b: tuple) -> tuple:
-        offsets = np.concatenate([a[1], b[1][1:] + a[1][-1]])
-        return (
-            np.concatenate([a[0], b[0]], axis=1),
-            offsets,
-            *(np.concatenate([x, y]) for x, y in zip(a[2:], b[2:], strict=True)),
-        )
+        yield from pool.serve(self, plan, seq, slot, mine, epoch)
 
     def _cut(self, carry: list[tuple], carried: int, size: int):
         """Take ``size`` cells from the front of the carried windows."""

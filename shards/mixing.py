@@ -11,7 +11,8 @@ resume, elastic re-plans) applies unchanged to its sequence.
    the lot to a fixed epoch size), apportioned exactly (largest remainders).
 2. ``draw_counts``: per cell of one stream, how often it is served. Without replacement every cell with
    non-zero weight is served ``n // N`` times and the ``n % N`` extra ones are a weighted draw without
-   replacement (Efraimidis-Spirakis keys); with replacement, ``n`` independent weighted draws.
+   replacement (Efraimidis-Spirakis keys), or without weights a cyclic run of cells from a random start
+   (the cells were shuffled globally at ingest); with replacement, ``n`` independent weighted draws.
 3. ``sampled_plan``: the served cells as *units* (copy ``j`` of shard ``i`` = its cells served more than
    ``j`` times, in cell order, so reads stay runs), the units permuted by ``default_rng([seed, epoch, 1])``
    so that every stream and every repeat is spread over the whole epoch.
@@ -91,9 +92,11 @@ def draw_counts(n: int, weights: np.ndarray | None, size: int, *, replacement: b
     if weights is None:
         if replacement:
             return np.bincount(rng.integers(0, size, n), minlength=size).astype(np.int32)
+        # a cyclic run from a random start: ingest shuffled the cells globally, so a run is a uniform
+        # sample (each cell is in with probability rest / size) that reads as runs, not scattered cells
         full, rest = divmod(n, size)
         counts = np.full(size, full, dtype=np.int32)
-        counts[rng.choice(size, rest, replace=False)] += 1
+        counts[(int(rng.integers(size)) + np.arange(rest)) % size] += 1
         return counts
     w = np.asarray(weights, dtype=np.float64)
     if len(w) != size or not np.isfinite(w).all() or (w < 0).any():

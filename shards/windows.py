@@ -93,15 +93,13 @@ def read_window(plan, seq: np.ndarray, slot, k: int, read_run: Callable, cache: 
         pad = at >= len(seq)
         shard, cell, _ = plan.locate(seq[np.where(pad, at - len(seq), at) % len(seq)])
         step = np.diff(cell)
-        cut = (np.diff(shard) != 0) | (step < 1) | (step > READ_GAP + 1)
+        cuts = np.flatnonzero((np.diff(shard) != 0) | (step < 1) | (step > READ_GAP + 1)) + 1
         hit = cache.held(shard, cell) if cache else None
-        if hit is not None:
-            cut |= hit[1:] | hit[:-1]  # a held cell is a piece of its own
-        cuts = np.flatnonzero(cut) + 1
         for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(at)], strict=True):
-            if hit is not None and hit[a]:
-                genes, offsets, ids, bad = cache.take(shard[a], cell[a])
-                pieces.append((genes, offsets, ids, pad[a:b] | bad))
+            if hit is not None and hit[a:b].all():  # a run read anyway costs ~ its first cell: only
+                for j in range(a, b):  # runs wholly held are served from memory
+                    genes, offsets, ids, bad = cache.take(shard[j], cell[j])
+                    pieces.append((genes, offsets, ids, pad[j : j + 1] | bad))
                 continue
             first, last = int(cell[a]), int(cell[b - 1]) + 1
             genes, offsets, ids, bad = read_run(int(shard[a]), first, last)
