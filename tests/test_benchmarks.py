@@ -7,6 +7,7 @@ import json
 import pytest
 
 from benchmarks.__main__ import main
+from shards.readers import ShardSetReader
 
 
 @pytest.mark.slow
@@ -19,6 +20,14 @@ def test_loader_benchmark_smoke(zarr_set, wds_set, tmp_path):
             "webdataset end to end, 0 workers"} <= names  # fmt: skip
     assert {d["what"] for d in doc["derived"]} >= {"peak RSS, 10x shard set / 1x"}
     assert all(r["value"] > 0 for r in doc["results"])
+    mixing = {r["name"]: r for r in doc["results"] if r["group"] == "mixing" and r["metric"] == "cells_per_sec"}
+    assert set(mixing) == {"plain", "2 streams, weights 1:1", "weighted cell_type, no replacement",
+                           "weighted cell_type, replacement", "grouped by dataset_id",
+                           "gene panel (half the genes)"}  # fmt: skip
+    n = int(ShardSetReader(zarr_set).shard_cells.sum())  # each configuration streamed its whole epoch
+    assert mixing["plain"]["config"]["cells"] == n // 16 * 16
+    assert mixing["weighted cell_type, no replacement"]["config"]["cells"] == n // 2 // 16 * 16
+    assert {d["what"] for d in doc["derived"]} >= {f"{k} / plain, cells/s" for k in mixing if k != "plain"}
 
 
 @pytest.mark.slow
