@@ -203,9 +203,10 @@ def test_train_configs_load(config, zarr_set, tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["python -m training"])
-    cli = CellshardCLI(
-        args=["--config", str(config), "--data.path", str(zarr_set), "--data.num_workers", "0"], run=False
-    )
+    data = ["--data.path", str(zarr_set)]
+    if "streams:" in config.read_text():  # a mix: both streams on the test set (the same token space)
+        data = ["--data.streams", f"[{{path: {zarr_set}, weight: 0.6}}, {{path: {zarr_set}, weight: 0.4}}]"]
+    cli = CellshardCLI(args=["--config", str(config), *data, "--data.num_workers", "0"], run=False)
     assert cli.model.cfg.vocab_size == read_vocab(zarr_set / "vocab.csv").size
     assert cli.model.cfg.max_positions == cli.datamodule.hparams.context_length
     assert cli.trainer.max_steps > 0
