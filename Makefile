@@ -32,7 +32,8 @@ demo: $(STAMP)
 	$(BIN)/python -m shards stream $(DEMO)/wds --batch-size 64 --context-length 2048 --epochs 1
 	@echo "== two organisms, built separately, mixed 60/40 in one token space (configs/train/mix-organisms.yaml) =="
 	$(BIN)/ingest synth --cells 4000 --genes 6000 --datasets 3 --organism mus_musculus --seed 8 --out $(DEMO)/corpus/mouse.h5ad
-	$(BIN)/ingest build --config configs/ingest/demo.yaml --input $(DEMO)/corpus/mouse.h5ad --out $(DEMO)/mouse-zarr --format zarr
+	$(BIN)/ingest build --config configs/ingest/demo.yaml --input $(DEMO)/corpus/mouse.h5ad --out $(DEMO)/mouse-zarr --format zarr \
+		--val-fraction 0.2
 	$(BIN)/python -m training fit --config configs/train/mix-organisms.yaml --trainer.default_root_dir $(DEMO)/mix \
 		--trainer.enable_progress_bar false
 	@echo "== train tiny: 200 steps, then resume from the checkpoint to 300 =="
