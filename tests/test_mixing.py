@@ -449,3 +449,14 @@ def test_repeats_served_from_memory_are_the_cells_read_again(sets):
     for budget in (1 << 30, 200_000):
         for (ids_a, x_a), (ids_b, x_b) in zip(runs[0], runs[budget], strict=True):
             assert ids_a == ids_b and torch.equal(x_a, x_b)
+
+
+def test_report_refuses_a_mix_run_clearly(tmp_path):
+    from training.errors import ConfigError
+    from training.report import run_report
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "config.yaml").write_text("data:\n  path: null\n  streams: [{path: a}, {path: b}]\n")
+    (tmp_path / "history.csv").write_text("step,train/loss\n0,1.0\n")
+    with pytest.raises(ConfigError, match=r"trained on data\.streams"):
+        run_report(tmp_path)

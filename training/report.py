@@ -60,6 +60,9 @@ def run_report(run: str | Path, embeddings: str | None = None, label: str = "cel
             raise ConfigError(f"--run {run}: {p.name} is missing; is it a finished `python -m training fit` run?")
     cfg = yaml.safe_load(config_path.read_text())
     data = cfg["data"]
+    if data.get("path") is None:
+        raise ConfigError(f"--run {run}: trained on data.streams (a mix); `report` scores one shard set (its "
+                          "frequency baseline, val embeddings and probe) and does not take mixes yet")  # fmt: skip
     history = pd.read_csv(history_path)
     val_loss = _last(history, "val/loss")
     baseline = frequency_baseline(
