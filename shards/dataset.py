@@ -45,7 +45,7 @@ from .sampler import (
 from .streams import MultiReader, Stream
 from .topology import Topology, detect_rank, worker_info
 from .weighting import Weighting, class_weights, curriculum_alpha, draw_probabilities
-from .windows import RepeatCache, read_window, slot_cells
+from .windows import RepeatCache, read_window, slot_cells, take_rows
 
 __all__ = ["STATE_VERSION", "ShardedCellDataset", "check_options"]
 
@@ -68,6 +68,17 @@ def check_options(*, batch_size: int, context_length: int, remainder: str, on_er
         raise ShardError(f"{prefix}on_error={on_error!r}: choose raise (refuse a corrupt shard) or skip")
     if token_budget is not None and token_budget < context_length:
         raise ShardError(f"{prefix}token_budget={token_budget}: must be at least context_length={context_length}")
+
+
+def _check_settings(state: dict[str, Any], mine: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """Refuse a saved loader state whose version or settings ``keys`` differ from this run's."""
+    if state.get("version") != STATE_VERSION:
+        raise ShardError(f"loader state version {state.get('version')} is not {STATE_VERSION}; cannot resume")
+    for key in keys:
+        if state.get(key) != mine.get(key):
+            what = {"build_id": "shard set", "mix": "streams/sampling"}.get(key, key)
+            raise ShardError(f"cannot resume: the saved loader state has {what}={state.get(key)!r}, this run has "
+                             f"{mine.get(key)!r}; resume with the same data settings")  # fmt: skip
 
 
 class ShardedCellDataset(IterableDataset):
@@ -125,7 +136,7 @@ class ShardedCellDataset(IterableDataset):
         self.sampled = bool(num_samples or replacement or self.weighting
                             or any(s.kind()[0] != "natural" for s in streams))  # fmt: skip
         if self.sampled:  # checked now, not in a worker: an impossible mix fails at construction
-            stream_counts(self._stream_sizes(), [s.kind() for s in streams], num_samples)
+            stream_counts(self.reader.stream_sizes(), [s.kind() for s in streams], num_samples)
         # labels are read once, here in the main process, and reach spawned workers as shared memory
         self._weight_codes = self._codes(self.weighting.column) if self.weighting else None
         self._group_codes = self._codes(group_by) if group_by else None
@@ -156,10 +167,6 @@ class ShardedCellDataset(IterableDataset):
         self._resume: dict[str, Any] | None = None
 
     # -- streams, labels and the epoch's cells -----------------------------------------------------
-    def _stream_sizes(self) -> list[int]:
-        return [int(self.reader.shard_cells[self.reader.stream_of_shard == k].sum())
-                for k in range(len(self.reader.readers))]  # fmt: skip
-
     def _codes(self, column: str) -> tuple[torch.Tensor, list[str]]:
         """Every cell's value of a metadata column as a code (all streams, shard after shard), and the
         values; in shared memory, so spawned workers get them without a copy or a re-read."""
@@ -167,7 +174,7 @@ class ShardedCellDataset(IterableDataset):
         missing = pd.isna(values)
         if missing.any():
             at = int(np.flatnonzero(missing)[0])
-            shard = int(np.searchsorted(np.cumsum(self.reader.shard_cells), at, side="right"))
+            shard = int(np.searchsorted(self.reader.cell_starts, at, side="right")) - 1
             raise ShardError(f"{self.reader.shards[shard]['path']}: {int(missing.sum())} cells have no {column} "
                              "value; fill it at ingest or weight/group by another column")  # fmt: skip
         codes, uniques = pd.factorize(values.astype(str), sort=True)
@@ -179,7 +186,7 @@ class ShardedCellDataset(IterableDataset):
             plan, _ = plan_epoch(self.reader.shard_cells, world_size=1, num_workers=0, batch_size=1,
                                  seed=self.seed, epoch=epoch)  # fmt: skip
             return plan
-        sizes = self._stream_sizes()
+        sizes = self.reader.stream_sizes()
         wanted = stream_counts(sizes, [s.kind() for s in self.reader.streams], self.num_samples)
         counts = []
         for k, n in enumerate(wanted.tolist()):
@@ -198,7 +205,7 @@ class ShardedCellDataset(IterableDataset):
         return sampled_plan(self.reader.shard_cells, np.concatenate(counts), seed=self.seed, epoch=epoch)
 
     def _shard_codes(self, shard: int) -> np.ndarray:
-        starts = np.concatenate([[0], np.cumsum(self.reader.shard_cells)])
+        starts = self.reader.cell_starts
         return self._group_codes[0].numpy()[starts[shard] : starts[shard + 1]]
 
     # -- epoch and topology --------------------------------------------------------------------------
@@ -230,39 +237,17 @@ class ShardedCellDataset(IterableDataset):
                 "stages": self._stages}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        mine = self._identity(self.topology())
-        if state.get("version") != STATE_VERSION:
-            raise ShardError(f"loader state version {state.get('version')} is not {STATE_VERSION}; cannot resume")
-        for key in (
-            "build_id",
-            "split",
-            "seed",
-            "batch_size",
-            "remainder",
-            "balance_tokens",
-            "world_size",
-            "num_workers",
-            "mix",
-        ):
-            if state.get(key) != mine.get(key):
-                what = {"build_id": "shard set", "mix": "streams/sampling"}.get(key, key)
-                raise ShardError(
-                    f"cannot resume: the saved loader state has {what}={state.get(key)!r}, this run has "
-                    f"{mine.get(key)!r}; resume with the same data settings"
-                )
+        _check_settings(state, self._identity(self.topology()), ("build_id", "split", "seed", "batch_size",
+                        "remainder", "balance_tokens", "world_size", "num_workers", "mix"))  # fmt: skip
         self.set_epoch(int(state["epoch"]))
         self._resume = {"epoch": int(state["epoch"]), "start": int(state["batches"]), "stages": state.get("stages", [])}
 
     def check_state(self, state: dict[str, Any], world_size: int, num_workers: int) -> bool:
         """Validate a rank-independent loader state; True when it continues the same stage (same world)."""
         mine = {**self._identity(Topology(0, world_size)), "num_workers": num_workers}
-        if state.get("version") != STATE_VERSION:
-            raise ShardError(f"loader state version {state.get('version')} is not {STATE_VERSION}; cannot resume")
-        for key in ("build_id", "split", "seed", "remainder", "balance_tokens", "token_budget", "mix"):
-            if state.get(key) != mine.get(key):
-                what = {"build_id": "shard set", "mix": "streams/sampling"}.get(key, key)
-                raise ShardError(f"cannot resume: the saved loader state has {what}={state.get(key)!r}, "
-                                 f"this run has {mine.get(key)!r}; resume with the same data settings")  # fmt: skip
+        _check_settings(
+            state, mine, ("build_id", "split", "seed", "remainder", "balance_tokens", "token_budget", "mix")
+        )
         same = all(state[k] == mine[k] for k in ("world_size", "num_workers", "batch_size"))
         if not same and self.token_budget is not None:
             raise ShardError("cannot resume a token-budget run on another world size, batch size or workers")
@@ -408,10 +393,9 @@ class ShardedCellDataset(IterableDataset):
     def _collate(self, parts: list[tuple], epoch: int, extra_pad: np.ndarray | None = None) -> dict[str, Any]:
         all_genes, all_lengths, all_ids, all_pads = [], [], [], []
         for genes, offsets, ids, pads, rows in parts:
-            starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
-            flat = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-            all_genes.append(genes[:, flat])
-            all_lengths.append(lengths)
+            taken, taken_offsets = take_rows(genes, offsets, rows)
+            all_genes.append(taken)
+            all_lengths.append(np.diff(taken_offsets))
             all_ids.append(ids[rows])
             all_pads.append(pads[rows])
         lengths = np.concatenate(all_lengths)

@@ -63,6 +63,7 @@ class PanelFilter:
 
     masks: list[list[np.ndarray]]  # per organism: its panels as boolean masks over token ids
     random_genes: int | None
+    vocab_size: int
     seed: int
     spec: dict[str, Any]
 
@@ -79,7 +80,7 @@ class PanelFilter:
         if n is not None:
             if int(n) < 1:
                 raise ShardError(f"{prefix}random_genes={n}: must be at least 1")
-            return cls([], int(n), seed, {"random_genes": int(n)})
+            return cls([], int(n), vocab.size, seed, {"random_genes": int(n)})
         by_organism: dict[str, list[np.ndarray]] = {}
         described = []
         for j, f in enumerate(files):
@@ -91,7 +92,7 @@ class PanelFilter:
             by_organism.setdefault(str(entry.get("organism", "")), []).append(mask)
             described.append({"path": Path(entry["path"]).name, "organism": entry.get("organism"),
                               "genes": int(mask.sum())})  # fmt: skip
-        return cls([by_organism[k] for k in sorted(by_organism)], None, seed, {"files": described})
+        return cls([by_organism[k] for k in sorted(by_organism)], None, vocab.size, seed, {"files": described})
 
     def _draw(self, epoch: int, ids: np.ndarray) -> np.random.Generator:
         key = int(np.bitwise_xor.reduce(cell_hashes(ids))) if len(ids) else 0
@@ -104,7 +105,7 @@ class PanelFilter:
             present = np.unique(genes)
             keep = present if len(present) <= self.random_genes else rng.choice(present, self.random_genes,
                                                                                  replace=False)  # fmt: skip
-            out = np.zeros(int(genes.max(initial=0)) + 1, dtype=bool)
+            out = np.zeros(self.vocab_size, dtype=bool)
             out[keep] = True
             return out
         chosen = [panels[int(rng.integers(len(panels)))] for panels in self.masks]
@@ -114,7 +115,7 @@ class PanelFilter:
                  epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
         """(genes, counts, offsets) with only the drawn panel's genes, in their order."""
         mask = self.mask(epoch, ids, genes)
-        keep = mask[np.minimum(genes, len(mask) - 1)] & (genes < len(mask))
+        keep = mask[genes]  # ids come from the checksummed shards of this vocabulary
         cell = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
         lengths = np.bincount(cell[keep], minlength=len(offsets) - 1)
         return genes[keep], counts[keep], np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)

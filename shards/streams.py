@@ -99,6 +99,7 @@ class MultiReader:
         self.shard_tokens = np.concatenate([r.shard_tokens for r in self.readers])
         self.stream_of_shard = np.concatenate([np.full(len(r.shards), k) for k, r in enumerate(self.readers)])
         self._first = np.concatenate([[0], np.cumsum([len(r.shards) for r in self.readers])])
+        self.cell_starts = np.concatenate([[0], np.cumsum(self.shard_cells)])  # joint cell numbering
         self._vocab, self._luts = self._join([r.vocab() for r in self.readers])
         ids = [r.manifest["build_id"] for r in self.readers]
         self.build_id = "+".join(ids) if len(ids) > 1 else ids[0]
@@ -145,8 +146,11 @@ class MultiReader:
 
     def stream_cells(self, k: int) -> slice:
         """Stream ``k``'s cells in the joint cell numbering (shard after shard)."""
-        starts = np.concatenate([[0], np.cumsum(self.shard_cells)])
-        return slice(int(starts[self._first[k]]), int(starts[self._first[k + 1]]))
+        return slice(int(self.cell_starts[self._first[k]]), int(self.cell_starts[self._first[k + 1]]))
+
+    def stream_sizes(self) -> list[int]:
+        """Cells of each stream (in this split)."""
+        return np.diff(self.cell_starts[self._first]).tolist()
 
     def cell_tokens(self, i: int) -> np.ndarray:
         reader, _, j = self._local(i)

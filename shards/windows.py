@@ -39,7 +39,8 @@ class RepeatCache:
 
     def __init__(self, shard: np.ndarray, cell: np.ndarray, budget_bytes: int) -> None:
         keys, counts = np.unique(_keys(shard, cell), return_counts=True)
-        self.left = dict(zip(keys[counts > 1].tolist(), counts[counts > 1].tolist(), strict=True))
+        self.multi = keys[counts > 1]  # sorted: a vectorized test of "served again" before any dict lookup
+        self.left = dict(zip(self.multi.tolist(), counts[counts > 1].tolist(), strict=True))
         self.cells: dict[int, tuple[np.ndarray, object, bool]] = {}
         self.budget, self.bytes = budget_bytes, 0
         self.hits = self.misses = 0
@@ -58,21 +59,35 @@ class RepeatCache:
                 self.bytes -= held[0].nbytes
         return left
 
-    def held(self, shard: np.ndarray, cell: np.ndarray) -> np.ndarray:
-        return np.fromiter((k in self.cells for k in _keys(shard, cell).tolist()), dtype=bool, count=len(cell))
+    def _multi(self, keys: np.ndarray) -> np.ndarray:
+        """Indices of ``keys`` the slot serves more than once."""
+        at = np.minimum(np.searchsorted(self.multi, keys), len(self.multi) - 1)
+        return np.flatnonzero(self.multi[at] == keys) if len(self.multi) else np.zeros(0, np.int64)
 
-    def take(self, shard: int, cell: int):
-        """A held cell as a one-cell piece: (genes, offsets, ids, bad)."""
-        key = (int(shard) << 32) | int(cell)
-        genes, cid, bad = self.cells[key]
-        self.hits += 1
-        self._used(key)
-        return genes, np.array([0, genes.shape[1]], np.int64), np.array([cid], dtype=object), np.array([bad])
+    def held(self, shard: np.ndarray, cell: np.ndarray) -> np.ndarray:
+        keys = _keys(shard, cell)
+        out = np.zeros(len(keys), dtype=bool)
+        for j in self._multi(keys).tolist():
+            out[j] = int(keys[j]) in self.cells
+        return out
+
+    def take(self, shard: np.ndarray, cell: np.ndarray):
+        """Held cells as one piece: (genes, offsets, ids, bad)."""
+        keys = _keys(shard, cell).tolist()
+        held = [self.cells[k] for k in keys]
+        self.hits += len(keys)
+        for k in keys:
+            self._used(k)
+        lengths = [g.shape[1] for g, _, _ in held]
+        return (np.concatenate([g for g, _, _ in held], axis=1), np.concatenate([[0], np.cumsum(lengths)]),
+                np.array([c for _, c, _ in held], dtype=object), np.array([b for _, _, b in held]))  # fmt: skip
 
     def keep(self, shard: np.ndarray, cell: np.ndarray, genes, offsets, ids, bad) -> None:
         """After a read: count the use of each cell, hold those used again (within the budget)."""
-        for j, key in enumerate(_keys(shard, cell).tolist()):
-            if key not in self.left:
+        keys = _keys(shard, cell)
+        for j in self._multi(keys).tolist():
+            key = int(keys[j])
+            if key not in self.left:  # its last copy was served already
                 continue
             if self._used(key) and key not in self.cells:
                 piece = genes[:, offsets[j] : offsets[j + 1]].copy()
@@ -97,9 +112,8 @@ def read_window(plan, seq: np.ndarray, slot, k: int, read_run: Callable, cache: 
         hit = cache.held(shard, cell) if cache else None
         for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(at)], strict=True):
             if hit is not None and hit[a:b].all():  # a run read anyway costs ~ its first cell: only
-                for j in range(a, b):  # runs wholly held are served from memory
-                    genes, offsets, ids, bad = cache.take(shard[j], cell[j])
-                    pieces.append((genes, offsets, ids, pad[j : j + 1] | bad))
+                genes, offsets, ids, bad = cache.take(shard[a:b], cell[a:b])  # runs wholly held are served
+                pieces.append((genes, offsets, ids, pad[a:b] | bad))  # from memory
                 continue
             first, last = int(cell[a]), int(cell[b - 1]) + 1
             genes, offsets, ids, bad = read_run(int(shard[a]), first, last)

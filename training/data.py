@@ -171,19 +171,17 @@ class CellDataModule(pl.LightningDataModule):
     def side_files(self) -> dict[str, bytes]:
         """``vocab.csv`` and ``gene_medians.csv`` of the shard set, to be copied beside checkpoints. With
         a remapped vocabulary: the joint ``vocab.csv`` and each stream's ``gene_medians.<stream>.csv``."""
-        out = {}
-        for k, reader in enumerate(self.reader.readers):
-            m = reader.manifest
-            for key in ("vocab", "gene_medians"):
-                name = m[key]["file"]
-                if k and (key == "vocab" or self.reader.vocab_mode == "same"):
-                    continue
-                data = reader._fetch(name) if reader.remote else (Path(reader.root) / name).read_bytes()
-                if self.reader.vocab_mode == "remap":
-                    name = "vocab.csv" if key == "vocab" else f"gene_medians.{self.reader.names[k]}.csv"
-                    data = vocab_to_csv(self.vocab) if key == "vocab" else data
-                out[name] = data
-        return out
+
+        def read(reader: ShardSetReader, key: str) -> bytes:
+            name = reader.manifest[key]["file"]
+            return reader._fetch(name) if reader.remote else (Path(reader.root) / name).read_bytes()
+
+        readers = self.reader.readers
+        if self.reader.vocab_mode == "same":
+            return {readers[0].manifest[k]["file"]: read(readers[0], k) for k in ("vocab", "gene_medians")}
+        medians = {f"gene_medians.{n}.csv": read(r, "gene_medians") for n, r in zip(self.reader.names, readers,
+                                                                                     strict=True)}  # fmt: skip
+        return {"vocab.csv": vocab_to_csv(self.vocab), **medians}
 
     # -- loaders -------------------------------------------------------------------------------------
     def _dataset(self, where: str | None, split: str, *, batch_size: int, remainder: str) -> ShardedCellDataset:
