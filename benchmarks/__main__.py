@@ -43,8 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     rn = sub.add_parser("run", help="the whole suite in one run: results.json, REPORT.md, plots")
     rn.add_argument("--suite", dest="suite_name", choices=["tiny", "quick", "full"], default="quick")
     rn.add_argument("--out", type=Path, required=True)
-    rn.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "cellshard-bench",
-                    help="where the corpus, its shard sets and its SOMA copy are kept between runs")  # fmt: skip
+    rn.add_argument(
+        "--cache",
+        type=Path,
+        default=Path.home() / ".cache" / "cellshard-bench",
+        help="where the corpus, its shard sets and its SOMA copy are kept between runs",
+    )
     args = p.parse_args(argv)
     command = "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.suite == "run":

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from shards.manifest import load_manifest
+from shards.format.manifest import load_manifest
 
 from .memory import PeakRSS
 from .report import Result
@@ -37,8 +37,9 @@ def _make(kind: str, paths: dict, batch: int, context: int, workers: int):
         from shards import CellDataLoader, ShardedCellDataset
 
         root = paths["zarr" if kind.endswith("zarr") else "wds"]
-        ds = ShardedCellDataset(str(root), batch_size=batch, context_length=context, rank=0, world_size=1,
-                                return_cell_ids=True)  # fmt: skip
+        ds = ShardedCellDataset(
+            str(root), batch_size=batch, context_length=context, rank=0, world_size=1, return_cell_ids=True
+        )
         ds.set_epoch(0)
         return CellDataLoader(ds, num_workers=workers)
     from .baselines.loaders import arrayloaders_loader, per_cell_loader, plain_webdataset, tiledbsoma_ml_loader
@@ -55,8 +56,8 @@ def _make(kind: str, paths: dict, batch: int, context: int, workers: int):
 
 
 def _epoch(kind: str, paths: dict, batch: int, context: int, workers: int, max_cells: int | None, queue) -> None:
-    import shards.dataset
-    import shards.loader  # noqa: F401
+    import shards.loading.dataset
+    import shards.loading.loader  # noqa: F401
 
     from .baselines import loaders  # noqa: F401
 
@@ -73,8 +74,16 @@ def _epoch(kind: str, paths: dict, batch: int, context: int, workers: int, max_c
                 break
         seconds = time.perf_counter() - t0
         del loader
-    queue.put({"seconds": seconds, "cells": cells, "tokens": tokens, "rss_mib": peak.total_mib, "batches": ids,
-               "shape": [batch, context]})  # fmt: skip
+    queue.put(
+        {
+            "seconds": seconds,
+            "cells": cells,
+            "tokens": tokens,
+            "rss_mib": peak.total_mib,
+            "batches": ids,
+            "shape": [batch, context],
+        }
+    )
 
 
 def _spawned(*args) -> dict:
@@ -130,8 +139,14 @@ def compare(
         for w in workers:
             cap = per_cell_max if kind == "per-cell AnnData Dataset" else None
             r = _spawned(kind, paths, batch, context, w, cap)
-            cfg = {"loader": kind, "workers": w, "batch_size": batch, "context_length": context,
-                   "cells": r["cells"], "whole_epoch": whole_epoch(r["cells"], epoch_cells, batch, w)}  # fmt: skip
+            cfg = {
+                "loader": kind,
+                "workers": w,
+                "batch_size": batch,
+                "context_length": context,
+                "cells": r["cells"],
+                "whole_epoch": whole_epoch(r["cells"], epoch_cells, batch, w),
+            }
             name = f"{kind}, {w} workers"
             results.append(Result("compare", name, "cells_per_sec", r["cells"] / r["seconds"], "cells/s", cfg))
             results.append(Result("compare", name, "tokens_per_sec", r["tokens"] / r["seconds"], "tokens/s", cfg))
@@ -141,8 +156,17 @@ def compare(
                 results.append(Result("shuffle", kind, "distinct_datasets_per_batch", q["distinct"], "datasets", cfg))
                 results.append(Result("shuffle", kind, "tv_distance_to_corpus_mix", q["tv"], "", cfg))
                 if kind == LOADERS[0]:
-                    results.append(Result("shuffle", "perfect shuffle", "distinct_datasets_per_batch",
-                                          q["perfect_distinct"], "datasets", cfg))  # fmt: skip
-                    results.append(Result("shuffle", "perfect shuffle", "tv_distance_to_corpus_mix", q["perfect_tv"],
-                                          "", cfg))  # fmt: skip
+                    results.append(
+                        Result(
+                            "shuffle",
+                            "perfect shuffle",
+                            "distinct_datasets_per_batch",
+                            q["perfect_distinct"],
+                            "datasets",
+                            cfg,
+                        )
+                    )
+                    results.append(
+                        Result("shuffle", "perfect shuffle", "tv_distance_to_corpus_mix", q["perfect_tv"], "", cfg)
+                    )
     return results

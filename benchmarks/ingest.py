@@ -20,7 +20,7 @@ import numpy as np
 
 from ingest import SynthSpec, synthesize
 from ingest.census_copy import write_census_copy
-from ingest.h5ad import H5adInput, InputOptions
+from ingest.sources.h5ad import H5adInput, InputOptions
 from ingest.tokenize import TokenMap, rank_value_encode
 from shards import read_vocab
 

@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from shards import CellDataLoader, ShardedCellDataset
-from shards.collate import Collator
-from shards.manifest import dump_manifest
-from shards.readers import ShardSetReader
+from shards.format.manifest import dump_manifest
+from shards.loading.collate import Collator
+from shards.loading.readers import ShardSetReader
 
 from . import mixing
 from .memory import PeakRSS
@@ -31,8 +31,7 @@ __all__ = ["run"]
 
 
 def _end_to_end(root: str, workers: int, batch: int, context: int, max_batches: int | None, queue) -> None:
-    ds = ShardedCellDataset(root, batch_size=batch, context_length=context, rank=0, world_size=1,
-                            return_cell_ids=True)  # fmt: skip
+    ds = ShardedCellDataset(root, batch_size=batch, context_length=context, rank=0, world_size=1, return_cell_ids=True)
     loader = CellDataLoader(ds, num_workers=workers)
     ds.set_epoch(0)
     cells = tokens = 0
@@ -47,8 +46,16 @@ def _end_to_end(root: str, workers: int, batch: int, context: int, max_batches: 
                 break
         seconds = time.perf_counter() - t0
         del loader  # shut the workers down inside the measurement
-    queue.put({"seconds": seconds, "cells": cells, "tokens": tokens, "rss_mib": peak.total_mib,
-               "rss_process_mib": peak.process_mib, "batches": ids})  # fmt: skip
+    queue.put(
+        {
+            "seconds": seconds,
+            "cells": cells,
+            "tokens": tokens,
+            "rss_mib": peak.total_mib,
+            "rss_process_mib": peak.process_mib,
+            "batches": ids,
+        }
+    )
 
 
 def _spawned(*args) -> dict:
@@ -111,8 +118,11 @@ def _shuffle_quality(root: Path, batches: list[list[str]]) -> tuple[float, float
     manifest = json.loads((root / "index.json").read_text())
     stats = manifest["stats"]["datasets"]
     if manifest["format"] == "zarr":
-        tables = [pq.read_table(root / s["files"][0]["path"], columns=["cell_id", "dataset_id"])
-                  for s in manifest["shards"] if s["split"] == "train"]  # fmt: skip
+        tables = [
+            pq.read_table(root / s["files"][0]["path"], columns=["cell_id", "dataset_id"])
+            for s in manifest["shards"]
+            if s["split"] == "train"
+        ]
         ds_of = {
             c: d for t in tables for c, d in zip(t["cell_id"].to_pylist(), t["dataset_id"].to_pylist(), strict=True)
         }

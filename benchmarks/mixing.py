@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from shards import ShardedCellDataset
-from shards.readers import ShardSetReader
+from shards.loading.readers import ShardSetReader
 
 from .report import Result
 
@@ -53,8 +53,7 @@ def configs(root: Path, out: Path) -> dict[str, dict[str, Any]]:
 def _epoch(spec: dict[str, Any], batch: int, context: int) -> tuple[float, int, float]:
     spec = dict(spec)
     t0 = time.perf_counter()
-    ds = ShardedCellDataset(spec.pop("path"), batch_size=batch, context_length=context, rank=0, world_size=1,
-                            **spec)  # fmt: skip
+    ds = ShardedCellDataset(spec.pop("path"), batch_size=batch, context_length=context, rank=0, world_size=1, **spec)
     setup = time.perf_counter() - t0
     ds.set_epoch(0)
     cells = 0

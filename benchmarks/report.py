@@ -1,4 +1,4 @@
-"""``results.json`` (DESIGN.md schema) and ``REPORT.md``; every ratio from figures of the same run."""
+"""``results.json`` (schema: ``results.schema.json``) and ``REPORT.md``; every ratio from figures of the same run."""
 
 from __future__ import annotations
 
@@ -82,16 +82,20 @@ def _compare_table(results: list[dict]) -> list[str]:
         row = rows.setdefault(r["name"], {"config": r["config"]})
         row[r["metric"]] = r["value"]
     zarr = {v["config"]["workers"]: v.get("cells_per_sec") for k, v in rows.items() if k.startswith("cellshard zarr")}
-    lines = ["| loader | workers | cells/s | tokens/s | peak RSS (MiB) | cellshard Zarr / this | whole epoch |",
-             "|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    lines = [
+        "| loader | workers | cells/s | tokens/s | peak RSS (MiB) | cellshard Zarr / this | whole epoch |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     for v in rows.values():
         c = v["config"]
         base = zarr.get(c["workers"])
         ratio = f"{base / v['cells_per_sec']:.1f}x" if base and v.get("cells_per_sec") else ""
         whole = "yes" if c.get("whole_epoch") else f"no ({c.get('cells', 0):,} cells)"
-        lines.append(f"| {c['loader']} | {c['workers']} | {_fmt(v.get('cells_per_sec', float('nan')))} | "
-                     f"{_fmt(v.get('tokens_per_sec', float('nan')))} | {_fmt(v.get('peak_rss', float('nan')))} | "
-                     f"{ratio} | {whole} |")  # fmt: skip
+        lines.append(
+            f"| {c['loader']} | {c['workers']} | {_fmt(v.get('cells_per_sec', float('nan')))} | "
+            f"{_fmt(v.get('tokens_per_sec', float('nan')))} | {_fmt(v.get('peak_rss', float('nan')))} | "
+            f"{ratio} | {whole} |"
+        )
     return lines
 
 
@@ -111,8 +115,13 @@ def render_markdown(doc: dict) -> str:
     if doc.get("config"):
         lines += ["", "Config: " + ", ".join(f"{k} {v}" for k, v in doc["config"].items())]
     if doc.get("derived"):
-        lines += ["", "## Targets (ratios of figures of this run)", "",
-                  "| ratio (same run) | value | target | met |", "|---|---:|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "## Targets (ratios of figures of this run)",
+            "",
+            "| ratio (same run) | value | target | met |",
+            "|---|---:|---|---|",
+        ]
         for d in doc["derived"]:
             met = {True: "yes", False: "**no**", None: ""}[d.get("met")]
             lines.append(f"| {d['what']} | {d['value']:.3g} | {d['target']} | {met} |")
@@ -126,8 +135,10 @@ def render_markdown(doc: dict) -> str:
             lines += _compare_table(rows)
             continue
         with_base = base is not None and any(r["metric"] == "cells_per_sec" for r in rows) and g == "ingest"
-        lines += ["| benchmark | metric | value |" + (" vs Geneformer algorithm |" if with_base else ""),
-                  "|---|---|---:|" + ("---:|" if with_base else "")]  # fmt: skip
+        lines += [
+            "| benchmark | metric | value |" + (" vs Geneformer algorithm |" if with_base else ""),
+            "|---|---|---:|" + ("---:|" if with_base else ""),
+        ]
         for r in rows:
             row = f"| {r['name']} | {r['metric']} | {_fmt(r['value'])} {r['unit']} |"
             if with_base:
@@ -147,8 +158,22 @@ def write_report(
     config: dict | None = None,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    names = ("cellshard", "numpy", "scipy", "anndata", "zarr", "pyarrow", "numba", "torch", "lightning", "deepspeed",
-             "webdataset", "tiledbsoma", "tiledbsoma-ml", "arrayloaders")  # fmt: skip
+    names = (
+        "cellshard",
+        "numpy",
+        "scipy",
+        "anndata",
+        "zarr",
+        "pyarrow",
+        "numba",
+        "torch",
+        "lightning",
+        "deepspeed",
+        "webdataset",
+        "tiledbsoma",
+        "tiledbsoma-ml",
+        "arrayloaders",
+    )
     versions = {}
     for p in names:
         try:

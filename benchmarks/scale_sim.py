@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shards.sampler import plan_epoch, plan_slots, remaining_sequence, stream_positions, worker_batches
+from shards.plan import Stage, plan_epoch, plan_slots, remaining_sequence, stream_positions, worker_batches
 
 from .report import Result
 
@@ -52,16 +52,30 @@ def run(spec: ScaleSpec) -> list[Result]:
     shard_cells[: spec.cells % spec.shards] += 1
     tokens_by_cell = census_like_tokens(spec.cells, rng)
     starts = np.concatenate([[0], np.cumsum(shard_cells)])
-    cfg = {"cells": spec.cells, "shards": spec.shards, "ranks": spec.world, "workers": spec.workers,
-           "batch_size": spec.batch, "mean_tokens_per_cell": float(tokens_by_cell.mean())}  # fmt: skip
+    cfg = {
+        "cells": spec.cells,
+        "shards": spec.shards,
+        "ranks": spec.world,
+        "workers": spec.workers,
+        "batch_size": spec.batch,
+        "mean_tokens_per_cell": float(tokens_by_cell.mean()),
+    }
 
     # -- what one rank computes: the epoch's shard order, the token-balanced slots, its own 8 streams
     t0 = time.perf_counter()
-    plan, _ = plan_epoch(shard_cells, world_size=spec.world, num_workers=spec.workers, batch_size=spec.batch,
-                         seed=spec.seed, epoch=0)  # fmt: skip
+    plan, _ = plan_epoch(
+        shard_cells, world_size=spec.world, num_workers=spec.workers, batch_size=spec.batch, seed=spec.seed, epoch=0
+    )
     seq_tokens = np.concatenate([tokens_by_cell[starts[s] : starts[s + 1]] for s in plan.shard_order])
-    slots = plan_slots(plan.n_cells, world_size=spec.world, num_workers=spec.workers, batch_size=spec.batch,
-                       seed=spec.seed, epoch=0, tokens=seq_tokens)  # fmt: skip
+    slots = plan_slots(
+        plan.n_cells,
+        world_size=spec.world,
+        num_workers=spec.workers,
+        batch_size=spec.batch,
+        seed=spec.seed,
+        epoch=0,
+        tokens=seq_tokens,
+    )
     rank0 = _served(slots[: spec.workers])
     plan_seconds = time.perf_counter() - t0
     assert sum(len(p) for p in rank0) == spec.workers * slots[0].n_cells
@@ -72,30 +86,56 @@ def run(spec: ScaleSpec) -> list[Result]:
     once = int((counts == 1).sum())
     twice = int((counts > 1).sum())
     dropped = int((counts == 0).sum())
-    per_rank_cells = np.array([sum(len(p) for p in served[r * spec.workers : (r + 1) * spec.workers])
-                               for r in range(spec.world)])  # fmt: skip
-    per_rank_tokens = np.array([sum(int(seq_tokens[p].sum()) for p in served[r * spec.workers : (r + 1) * spec.workers])
-                                for r in range(spec.world)])  # fmt: skip
+    per_rank_cells = np.array(
+        [sum(len(p) for p in served[r * spec.workers : (r + 1) * spec.workers]) for r in range(spec.world)]
+    )
+    per_rank_tokens = np.array(
+        [
+            sum(int(seq_tokens[p].sum()) for p in served[r * spec.workers : (r + 1) * spec.workers])
+            for r in range(spec.world)
+        ]
+    )
     cell_imbalance = per_rank_cells.max() / per_rank_cells.mean() - 1
     token_imbalance = per_rank_tokens.max() / per_rank_tokens.mean() - 1
     # the same plan without token balancing (contiguous spans), for comparison
-    plain = plan_slots(plan.n_cells, world_size=spec.world, num_workers=spec.workers, batch_size=spec.batch,
-                       seed=spec.seed, epoch=0)  # fmt: skip
-    plain_tokens = np.array([sum(int(seq_tokens[s.span_start : s.span_start + s.n_cells].sum())
-                                 for s in plain[r * spec.workers : (r + 1) * spec.workers])
-                             for r in range(spec.world)])  # fmt: skip
+    plain = plan_slots(
+        plan.n_cells, world_size=spec.world, num_workers=spec.workers, batch_size=spec.batch, seed=spec.seed, epoch=0
+    )
+    plain_tokens = np.array(
+        [
+            sum(
+                int(seq_tokens[s.span_start : s.span_start + s.n_cells].sum())
+                for s in plain[r * spec.workers : (r + 1) * spec.workers]
+            )
+            for r in range(spec.world)
+        ]
+    )
     plain_imbalance = plain_tokens.max() / plain_tokens.mean() - 1
 
     # -- elastic: half of the epoch on `world` ranks, the rest re-planned on `elastic_world`
     t0 = time.perf_counter()
-    stage0 = {"world_size": spec.world, "num_workers": spec.workers, "batch_size": spec.batch, "policy": "drop",
-              "batches": slots[0].n_batches * spec.workers // 2}  # fmt: skip
-    rest = remaining_sequence(plan.n_cells, [stage0], seed=spec.seed, epoch=0, lanes=slots[0].lanes,
-                              lane_cells=slots[0].lane_cells, tokens=seq_tokens)  # fmt: skip
-    slots1 = plan_slots(len(rest), world_size=spec.elastic_world, num_workers=spec.workers, batch_size=spec.batch,
-                        seed=spec.seed, epoch=0, stage=1, tokens=seq_tokens[rest])  # fmt: skip
+    stage0 = Stage(spec.world, spec.workers, spec.batch, "drop", slots[0].n_batches * spec.workers // 2)
+    rest = remaining_sequence(
+        plan.n_cells,
+        [stage0],
+        seed=spec.seed,
+        epoch=0,
+        lanes=slots[0].lanes,
+        lane_cells=slots[0].lane_cells,
+        tokens=seq_tokens,
+    )
+    slots1 = plan_slots(
+        len(rest),
+        world_size=spec.elastic_world,
+        num_workers=spec.workers,
+        batch_size=spec.batch,
+        seed=spec.seed,
+        epoch=0,
+        stage=1,
+        tokens=seq_tokens[rest],
+    )
     replan_seconds = time.perf_counter() - t0
-    per_worker0 = worker_batches(stage0["batches"], spec.workers)
+    per_worker0 = worker_batches(stage0.batches, spec.workers)
     first = [s.to_sequence(stream_positions(s, per_worker0[s.slot % spec.workers] * s.batch_size)) for s in slots]
     second = [rest[s.to_sequence(stream_positions(s, s.n_cells))] for s in slots1]
     both = np.bincount(np.concatenate(first + second), minlength=plan.n_cells)

@@ -67,8 +67,12 @@ def _corpus(cache: Path, s: Suite) -> dict:
     files = sorted(root.glob("syn-*.h5ad"))
     if not files:
         root.mkdir(parents=True, exist_ok=True)
-        files = [p for p, _ in synthesize(SynthSpec(cells=s.cells, genes=s.genes, datasets=6, files=3, seed=1),
-                                          root / "syn.h5ad")]  # fmt: skip
+        files = [
+            p
+            for p, _ in synthesize(
+                SynthSpec(cells=s.cells, genes=s.genes, datasets=6, files=3, seed=1), root / "syn.h5ad"
+            )
+        ]
     paths = {"h5ad": [str(p) for p in files], "root": str(root)}
     paths["soma"] = str(ingest.census_copy(files) / "census_data" / "homo_sapiens")  # written once
     paths["arrayloaders"] = str(arrayloaders_store(files, root / "arrayloaders"))  # its own store, once
@@ -76,8 +80,17 @@ def _corpus(cache: Path, s: Suite) -> dict:
         out = root / key
         if not _readable(out):  # missing, or built by another format version of cellshard
             shutil.rmtree(out, ignore_errors=True)
-            build(BuildOptions(input=paths["h5ad"], out=str(out), format=fmt, cells_per_shard=s.cells_per_shard,
-                               seed=1, quiet=True, workers=2))  # fmt: skip
+            build(
+                BuildOptions(
+                    input=paths["h5ad"],
+                    out=str(out),
+                    format=fmt,
+                    cells_per_shard=s.cells_per_shard,
+                    seed=1,
+                    quiet=True,
+                    workers=2,
+                )
+            )
         paths[key] = str(out)
     return paths
 
@@ -109,16 +122,26 @@ def _scaling(paths: dict, s: Suite, out: Path) -> list[Result]:
     rows = []
     for kind, workers, context, name in runs:
         r = compare._spawned(kind, paths, s.batch, context, workers, None)
-        cfg = {"loader": kind, "workers": workers, "batch_size": s.batch, "context_length": context,
-               "cells": r["cells"]}  # fmt: skip
+        cfg = {
+            "loader": kind,
+            "workers": workers,
+            "batch_size": s.batch,
+            "context_length": context,
+            "cells": r["cells"],
+        }
         rows.append(Result("scaling", name, "cells_per_sec", r["cells"] / r["seconds"], "cells/s", cfg))
         rows.append(Result("scaling", name, "tokens_per_sec", r["tokens"] / r["seconds"], "tokens/s", cfg))
         rows.append(Result("scaling", name, "peak_rss", r["rss_mib"], "MiB", cfg))
     for times in (1, 10):
         root = loader._repeated(Path(paths["zarr"]), times, out / f"repeat{times}") if times > 1 else paths["zarr"]
         r = loader._spawned(str(root), 0, s.batch, s.context, s.repeat_batches)
-        cfg = {"batch_size": s.batch, "context_length": s.context, "shard_set_copies": times,
-               "batches": s.repeat_batches, "workers": 0}  # fmt: skip
+        cfg = {
+            "batch_size": s.batch,
+            "context_length": s.context,
+            "shard_set_copies": times,
+            "batches": s.repeat_batches,
+            "workers": 0,
+        }
         name = f"zarr x{times} shard set"
         rows.append(Result("memory", name, "cells_per_sec", r["cells"] / r["seconds"], "cells/s", cfg))
         rows.append(Result("memory", name, "peak_rss", r["rss_mib"], "MiB", cfg))
@@ -158,17 +181,25 @@ def ratios(results: list[Result]) -> list[tuple[str, float, str]]:
         out += [
             ("sampler plan time per rank (s)", scale["plan time per rank"], "< 1"),
             ("per-rank token imbalance", scale["per-rank token imbalance, token-balanced plan"], "<= 0.01"),
-            ("cells served twice (one epoch and elastic)",
-             scale["cells served twice or more"] + scale["elastic: cells served twice or more"], "0"),
-        ]  # fmt: skip
+            (
+                "cells served twice (one epoch and elastic)",
+                scale["cells served twice or more"] + scale["elastic: cells served twice or more"],
+                "0",
+            ),
+        ]
     out += ingest.ratios(results)
     feed = {(r.name, r.metric): r.value for r in results if r.group == "feed"}
     if feed:
         from . import train
 
         out += train.ratios(results)
-        out.append(("loader CPU cores per H100, geneformer-10m", feed[("feed H100 geneformer-10m, 0 workers",
-                                                                        "loader_cores_per_gpu")], "<= 1"))  # fmt: skip
+        out.append(
+            (
+                "loader CPU cores per H100, geneformer-10m",
+                feed[("feed H100 geneformer-10m, 0 workers", "loader_cores_per_gpu")],
+                "<= 1",
+            )
+        )
     return out
 
 
@@ -202,8 +233,9 @@ def run(suite: str, out: Path, cache: Path) -> tuple[list[Result], list[tuple[st
     results: list[Result] = []
     results += ingest.run(out / "ingest", s.cells, str(Path(paths["root"]) / "syn-*.h5ad"), workers=s.ingest_workers)
     shutil.rmtree(out / "ingest", ignore_errors=True)
-    results += compare.compare(paths, batch=s.batch, context=s.context, workers=s.workers,
-                               per_cell_max=s.per_cell_max, epoch_cells=s.cells)  # fmt: skip
+    results += compare.compare(
+        paths, batch=s.batch, context=s.context, workers=s.workers, per_cell_max=s.per_cell_max, epoch_cells=s.cells
+    )
     results += _limits(paths, s)
     results += _scaling(paths, s, out)
     results += scale_sim.run(s.scale)
@@ -212,7 +244,15 @@ def run(suite: str, out: Path, cache: Path) -> tuple[list[Result], list[tuple[st
 
         results += train.run(Path(paths["zarr"]), out / "train", 20, 6, 300, quick=False)
         shutil.rmtree(out / "train", ignore_errors=True)
-    results.append(Result("suite", f"suite {suite}", "wall_seconds", time.perf_counter() - t0, "s",
-                          {"suite": suite, "cells": s.cells, "cache": str(cache)}))  # fmt: skip
+    results.append(
+        Result(
+            "suite",
+            f"suite {suite}",
+            "wall_seconds",
+            time.perf_counter() - t0,
+            "s",
+            {"suite": suite, "cells": s.cells, "cache": str(cache)},
+        )
+    )
     (out / "corpus.json").write_text(json.dumps({k: v for k, v in paths.items()}, indent=1))
     return results, ratios(results)

@@ -7,7 +7,7 @@ runs at its real context (2,048) with a small batch: on CPU a step takes seconds
 
 (b) The loader against a simulated GPU: the real ``CellDataLoader`` feeds a GPU timeline whose steps
 take what an H100 (989 dense bf16 TFLOP/s) would need at 40% MFU for geneformer-10m and geneformer-106m
-(the FLOP formula of ``training.flops`` on each batch actually served). Reported: the share of GPU time
+(the FLOP formula of ``training.model.flops`` on each batch actually served). Reported: the share of GPU time
 spent idle waiting for data, and the CPU cores the loader needs per GPU (its CPU seconds per batch,
 measured in process, over the simulated step time).
 """
@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from shards import CellDataLoader, ShardedCellDataset
-from training.flops import PEAK_TFLOPS, train_flops
 from training.model import EncoderConfig
+from training.model.flops import PEAK_TFLOPS, train_flops
 
 from .report import Result
 

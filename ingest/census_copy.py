@@ -23,8 +23,8 @@ import scipy.sparse as sp
 import tiledbsoma as soma
 
 from .errors import IngestError
-from .h5ad import H5adInput, InputOptions
-from .sources import CENSUS_DEFAULT_OBS_COLUMNS
+from .sources.base import CENSUS_DEFAULT_OBS_COLUMNS
+from .sources.h5ad import H5adInput, InputOptions
 
 __all__ = ["CENSUS_OBS_COLUMNS", "CensusCopy", "write_census_copy"]
 

@@ -13,10 +13,12 @@ from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
-from shards.errors import ShardError
-from shards.verify import verify_shard_set
+from shards.errors import CellshardError
+from shards.format.verify import verify_shard_set
+from shards.options import add_flags
 
 from .errors import IngestError
+from .options import BuildOptions
 
 __all__ = ["main", "parser"]
 
@@ -24,44 +26,7 @@ __all__ = ["main", "parser"]
 def _build_parser() -> ArgumentParser:
     p = ArgumentParser(description="Turn h5ad files, the CELLxGENE Census or a SOMA experiment into a shard set.")
     p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of these options")
-    src = p.add_argument_group("source (exactly one of --input, --census-version/--census-uri, --soma-uri)")
-    src.add_argument("--input", type=str, nargs="+", default=[], help="h5ad paths or globs (one corpus)")
-    src.add_argument("--census-version", type=str, default=None, help="Census release: stable, latest or a date")
-    src.add_argument("--census-uri", type=str, default=None, help="local copy or mirror of a Census release")
-    src.add_argument("--soma-uri", type=str, default=None, help="any SOMA experiment (path, file:// or s3://)")
-    src.add_argument("--organism", type=str, default="homo_sapiens", help="Census experiment (or 'Homo sapiens')")
-    src.add_argument("--measurement", type=str, default="RNA", help="SOMA measurement")
-    src.add_argument("--x-layer", type=str, default="raw", help="SOMA X layer of raw counts")
-    src.add_argument("--obs-filter", type=str, default=None, help="SOMA value filter on obs")
-    src.add_argument("--var-filter", type=str, default=None, help="SOMA value filter on var (genes kept)")
-    src.add_argument("--soma-buffer-bytes", type=int, default=256 * 1024**2, help="TileDB read buffer per column")
-    src.add_argument(
-        "--tiledb-config",
-        type=str,
-        nargs="*",
-        default=[],
-        help="TileDB settings KEY=VALUE, e.g. vfs.s3.endpoint_override=HOST:PORT (credentials: use the environment)",
-    )
-    src.add_argument("--census-timeout", type=float, default=30.0, help="seconds to wait for the release directory")
-    p.add_argument("--out", type=str, required=True, help="output directory of the shard set")
-    p.add_argument("--format", type=str, default="zarr", help="webdataset or zarr")
-    p.add_argument("--cells-per-shard", type=int, default=10_000, help="cells per shard (sizes are balanced)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and the global shuffle")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (the output does not depend on it)")
-    p.add_argument("--val-fraction", type=float, default=0.0, help="share of split keys sent to 'val'")
-    p.add_argument("--split-by", type=str, default="donor_id", help="donor_id, dataset_id or cell")
-    p.add_argument("--layer", type=str, default=None, help="read counts from layers/NAME instead of X")
-    p.add_argument("--use-raw", action="store_true", help="read counts from raw.X (CELLxGENE h5ads)")
-    p.add_argument("--gene-id-column", type=str, default=None, help="var column of Ensembl ids")
-    p.add_argument("--vocab", type=str, default=None, help="vocab.csv to keep (gene_id,token[,gene_name])")
-    p.add_argument("--gene-medians", type=str, default=None, help="gene_medians.csv to use instead of pass 1")
-    p.add_argument(
-        "--obs-columns", type=str, nargs="*", default=None, help="obs columns kept as metadata (Census: ten defaults)"
-    )
-    p.add_argument("--block-cells", type=int, default=8_192, help="rows read and tokenized at a time")
-    p.add_argument("--unit-cells", type=int, default=65_536, help="rows per work unit (parallelism, resume)")
-    p.add_argument("--dry-run", action="store_true", help="check and count the source, print the plan, write nothing")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_flags(p, BuildOptions)
     return p
 
 
@@ -99,8 +64,7 @@ def parser() -> ArgumentParser:
 
 
 def _cmd_build(ns: Namespace) -> int:
-    from .build import build
-    from .plan import BuildOptions
+    from .pipeline import build
 
     fields = BuildOptions.__dataclass_fields__
     result = build(BuildOptions(**{k: v for k, v in vars(ns).items() if k in fields}))
@@ -171,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     command = ns.command
     try:
         return COMMANDS[command](ns[command])
-    except (IngestError, ShardError) as exc:
+    except CellshardError as exc:
         print(f"ingest {command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shards.manifest import load_manifest
+from shards.format.manifest import load_manifest
 
 __all__ = ["render", "summary"]
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from shards.atomic import atomic_file
+from shards.storage.atomic import atomic_file
 
 from .errors import IngestError
 

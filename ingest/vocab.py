@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from shards.errors import ShardError
-from shards.vocab import SPECIAL_TOKENS, Vocabulary, read_vocab
+from shards.format.vocab import SPECIAL_TOKENS, Vocabulary, read_vocab
 
 from .errors import IngestError
 

@@ -1,19 +1,33 @@
-"""cellshard's shard stage: the on-disk formats, their manifest, and the streaming loader.
+"""cellshard's shard stage: the on-disk formats with their sealed manifest (``format``), the pure epoch
+planner (``plan``), the streaming loader (``loading``) and storage (``storage``).
 
-The loader's classes import torch; they are loaded on first use so that the ingest CLI and its worker
-processes, which only write and check shards, start without it (about 1.2 s per process here).
+Layers import downwards only: ``plan`` nothing of the others, ``format`` and ``storage`` nothing of
+``loading`` (a test checks it; ``docs/ARCHITECTURE.md`` draws the picture). The loader's classes import
+torch; they are loaded on first use so that the ingest CLI and its worker processes, which only write
+and check shards, start without it (about 1.2 s per process here).
 """
 
-from importlib import import_module
-
-from .errors import ShardError
-from .formats import FORMATS, ShardFormat, get_format
-from .manifest import FORMAT_VERSION, INDEX_NAME, dump_manifest, load_manifest
-from .records import METADATA_COLUMNS, CellBlock
-from .sampler import DistributedShardSampler, plan_epoch
-from .topology import Topology, detect_rank
-from .verify import Fault, verify_shard_set
-from .vocab import SPECIAL_TOKENS, Vocabulary, read_vocab, vocab_to_csv
+from . import loading as _loading
+from .errors import CellshardError, ShardError
+from .format import (
+    FORMAT_VERSION,
+    FORMATS,
+    INDEX_NAME,
+    METADATA_COLUMNS,
+    SPECIAL_TOKENS,
+    CellBlock,
+    Fault,
+    ShardFormat,
+    Vocabulary,
+    dump_manifest,
+    get_format,
+    load_manifest,
+    read_vocab,
+    verify_shard_set,
+    vocab_to_csv,
+)
+from .loading import LoaderConfig, MultiReader, PanelFile, PanelSpec, ShardSetReader, detect_rank
+from .plan import DistributedShardSampler, LoaderState, Stage, Stream, Topology, Weighting, plan_epoch
 
 __all__ = [
     "FORMATS",
@@ -23,14 +37,24 @@ __all__ = [
     "SPECIAL_TOKENS",
     "CellBlock",
     "CellDataLoader",
+    "CellshardError",
     "Collator",
     "DistributedShardSampler",
     "Fault",
+    "LoaderConfig",
+    "LoaderState",
+    "MultiReader",
+    "PanelFile",
+    "PanelSpec",
     "ShardError",
     "ShardFormat",
+    "ShardSetReader",
     "ShardedCellDataset",
+    "Stage",
+    "Stream",
     "Topology",
     "Vocabulary",
+    "Weighting",
     "detect_rank",
     "dump_manifest",
     "get_format",
@@ -41,10 +65,7 @@ __all__ = [
     "vocab_to_csv",
 ]
 
-_LAZY = {"Collator": ".collate", "ShardedCellDataset": ".dataset", "CellDataLoader": ".loader"}
-
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """The loader's torch classes, loaded on first use (``shards.loading`` says which)."""
+    return getattr(_loading, name)

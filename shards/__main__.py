@@ -1,6 +1,7 @@
 """``python -m shards stream PATH``: stream a shard set through the loader and report throughput.
 
-A quick check that a shard set (local or a URL) loads, and how fast, with the settings training uses.
+A quick check that a shard set (local or a URL) loads, and how fast, with the settings training uses:
+every ``LoaderConfig`` option is a flag (``--batch-size``, ``--token-budget``, ``--weighting '{...}'``).
 """
 
 from __future__ import annotations
@@ -8,30 +9,38 @@ from __future__ import annotations
 import sys
 import time
 
-from jsonargparse import ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentParser
 
-from .dataset import ShardedCellDataset
 from .errors import ShardError
-from .loader import CellDataLoader
+from .loading.config import LoaderConfig
+from .options import add_flags
+
+__all__ = ["main", "parser"]
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m shards", description="Stream a shard set and report cells/s.")
+    sub = p.add_subcommands(dest="command")
+    s = ArgumentParser(description="Stream a shard set's batches through the loader and report throughput.")
+    s.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of these options")
+    s.add_argument("path", type=str, help="the shard set: a directory or a URL (https://, s3://)")
+    s.add_argument("--split", type=str, default="train", help="the split to stream")
+    s.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (spawned)")
+    s.add_argument("--epochs", type=int, default=1, help="epochs to stream (each reported)")
+    s.add_argument("--max-batches", type=int, default=None, help="stop each epoch after this many batches")
+    add_flags(s, LoaderConfig, defaults={"batch_size": 64})
+    sub.add_subcommand("stream", s, help="stream batches and report throughput")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="python -m shards", description="Stream a shard set and report cells/s.")
-    sub = p.add_subcommands(dest="command")
-    s = ArgumentParser()
-    s.add_argument("path", type=str, help="shard set directory or URL")
-    s.add_argument("--split", type=str, default="train")
-    s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--context-length", type=int, default=2048)
-    s.add_argument("--workers", type=int, default=0)
-    s.add_argument("--epochs", type=int, default=1)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--max-batches", type=int, default=None)
-    sub.add_subcommand("stream", s, help="stream batches and report throughput")
-    ns = p.parse_args(argv).stream
+    ns = parser().parse_args(argv).stream
+    options = {name: ns[name] for name in LoaderConfig.field_names()}
     try:
-        ds = ShardedCellDataset(ns.path, batch_size=ns.batch_size, context_length=ns.context_length, split=ns.split,
-                                seed=ns.seed)  # fmt: skip
+        from .loading.dataset import ShardedCellDataset
+        from .loading.loader import CellDataLoader
+
+        ds = ShardedCellDataset(ns.path, ns.split, LoaderConfig(**options))
         loader = CellDataLoader(ds, num_workers=ns.workers, persistent_workers=True)
         for epoch in range(ns.epochs):
             ds.set_epoch(epoch)
@@ -44,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
                     break
             dt = time.perf_counter() - t0
             shape = tuple(batch["input_ids"].shape) if batches else ()
-            print(f"epoch {epoch}: {batches} batches {shape}, {cells:,} cells in {dt:.1f} s "
-                  f"({cells / dt:,.0f} cells/s, {tokens / dt:,.0f} tokens/s)")  # fmt: skip
+            print(
+                f"epoch {epoch}: {batches} batches {shape}, {cells:,} cells in {dt:.1f} s "
+                f"({cells / dt:,.0f} cells/s, {tokens / dt:,.0f} tokens/s)"
+            )
     except ShardError as exc:
         print(f"python -m shards stream: error: {exc}", file=sys.stderr)
         return 1

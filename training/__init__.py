@@ -1,12 +1,15 @@
-"""cellshard's training stage: a masked-gene-model encoder trained with Lightning on shard sets."""
+"""cellshard's training stage: a masked-gene-model encoder trained with Lightning on shard sets.
 
-from .callbacks import GradNormMonitor, SamplerEpoch, ThroughputMonitor
-from .data import CellDataModule
+``model`` (the encoder, FLOPs, optimizers), ``fit`` (the module, data module, callbacks, strategies and
+the CLI), ``evaluate`` (embeddings, probe, baselines, reports) and ``tools`` (``embed``/``export``/``report``).
+"""
+
 from .errors import ConfigError
-from .flops import peak_flops, train_flops
-from .model import CellEncoder, EncoderConfig
-from .module import CellshardModule
-from .probe import LinearProbe, linear_probe
+from .evaluate.probe import LinearProbe, linear_probe
+from .fit.callbacks import GradNormMonitor, SamplerEpoch, ThroughputMonitor
+from .fit.data import CellDataModule
+from .fit.module import CellshardModule
+from .model import CellEncoder, EncoderConfig, peak_flops, train_flops
 
 __all__ = [
     "CellDataModule",

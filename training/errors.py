@@ -1,11 +1,13 @@
-"""The training stage's one exception type: a message naming the config key and the fix."""
+"""The training stage's exception type: a message naming the config key and the fix."""
 
 from __future__ import annotations
+
+from shards.errors import CellshardError
 
 __all__ = ["ConfigError", "first_line"]
 
 
-class ConfigError(ValueError):
+class ConfigError(CellshardError, ValueError):
     """Bad training configuration or input; the CLI prints it without a traceback and exits 1."""
 
 

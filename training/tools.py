@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from jsonargparse import ArgumentParser
 
-from shards.atomic import tmp_name
 from shards.errors import ShardError
-from shards.readers import ShardSetReader
+from shards.loading.readers import ShardSetReader
+from shards.storage.atomic import tmp_name
 
-from .embed import cell_metadata, embed_cells
 from .errors import ConfigError, first_line
+from .evaluate.embed import cell_metadata, embed_cells
 from .model import CellEncoder, EncoderConfig
 
 __all__ = ["export_checkpoint", "load_encoder", "main"]
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     try:
         if ns.command == "report":
-            from .report import format_report, run_report
+            from .evaluate.report import format_report, run_report
 
             print(format_report(run_report(ns.report.run, ns.report.embeddings, ns.report.label)))
         elif ns.command == "export":

@@ -1,8 +1,9 @@
 """Loaders a user would pick instead of cellshard, written fairly, producing cellshard's batches.
 
-Every baseline ends in the same ``shards.collate.Collator`` (truncate to the context, ``<cls>``/``<eos>``,
+Every baseline ends in the same ``shards.loading.collate.Collator`` (truncate to the context, ``<cls>``/``<eos>``,
 mask 15% by (seed, epoch, cell_id), pad), so all loaders emit identical batch tensors for the same cells
-and the timing compares only how cells reach the collator.
+and the timing compares only how cells reach the collator. (One module past ~300 lines on purpose: the
+four baselines share their collator glue, and reading them side by side is how their fairness is checked.)
 
 - ``PerCellAnnData`` — the seeds' design (a ``TokenizedCellDataset``): a map-style ``Dataset`` over
   backed h5ad files whose ``__getitem__`` reads one cell and rank-value tokenizes it (vectorized within
@@ -35,8 +36,8 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, Dataset
 
-from shards.collate import Collator
-from shards.vocab import read_vocab
+from shards.format.vocab import read_vocab
+from shards.loading.collate import Collator
 
 __all__ = [
     "PerCellAnnData",
@@ -155,8 +156,9 @@ def plain_webdataset(
         .map(_decode)
         .batched(batch, collation_fn=_Collate(collator), partial=True)
     )
-    return DataLoader(pipeline, batch_size=None, num_workers=workers,
-                      multiprocessing_context="spawn" if workers else None)  # fmt: skip
+    return DataLoader(
+        pipeline, batch_size=None, num_workers=workers, multiprocessing_context="spawn" if workers else None
+    )
 
 
 class _PerBatch(torch.utils.data.IterableDataset):
@@ -213,11 +215,22 @@ def tiledbsoma_ml_loader(
     with exp.axis_query("RNA") as query:
         # sparse batches only without workers: tiledbsoma-ml refuses them in worker processes (torch cannot
         # pass sparse tensors between processes), so with workers its users take dense X, as here
-        ds = ExperimentDataset(query, layer_name="raw", obs_column_names=["observation_joinid"], batch_size=batch,
-                               shuffle=True, seed=seed, return_sparse_X=workers == 0)  # fmt: skip
+        ds = ExperimentDataset(
+            query,
+            layer_name="raw",
+            obs_column_names=["observation_joinid"],
+            batch_size=batch,
+            shuffle=True,
+            seed=seed,
+            return_sparse_X=workers == 0,
+        )
     collator = Collator(read_vocab(Path(shard_set) / "vocab.csv"), context, seed=seed)
-    return DataLoader(_PerBatch(_SomaSource(ds), col_token, medians, collator), batch_size=None,
-                      num_workers=workers, multiprocessing_context="spawn" if workers else None)  # fmt: skip
+    return DataLoader(
+        _PerBatch(_SomaSource(ds), col_token, medians, collator),
+        batch_size=None,
+        num_workers=workers,
+        multiprocessing_context="spawn" if workers else None,
+    )
 
 
 def arrayloaders_store(files: list[Path], out: Path, buffer_cells: int = 131_072) -> Path:
@@ -237,8 +250,9 @@ def arrayloaders_store(files: list[Path], out: Path, buffer_cells: int = 131_072
         # the order of its 4,096-cell slices comes from ``random`` (seeded here); the library permutes
         # within a buffer with an unseeded ``np.random.default_rng()``, so two stores differ: made once
         random.seed(0)
-        create_store_from_h5ads([str(f) for f in files], tmp, buffer_size=buffer_cells, should_denseify=False,
-                                shuffle=True)  # fmt: skip
+        create_store_from_h5ads(
+            [str(f) for f in files], tmp, buffer_size=buffer_cells, should_denseify=False, shuffle=True
+        )
     # the library keeps obs names; cellshard's cell id is "<file stem>:<obs name>" (as the shards record)
     owner = {}
     for f in files:
@@ -273,8 +287,9 @@ class _ArrayloadersSource:
         import zarr
         from arrayloaders.io import ZarrSparseDataset
 
-        ds = ZarrSparseDataset(batch_size=self.batch, chunk_size=self.chunk_size,
-                               preload_nchunks=self.preload_nchunks, shuffle=True)  # fmt: skip
+        ds = ZarrSparseDataset(
+            batch_size=self.batch, chunk_size=self.chunk_size, preload_nchunks=self.preload_nchunks, shuffle=True
+        )
         ids = np.load(self.store / "cell_ids.npy", allow_pickle=False)
         start = 0
         for chunk in sorted(self.store.glob("chunk_*.zarr"), key=_chunk_no):
@@ -302,5 +317,9 @@ def arrayloaders_loader(
     col_token, medians = _token_maps(shard_set, var.index)
     collator = Collator(read_vocab(Path(shard_set) / "vocab.csv"), context, seed=seed)
     source = _ArrayloadersSource(Path(store), batch, chunk_size, preload_nchunks)
-    return DataLoader(_PerBatch(source, col_token, medians, collator), batch_size=None, num_workers=workers,
-                      multiprocessing_context="spawn" if workers else None)  # fmt: skip
+    return DataLoader(
+        _PerBatch(source, col_token, medians, collator),
+        batch_size=None,
+        num_workers=workers,
+        multiprocessing_context="spawn" if workers else None,
+    )

@@ -1,0 +1,136 @@
+"""``ingest build``: h5ad inputs, the Census or a SOMA experiment → a tokenized, globally shuffled shard
+set, resumable and atomic.
+
+``build`` checks the options and the source before anything is written, takes the output directory's
+lock, and runs the stages of ``stages`` in order; each stage's files in the work directory are its
+resume point, and ``index.json`` is written last: the commit point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from shards.format.manifest import load_manifest
+from shards.storage.atomic import sha256_file, write_bytes_atomic
+
+from ..errors import IngestError
+from ..layout import make_units
+from ..medians import read_medians
+from ..options import BuildOptions
+from ..sources.base import Prepared
+from ..sources.prepare import prepare_source
+from ..sources.soma import close_experiments
+from ..vocab import build_vocab, load_vocab
+from . import stages
+from .lock import BuildLock
+from .progress import Reporter
+from .workdir import (
+    WORK_DIR,
+    check_out_dir,
+    interrupted_params,
+    io_error_message,
+    remove_stale_temporaries,
+    writable_target,
+)
+
+__all__ = ["BuildResult", "build"]
+
+
+class BuildResult(dict):
+    """The manifest written, plus timing (``seconds``, ``cells_per_sec``) for reports."""
+
+
+def build(opts: BuildOptions) -> BuildResult:
+    opts.validate()
+    report = Reporter(opts.quiet)
+    started = time.perf_counter()
+    out = Path(opts.out)
+    writable_target(out)
+    prepared = prepare_source(opts, interrupted_params(out))
+    try:
+        if opts.dry_run:
+            return BuildResult(_plan_summary(opts, prepared), seconds=time.perf_counter() - started)
+        return _build_prepared(opts, prepared, out, report, started)
+    except BrokenProcessPool as exc:
+        raise IngestError(
+            f"--out {out}: a worker process died (killed, or out of memory: try fewer --workers or a smaller "
+            "--block-cells); rerun the same command: finished work is kept and reused"
+        ) from exc
+    except OSError as exc:
+        raise IngestError(io_error_message(exc, out)) from exc
+    finally:
+        for tmp, _ in prepared.staged:
+            Path(tmp).unlink(missing_ok=True)
+        close_experiments()
+
+
+def _plan_summary(opts: BuildOptions, prepared: Prepared) -> dict:
+    """What a build would read (``--dry-run``): the source checked and counted, nothing written."""
+    genes = {g for f in prepared.inputs for g in f.ids if g is not None}
+    return {
+        "dry_run": True,
+        "source": {**prepared.source, "obs_columns": prepared.obs_columns},
+        "cells_matched": prepared.cells_matched,
+        "genes": len(genes),
+        "genes_left_out_by_var_filter": sum(f.excluded for f in prepared.inputs),
+        "work_units": len(make_units([f.n_obs for f in prepared.inputs], opts.unit_cells)),
+    }
+
+
+def _build_prepared(opts: BuildOptions, prepared: Prepared, out: Path, report: Reporter, started: float) -> BuildResult:
+    files = prepared.inputs
+    what = f"{len(files)} file(s)" if prepared.kind == "h5ad" else f"{prepared.kind} {files[0].label}"
+    report.info(f"[bold]ingest build[/]: {what}, {prepared.cells_matched:,} cells → {out}")
+    vocab = load_vocab(opts.vocab) if opts.vocab else build_vocab([f.ids for f in files], [f.names for f in files])
+    supplied = read_medians(opts.gene_medians) if opts.gene_medians else None
+    build_id = opts.fingerprint(
+        prepared.identity,
+        prepared.obs_columns,
+        sha256_file(opts.vocab) if opts.vocab else None,
+        sha256_file(opts.gene_medians) if opts.gene_medians else None,
+    )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IngestError(f"--out {out}: cannot create the directory ({exc.strerror})") from exc
+    if not os.access(out, os.W_OK):
+        raise IngestError(f"--out {out}: the directory is not writable")
+    with BuildLock(out):
+        if check_out_dir(out, build_id):
+            report.info(f"{out}: already built (same inputs and options); nothing to do")
+            return BuildResult(load_manifest(out), seconds=0.0)
+        work = out / WORK_DIR
+        removed = remove_stale_temporaries(out, work)
+        if removed:
+            report.info(f"{out}: removed {removed} temporary file(s) of an interrupted build")
+        for sub in ("pass1", "pass2", "done"):
+            (work / sub).mkdir(parents=True, exist_ok=True)
+        for tmp, name in prepared.staged:
+            shutil.move(tmp, work / name)
+        params = {"build_id": build_id, "options": opts.redacted(), "soma_timestamp_ms": prepared.timestamp_ms}
+        write_bytes_atomic(work / "params.json", json.dumps(params).encode())
+        ctx = stages.BuildContext(opts, out, work, prepared, report, build_id)
+        manifest = _run_stages(ctx, vocab, supplied)
+        shutil.rmtree(work)
+    seconds = time.perf_counter() - started
+    rate = manifest["n_cells"] / seconds if seconds > 0 else 0.0
+    report.info(
+        f"[green]done[/]: {manifest['n_cells']:,} cells, {len(manifest['shards'])} shards, "
+        f"{manifest['n_tokens']:,} tokens in {seconds:.1f} s ({rate:,.0f} cells/s)"
+    )
+    return BuildResult(manifest, seconds=seconds, cells_per_sec=rate)
+
+
+def _run_stages(ctx: stages.BuildContext, vocab, supplied: dict[str, float] | None) -> dict:
+    genes = stages.map_genes(ctx, vocab)
+    pass1 = stages.run_pass1(ctx, genes, supplied)
+    medians = stages.compute_medians(ctx, genes, pass1, supplied)
+    layout = stages.plan_layout(ctx, pass1)
+    pass2 = stages.run_pass2(ctx, genes, medians, pass1, layout)
+    infos = stages.finalize(ctx, pass2, layout)
+    return stages.write_manifest(ctx, genes, pass1, infos)

@@ -1,0 +1,248 @@
+"""Reading WebDataset shards: the sample index, byte ranges of samples, and a per-shard reader.
+
+A range of cells is one contiguous byte-range read through the sample index, each sample checked by its
+crc32; members are parsed without pickle (``.npy`` headers decoded directly, int32 only) and must be
+plain files named after their sample. Metadata lives in each sample's JSON member, so a metadata column
+needs the whole shard read (once per process).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ...errors import ShardError
+from ..access import ShardAccess
+from .names import BLOCK, EXTENSIONS, IDX_COLUMNS, idx_name, sample_key
+
+__all__ = ["WebDatasetShardReader", "count_cells", "read_idx", "read_samples"]
+
+
+def read_idx(path: Path | str, data: bytes | None = None) -> np.ndarray:
+    """The sample index, from ``path`` or from its bytes (remote readers)."""
+    try:
+        idx = np.load(io.BytesIO(data) if data is not None else path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ShardError(f"{path}: unreadable sample index ({exc}); rebuild the shard set") from exc
+    if idx.ndim != 2 or idx.shape[1] != len(IDX_COLUMNS) or idx.dtype != np.int64:
+        raise ShardError(f"{path}: sample index has shape {idx.shape} {idx.dtype}, expected (n, 4) int64")
+    ends = idx[:, 0] + idx[:, 1]
+    if len(idx) and (idx[0, 0] != 0 or (idx[1:, 0] != ends[:-1]).any() or (idx[:, 1] <= 0).any()):
+        raise ShardError(f"{path}: sample index does not describe contiguous samples from byte 0; rebuild the shard")
+    return idx
+
+
+def count_cells(directory: Path, index: int) -> int:
+    """Cells of shard ``index`` as its sample index says (for ``ingest verify``)."""
+    return len(read_idx(directory / idx_name(index)))
+
+
+def _read_header(block: bytes, where: str) -> tuple[str, int, bool]:
+    """``(name, size, is_regular_file)`` of a tar header; plain ustar file headers are parsed directly
+    (the hot path: three per cell).
+
+    Anything else (GNU/pax extensions, base-256 sizes, links, another writer's quirks) goes through
+    ``tarfile``, which also raises on a malformed block."""
+    if (
+        len(block) == BLOCK
+        and block[257:262] == b"ustar"
+        and block[156:157] in (b"0", b"\0")
+        and not block[124] & 0x80
+        and block[345] == 0
+    ):
+        try:
+            chksum = int(block[148:156].split(b"\0", 1)[0].strip() or b"0", 8)
+            size = int(block[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+        except ValueError as exc:
+            raise ShardError(f"{where}: bad tar header ({exc})") from exc
+        if chksum != sum(block[:148]) + sum(block[156:]) + 8 * 32:
+            raise ShardError(f"{where}: bad tar header (checksum mismatch)")
+        try:
+            name = block[:100].split(b"\0", 1)[0].decode("utf-8", "strict")
+        except UnicodeDecodeError as exc:
+            raise ShardError(f"{where}: bad tar header (member name is not UTF-8)") from exc
+        return name, size, True
+    try:
+        info = tarfile.TarInfo.frombuf(block, "utf-8", "strict")
+    except (tarfile.TarError, UnicodeDecodeError) as exc:
+        raise ShardError(f"{where}: bad tar header ({exc})") from exc
+    return info.name, info.size, info.isreg()
+
+
+def _parse_sample(buf: bytes, where: str, key: str | None = None) -> dict[str, bytes]:
+    """The members of one sample by extension. Only plain files named ``<key>.<ext>`` are accepted:
+    an absolute or ``..`` name, a link, a device or a member of another sample is refused (a tar from
+    elsewhere must not make a reader touch paths outside the sample)."""
+    members: dict[str, bytes] = {}
+    pos = 0
+    while pos < len(buf):
+        name, size, regular = _read_header(buf[pos : pos + BLOCK], where)
+        if name.startswith("/") or ".." in name.split("/"):
+            raise ShardError(f"{where}: refusing tar member with unsafe name {name!r}")
+        if not regular:
+            raise ShardError(f"{where}: refusing tar member {name!r}: not a regular file")
+        stem, _, ext = name.partition(".")
+        if key is not None and stem != key:
+            raise ShardError(f"{where}: member {name!r} does not belong to sample {key}")
+        if ext not in EXTENSIONS or ext in members:
+            raise ShardError(f"{where}: unexpected or repeated member {name!r} (expected genes.npy, counts.npy, json)")
+        start = pos + BLOCK
+        if start + size > len(buf):
+            raise ShardError(f"{where}: member {name!r} runs past the end of its sample")
+        members[ext] = buf[start : start + size]
+        pos = start + size + (-size % BLOCK)
+    missing = [e for e in EXTENSIONS if e not in members]
+    if missing:
+        raise ShardError(f"{where}: sample lacks its {', '.join(missing)} member(s)")
+    return members
+
+
+_NPY_1D = re.compile(rb"\{'descr': '([<|][iuf][1248])', 'fortran_order': False, 'shape': \((\d+),\), \} *\n")
+
+
+def _npy(data: bytes, where: str) -> np.ndarray:
+    """A 1-D numeric ``.npy`` member without pickle. The headers numpy writes for 1-D little-endian
+    integer/float arrays are decoded directly (``np.load`` parses each one with ``ast``, which cost half
+    the WebDataset read time); any other header goes through ``np.load(allow_pickle=False)``."""
+    if data[:8] == b"\x93NUMPY\x01\x00":
+        hlen = int.from_bytes(data[8:10], "little")
+        m = _NPY_1D.fullmatch(data[10 : 10 + hlen])
+        if m:
+            dtype, n = np.dtype(m.group(1).decode()), int(m.group(2))
+            if len(data) != 10 + hlen + n * dtype.itemsize:
+                raise ShardError(f"{where}: .npy member of {len(data)} bytes does not hold {n} {dtype} values")
+            return np.frombuffer(data, dtype=dtype, count=n, offset=10 + hlen)
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # object arrays (pickles) raise ValueError here
+        raise ShardError(f"{where}: unreadable .npy member ({exc})") from exc
+
+
+def _local_range(path: Path, lo: int, hi: int) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(lo)
+        return fh.read(hi - lo)
+
+
+def read_samples(
+    tar_path: Path | str,
+    idx: np.ndarray,
+    start: int,
+    stop: int,
+    *,
+    check: bool = True,
+    fetch=None,
+    first_cell: int | None = None,
+    size: int | None = None,
+) -> list[tuple[np.ndarray, np.ndarray, dict]]:
+    """Read samples ``start:stop`` with one contiguous byte-range read, checking each sample's crc32.
+
+    ``fetch(lo, hi) -> bytes`` reads the range (a local file by default; remote readers pass theirs).
+    With ``first_cell`` every member must be named after its sample's key. With ``size`` (the tar's
+    size in the manifest), a read that ends at the last sample also reads and checks the end of the
+    archive (zero blocks up to exactly ``size`` bytes): with the per-sample crc32 that covers every
+    byte of the file.
+    """
+    if not 0 <= start <= stop <= len(idx):
+        raise ShardError(f"{tar_path}: sample range {start}:{stop} outside 0:{len(idx)}")
+    if start == stop:
+        return []
+    lo = int(idx[start, 0])
+    hi = int(idx[stop - 1, 0] + idx[stop - 1, 1])
+    tail = size is not None and stop == len(idx)
+    end = size if tail else hi
+    want = end + 1 if tail else end  # one byte more: a file longer than the manifest says is caught too
+    data = fetch(lo, want) if fetch is not None else _local_range(Path(tar_path), lo, want)
+    if len(data) != end - lo:
+        what = "truncated" if len(data) < end - lo else "longer than the manifest says"
+        raise ShardError(f"{tar_path}: {what} (wanted bytes {lo}:{end}); rebuild or re-download it")
+    if end > hi and (end - hi < 2 * BLOCK or data[hi - lo :].count(0) != end - hi):
+        raise ShardError(f"{tar_path}: the end of the archive is not zero blocks; the shard is corrupt")
+    out = []
+    for i in range(start, stop):
+        off, length, n_tokens, crc = (int(v) for v in idx[i])
+        sample = data[off - lo : off - lo + length]
+        where = f"{tar_path} sample {i}"
+        if check and zlib.crc32(sample) != crc:
+            raise ShardError(f"{tar_path}: sample {i} fails its crc32 check; the shard is corrupt")
+        members = _parse_sample(sample, where, None if first_cell is None else sample_key(first_cell + i))
+        genes = _npy(members["genes.npy"], where)
+        counts = _npy(members["counts.npy"], where)
+        if genes.dtype != np.int32 or counts.dtype != np.int32 or len(counts) != len(genes):
+            raise ShardError(
+                f"{where}: genes/counts must be int32 arrays of one length, got "
+                f"{genes.dtype}[{len(genes)}] / {counts.dtype}[{len(counts)}]"
+            )
+        if len(genes) != n_tokens:
+            raise ShardError(f"{tar_path}: sample {i} has {len(genes)} tokens, index says {n_tokens}")
+        try:
+            meta = json.loads(members["json"])
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ShardError(f"{where}: unreadable metadata member ({exc})") from exc
+        out.append((genes, counts, meta))
+    return out
+
+
+class WebDatasetShardReader:
+    """One WebDataset shard, as the loader reads it: its sample index (read once, checked against the
+    manifest), cell ranges and metadata columns (from the samples' JSON members)."""
+
+    def __init__(self, shard: dict) -> None:
+        self.shard = shard
+        self._idx: np.ndarray | None = None
+
+    def index(self, access: ShardAccess) -> np.ndarray:
+        if self._idx is None:
+            rel = self.shard["files"][0]["path"]
+            idx = read_idx(access.where(rel), access.sidecar())
+            if len(idx) != self.shard["n_cells"]:
+                raise ShardError(f"{rel}: {len(idx)} samples indexed, manifest says {self.shard['n_cells']}")
+            self._idx = idx
+        return self._idx
+
+    def cell_tokens(self, access: ShardAccess) -> np.ndarray:
+        return self.index(access)[:, 2].astype(np.int32)
+
+    def samples(self, access: ShardAccess, start: int, stop: int) -> list[tuple[np.ndarray, np.ndarray, dict]]:
+        rel = self.shard["path"]
+        idx = self.index(access)
+        local = access.local is not None
+        return read_samples(
+            Path(access.location(rel)) if local else access.where(rel, remote=True),
+            idx,
+            start,
+            stop,
+            fetch=None if local else (lambda lo, hi: access.fetch(rel, lo, hi)),
+            first_cell=self.shard["first_cell"],
+            size=self.shard["bytes"],
+        )
+
+    def read(self, access: ShardAccess, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        samples = self.samples(access, start, stop)
+        lengths = np.array([len(g) for g, _, _ in samples], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        genes = np.concatenate([g for g, _, _ in samples]) if samples else np.zeros(0, np.int32)
+        counts = np.concatenate([c for _, c, _ in samples]) if samples else np.zeros(0, np.int32)
+        ids = np.array([m["cell_id"] for _, _, m in samples], dtype=object)
+        return genes.astype(np.int32), counts.astype(np.int32), offsets, ids
+
+    def _rows(self, access: ShardAccess) -> list[dict]:
+        return [m for _, _, m in self.samples(access, 0, int(self.shard["n_cells"]))]
+
+    def metadata(self, access: ShardAccess) -> pd.DataFrame:
+        return pd.DataFrame(self._rows(access))
+
+    def column(self, access: ShardAccess, name: str) -> np.ndarray:
+        """One metadata column. WebDataset keeps metadata in each sample's JSON, so the shard is read
+        whole (prefer Zarr for metadata-weighted sampling of large sets)."""
+        rows = self._rows(access)
+        if rows and name not in rows[0]:
+            raise ShardError(f"{self.shard['path']}: no metadata column {name!r} (columns: {sorted(rows[0])})")
+        return np.array([m.get(name) for m in rows], dtype=object)

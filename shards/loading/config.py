@@ -1,0 +1,126 @@
+"""``LoaderConfig``: every option of the streaming loader, typed, documented and checked in one place.
+
+It is what ``ShardedCellDataset`` takes (``ShardedCellDataset(path, config)`` or the same fields as
+keyword arguments), what the training config's ``data`` section is made of (``training``'s data module
+forwards its keyword arguments here, so ``--data.batch_size`` and ``--help`` come from these fields),
+and what ``python -m shards stream`` builds its flags from. Each attribute's docstring is its help
+text and its row in ``docs/OPTIONS.md``. What a loader reads (the shard set or streams, and the split)
+and where it runs (rank, world size) are not options: they are given when the dataset is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ..errors import ShardError
+from ..plan.slots import REMAINDER_POLICIES
+from ..plan.weighting import Weighting
+from ..plan.worker import SlotOptions
+from .panels import PanelSpec
+from .streams import VOCAB_MODES
+
+__all__ = ["ON_ERROR", "LoaderConfig"]
+
+ON_ERROR = ("raise", "skip")
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """How cells are batched, masked and sampled."""
+
+    batch_size: int = 32
+    """Cells per batch (per rank)."""
+    context_length: int = 2048
+    """Tokens per cell, ``<cls>`` and ``<eos>`` included; a longer cell keeps its top-ranked genes."""
+    seed: int = 0
+    """Seeds the shard order, the shuffle windows, the masks and every draw (with the epoch)."""
+    remainder: str = "drop"
+    """The cells left over by whole batches on every rank: ``drop`` (other cells each epoch) or ``pad``
+    (repeats of the epoch's first cells, with zero loss weight)."""
+    lanes: int = 4
+    """Shuffle window: runs read from this many evenly spaced points of a worker's span at once."""
+    lane_cells: int = 256
+    """Shuffle window: consecutive cells read per lane (a window holds ``lanes * lane_cells`` cells)."""
+    return_cell_ids: bool = False
+    """Put each batch's cell ids in ``batch["cell_id"]`` (for callbacks that log or audit the cells)."""
+    cache_dir: str | None = None
+    """Remote shard sets: keep whole shards here (sha256-checked on download, least recently used evicted)."""
+    cache_bytes: int | None = None
+    """Remote shard sets: the size limit of ``cache_dir`` (give both or neither)."""
+    storage_options: dict[str, Any] | None = None
+    """Remote shard sets: fsspec options (endpoint, credentials; never written to a run's files)."""
+    on_error: str = "raise"
+    """A shard that fails an integrity check: ``raise``, or ``skip`` it for the rest of the run (its cells
+    become zero-weight placeholders, so every rank keeps its batch count)."""
+    value_bins: int = 0
+    """scGPT-style value bins of each cell's counts in ``batch["values"]`` (0: off, else at least 2)."""
+    balance_tokens: bool = False
+    """Balance the tokens, not only the cells, across ranks and workers (within ~1%)."""
+    balance_chunk: int = 64
+    """Token balancing: cells per chunk dealt to the slots (divides the batch size)."""
+    token_budget: int | None = None
+    """Batches of at most this many padded tokens instead of ``batch_size`` cells (the epoch's batch plan
+    is computed up front, so every rank agrees on the count)."""
+    repeat_cache_bytes: int = 256 << 20
+    """Sampled epochs: bytes per process for cells served again later in the epoch (read once, held)."""
+    vocab_join: str = "same"
+    """Streams: ``same`` (their vocabularies must be identical) or ``remap`` (one token space, the union by
+    gene id; the first stream keeps its token ids)."""
+    num_samples: int | None = None
+    """Cells per epoch (default: the streams' natural total)."""
+    replacement: bool = False
+    """Draw cells with replacement (default: each cell at most ``ceil(n / N)`` times per epoch)."""
+    weighting: Weighting | None = None
+    """Weight cells by a metadata column: ``{column, scheme, smoothing, table, default, curriculum_epochs}``."""
+    group_by: str | None = None
+    """A metadata column: every batch holds cells of one of its values (e.g. ``dataset_id``)."""
+    panels: PanelSpec | None = None
+    """Keep only a gene panel's tokens: ``{files: [csv | {path, organism}]}`` or ``{random_genes: N}``."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.weighting, dict):
+            object.__setattr__(self, "weighting", Weighting.parse(self.weighting))
+        if isinstance(self.panels, dict):
+            object.__setattr__(self, "panels", PanelSpec.parse(self.panels))
+        self.check()
+
+    def check(self) -> None:
+        """Every option's own check; each error names its option."""
+        if self.batch_size < 1:
+            raise ShardError(f"batch_size={self.batch_size}: must be at least 1")
+        if self.context_length < 3:
+            raise ShardError(f"context_length={self.context_length}: must be at least 3 (<cls>, a gene, <eos>)")
+        if self.remainder not in REMAINDER_POLICIES:
+            raise ShardError(f"remainder={self.remainder!r}: choose one of {list(REMAINDER_POLICIES)}")
+        if self.on_error not in ON_ERROR:
+            raise ShardError(f"on_error={self.on_error!r}: choose raise (refuse a corrupt shard) or skip")
+        if self.token_budget is not None and self.token_budget < self.context_length:
+            raise ShardError(f"token_budget={self.token_budget}: must be at least context_length={self.context_length}")
+        if self.lanes < 1 or self.lane_cells < 1:
+            raise ShardError(f"lanes={self.lanes}, lane_cells={self.lane_cells}: must be at least 1")
+        if self.value_bins == 1 or self.value_bins < 0:
+            raise ShardError(f"value_bins={self.value_bins}: use 0 (off) or at least 2")
+        if (self.cache_dir is None) != (self.cache_bytes is None):
+            raise ShardError("cache_dir and cache_bytes: give both or neither (a cache needs a size limit)")
+        if self.vocab_join not in VOCAB_MODES:
+            raise ShardError(
+                f"vocab_join={self.vocab_join!r}: choose same (identical vocabularies) or remap (join by gene id)"
+            )
+        if self.num_samples is not None and self.num_samples < 1:
+            raise ShardError(f"num_samples={self.num_samples}: must be at least 1")
+        if self.group_by is not None and self.token_budget is not None:
+            raise ShardError("group_by and token_budget do not combine: grouped batches have batch_size cells")
+
+    @property
+    def sampled(self) -> bool:
+        """Does an epoch draw its cells (a fixed size, replacement, weights) rather than serve each once?"""
+        return bool(self.num_samples or self.replacement or self.weighting)
+
+    def slot_options(self) -> SlotOptions:
+        """What a worker's plan (``plan.plan_worker``) takes of these options."""
+        return SlotOptions(**{f.name: getattr(self, f.name) for f in fields(SlotOptions)})
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))

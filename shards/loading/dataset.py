@@ -1,0 +1,286 @@
+"""``ShardedCellDataset``: an ``IterableDataset`` of ready batches, resumable exactly.
+
+Each (rank, DataLoader worker) serves its slot of the epoch: ``plan.plan_worker`` says which slot,
+where its batches end and where to start; ``__iter__`` then only reads windows (each lane's run of cells
+with one vectorized read, ``windows``), cuts batches and collates them (truncate, specials, pad, mask).
+Batches are whole: use the DataLoader with ``batch_size=None``.
+
+The epoch lives in a shared-memory tensor, so ``set_epoch`` in the main process reaches persistent
+workers too. ``state_dict`` is this worker's ``LoaderState`` (what torchdata's StatefulDataLoader
+stores per worker); ``CellDataLoader`` keeps one rank-independent state instead and supports elastic
+resumes. Options are a ``LoaderConfig``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from ..errors import ShardError
+from ..plan.elastic import start_position
+from ..plan.grouping import slot_groups
+from ..plan.mixing import Stream
+from ..plan.state import LoaderState, Resume, Stage
+from ..plan.topology import Topology
+from ..plan.worker import WorkerPlan, plan_worker
+from . import pool
+from .collate import Collator
+from .config import LoaderConfig
+from .panels import PanelFilter
+from .runs import RunReader
+from .sampling import EpochCells, mix_identity
+from .streams import MultiReader
+from .windows import RepeatCache, Window, read_window, slot_cells
+from .world import detect_rank, worker_info
+
+__all__ = ["ShardedCellDataset"]
+
+
+#: settings a per-worker state must match (StatefulDataLoader restores it to the same worker)
+_WORKER_KEYS = (
+    "build_id",
+    "split",
+    "seed",
+    "batch_size",
+    "remainder",
+    "balance_tokens",
+    "world_size",
+    "num_workers",
+    "mix",
+)
+
+
+def _options(config: LoaderConfig | None, options: dict[str, Any]) -> LoaderConfig:
+    """The config from ``config`` and/or keyword options (``vocab`` is the old name of ``vocab_join``)."""
+    if "vocab" in options:
+        warnings.warn("ShardedCellDataset(vocab=...) is now vocab_join=...", DeprecationWarning, stacklevel=3)
+        options["vocab_join"] = options.pop("vocab")
+    unknown = sorted(set(options) - set(LoaderConfig.field_names()))
+    if unknown:
+        raise ShardError(f"{unknown[0]}: not a loader option (options: {', '.join(LoaderConfig.field_names())})")
+    if config is None:
+        return LoaderConfig(**options)
+    return LoaderConfig(**{**{k: getattr(config, k) for k in LoaderConfig.field_names()}, **options})
+
+
+class ShardedCellDataset(IterableDataset):
+    """``path``: one shard set, or several *streams* (``Stream`` or ``{path, weight|repeat|choose}``
+    mappings) mixed per epoch; ``split``: the split to read; ``config`` or keyword options: a
+    ``LoaderConfig``; ``rank``/``world_size``: an injected topology (else detected)."""
+
+    def __init__(
+        self,
+        path: str | Path | Sequence[Stream | dict | str],
+        split: str = "train",
+        config: LoaderConfig | None = None,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        **options: Any,
+    ) -> None:
+        self.config = cfg = _options(config, options)
+        if (rank is None) != (world_size is None):
+            raise ShardError("pass both rank and world_size, or neither (then they are detected)")
+        single = isinstance(path, (str, Path))
+        streams = [Stream(str(path))] if single else [Stream.parse(s, f"streams[{i}]") for i, s in enumerate(path)]
+        self.path = str(path) if single else ",".join(s.path for s in streams)
+        self.split = split
+        self.reader = MultiReader(
+            streams,
+            split,
+            vocab_join=cfg.vocab_join,
+            cache_dir=cfg.cache_dir,
+            cache_bytes=cfg.cache_bytes,
+            storage_options=cfg.storage_options,
+        )
+        self.cells = EpochCells(self.reader, streams, cfg)
+        try:
+            self.collator = Collator(self.reader.vocab(), cfg.context_length, cfg.seed, value_bins=cfg.value_bins)
+        except ValueError as exc:
+            raise ShardError(str(exc)) from None
+        self.panels = None if cfg.panels is None else PanelFilter.build(cfg.panels, self.reader.vocab(), cfg.seed)
+        mixed = self.cells.sampled or len(streams) > 1 or cfg.vocab_join != "same" or cfg.group_by or cfg.panels
+        self._mix = mix_identity(self.reader, cfg, self.panels, bool(mixed))
+        self.runs = RunReader(self.reader, cfg.on_error)
+        self._rank = (rank, world_size) if rank is not None else None
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._batches = 0  # yielded in the current stage of the epoch by this process (worker)
+        self._stages: tuple[Stage, ...] = ()  # finished stages of the current epoch (elastic resume)
+        self._resume: Resume | None = None
+        self._cache: RepeatCache | None = None
+
+    @property
+    def skipped_cells(self) -> int:
+        """Cells of shards that failed their integrity check, in this process (``on_error="skip"``)."""
+        return self.runs.skipped_cells
+
+    @property
+    def skipped_shards(self) -> dict[str, str]:
+        """Shard path -> why it was skipped, in this process (``on_error="skip"``)."""
+        return self.runs.skipped_shards
+
+    @property
+    def repeat_cache(self) -> RepeatCache | None:
+        """This process's cache of cells served again in the current epoch (sampled epochs; None else)."""
+        return self._cache
+
+    # -- epoch and topology --------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(int(epoch))
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.item())
+
+    def topology(self) -> Topology:
+        rank, world = self._rank if self._rank is not None else detect_rank()
+        worker, workers = worker_info()
+        return Topology(rank, world, worker, workers)
+
+    # -- state ---------------------------------------------------------------------------------------
+    def identity(self, world_size: int, num_workers: int) -> LoaderState:
+        """What a saved state must match (its position fields at zero)."""
+        cfg = self.config
+        settings = {k: getattr(cfg, k) for k in ("seed", "batch_size", "remainder", "balance_tokens", "token_budget")}
+        return LoaderState(
+            self.reader.build_id, self.split, **settings, world_size=world_size, num_workers=num_workers, mix=self._mix
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """This process's (worker's) position, as torchdata's StatefulDataLoader stores per worker."""
+        topo = self.topology()
+        state = self.identity(topo.world_size, topo.num_workers)
+        return state.with_position(self.epoch, self._batches, self._stages).to_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """A per-worker state (``state_dict``), restored by StatefulDataLoader to the same worker."""
+        saved = LoaderState.from_dict(state)
+        topo = self.topology()
+        saved.check_matches(self.identity(topo.world_size, topo.num_workers), _WORKER_KEYS)
+        self.set_epoch(saved.epoch)
+        self.resume_from(Resume(saved.epoch, saved.batches, saved.stages, per_rank=False))
+
+    def resume_from(self, resume: Resume | None) -> None:
+        """Start the next iteration of ``resume.epoch`` where ``resume`` says (``CellDataLoader`` calls
+        this with a rank-independent position before it starts its workers)."""
+        self._resume = resume
+
+    def check_state(self, state: LoaderState, world_size: int, num_workers: int) -> bool:
+        """Validate a rank-independent loader state; True when it continues the same stage (same world)."""
+        cfg = self.config
+        mine = self.identity(world_size, num_workers)
+        state.check_matches(mine, ("build_id", "split", "seed", "remainder", "balance_tokens", "token_budget", "mix"))
+        same = (state.world_size, state.num_workers, state.batch_size) == (world_size, num_workers, cfg.batch_size)
+        if not same and cfg.token_budget is not None:
+            raise ShardError("cannot resume a token-budget run on another world size, batch size or workers")
+        if not same and cfg.group_by is not None:
+            raise ShardError("cannot resume a group_by run on another world size, batch size or workers")
+        if not same and state.world_size * state.batch_size != world_size * cfg.batch_size:
+            raise ShardError(
+                f"cannot resume on {world_size} ranks x batch_size {cfg.batch_size}: the saved run had "
+                f"{state.world_size} x {state.batch_size}; keep the global batch size equal "
+                f"(set --data.batch_size={state.world_size * state.batch_size // world_size})"
+            )
+        return same
+
+    # -- iteration -----------------------------------------------------------------------------------
+    def plan(self, epoch: int, topo: Topology) -> tuple[Any, WorkerPlan]:
+        """(the epoch's cells, this worker's plan) for the next iteration: pure planning, no reads but
+        the token counts that token balancing and budgets need."""
+        cfg = self.config
+        resume, self._resume = self._resume, None
+        stages, role, start = start_position(resume, epoch, topo.worker, topo.num_workers)
+        cells = self.cells.plan(epoch)
+        tokens = None
+        if cfg.balance_tokens or cfg.token_budget:  # per-cell token counts in this epoch's sequence order
+            tokens = cells.gather(self.reader.cell_tokens).astype(np.int64)
+        worker = plan_worker(
+            cells.n_cells, topo, cfg.slot_options(), epoch=epoch, role=role, stages=stages, start=start, tokens=tokens
+        )
+        self._stages, self._batches = tuple(stages), start
+        return cells, worker
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        epoch = self.epoch
+        cells, worker = self.plan(epoch, self.topology())
+        if self.config.group_by is not None:
+            yield from self._grouped(cells, worker, epoch)
+            return
+        slot, ends = worker.slot, worker.ends
+        offset = int(ends[worker.start - 1]) if worker.start else 0
+        k, skip = worker.first_window, worker.skip
+        self._start_cache(cells, worker, k)
+        carry: list[Window] = []
+        carried = 0
+        while k < slot.n_windows and self._batches < len(ends):
+            window = self._window(cells, worker, k)
+            window = window.with_rows(window.rows[skip:])
+            skip = 0
+            carry.append(window)
+            carried += len(window.rows)
+            while self._batches < len(ends) and carried >= (size := int(ends[self._batches]) - offset):
+                batch, carry, carried = _cut(carry, carried, size)
+                offset += size
+                self._batches += 1
+                yield self._collate(batch, epoch)
+            k += 1
+
+    def _grouped(self, cells, worker: WorkerPlan, epoch: int) -> Iterator[dict[str, Any]]:
+        """Grouped batches (``plan.grouping``): windows are read in order and each cell waits in a pool
+        until the batch of its group that takes it is served (``pool``)."""
+        codes = cells.gather(self.cells.shard_groups)
+        cfg = self.config
+        mine = slot_groups(codes, worker.seq, worker.slots, worker.index, cfg.batch_size, cfg.remainder)
+        if worker.start >= mine.n_batches:
+            return
+        self._start_cache(cells, worker, pool.first_window(worker.slot, mine, worker.start))
+        for b, parts, pad in pool.serve(worker.slot, mine, worker.start, lambda k: self._window(cells, worker, k)):
+            self._batches = b + 1
+            yield self._collate(parts, epoch, extra_pad=pad)
+
+    def _window(self, cells, worker: WorkerPlan, k: int) -> Window:
+        """Window ``k``, read run by run (``windows.read_window``)."""
+        return read_window(cells, worker.seq, worker.slot, k, self.runs.read, self._cache)
+
+    def _start_cache(self, cells, worker: WorkerPlan, k: int) -> None:
+        """A sampled epoch's repeats are read once per slot and held until their last use."""
+        self._cache = None
+        if cells.cells is not None and self.config.repeat_cache_bytes:
+            cache = RepeatCache(*slot_cells(cells, worker.seq, worker.slot, k), self.config.repeat_cache_bytes)
+            self._cache = cache if cache else None
+
+    def _collate(self, parts: list[Window], epoch: int, extra_pad: np.ndarray | None = None) -> dict[str, Any]:
+        taken = [part.take() for part in parts]
+        lengths = np.concatenate([t[1] for t in taken])
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        ids = np.concatenate([t[2] for t in taken])
+        tokens = np.concatenate([t[0] for t in taken], axis=1)
+        pads = np.concatenate([t[3] for t in taken])
+        if extra_pad is not None:
+            pads = pads | extra_pad
+        genes, counts = tokens[0], tokens[1]
+        if self.panels is not None:
+            genes, counts, offsets = self.panels(genes, counts, offsets, ids, epoch)
+        batch = self.collator(genes, offsets, ids, pads, epoch, counts=counts)
+        if self.config.return_cell_ids:
+            batch["cell_id"] = ids.tolist()
+        return batch
+
+
+def _cut(carry: list[Window], carried: int, size: int) -> tuple[list[Window], list[Window], int]:
+    """Take ``size`` cells from the front of the carried windows: (the batch's parts, the rest, its size)."""
+    need, parts, rest = size, [], []
+    for window in carry:
+        take = window.rows[:need] if need else window.rows[:0]
+        if len(take):
+            parts.append(window.with_rows(take))
+        if len(window.rows) > len(take):
+            rest.append(window.with_rows(window.rows[len(take) :]))
+        need -= len(take)
+    return parts, rest, carried - size

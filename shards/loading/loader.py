@@ -1,0 +1,94 @@
+"""``CellDataLoader``: torchdata's ``StatefulDataLoader`` with a rank-independent, elastic state.
+
+StatefulDataLoader keeps one dataset state per worker of each rank, and Lightning saves only rank 0's
+loader state. This loader's state is instead what every rank shares (``plan.LoaderState``): the epoch,
+the number of batches each rank has consumed in it, and the finished *stages* of the epoch. On resume
+each worker recomputes its own position from it. With the same world size, batch size and workers the
+run continues exactly; with another world size (and the same global batch size) the rest of the epoch
+is re-planned over the cells not yet served, so every remaining cell is served exactly once.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from ..errors import ShardError
+from ..plan.state import LoaderState, Resume, Stage
+from .dataset import ShardedCellDataset
+
+__all__ = ["CellDataLoader"]
+
+# torchdata 0.11 calls a deprecated torch hook on every iterator: noise for our users, nothing to act on
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
+
+
+class CellDataLoader(StatefulDataLoader):
+    """Batches of a ``ShardedCellDataset``; workers start with ``spawn`` (TileDB, zarr and fsspec threads
+    are not fork-safe)."""
+
+    def __init__(
+        self,
+        dataset: ShardedCellDataset,
+        num_workers: int = 0,
+        persistent_workers: bool = False,
+        multiprocessing_context: str = "spawn",
+        **kwargs: Any,
+    ) -> None:
+        if multiprocessing_context not in ("spawn", "forkserver"):
+            raise ShardError(f"multiprocessing_context={multiprocessing_context!r}: use spawn or forkserver")
+        super().__init__(
+            dataset,
+            batch_size=None,
+            num_workers=num_workers,
+            persistent_workers=persistent_workers and num_workers > 0,
+            multiprocessing_context=multiprocessing_context if num_workers else None,
+            **kwargs,
+        )
+        self._consumed = 0
+        self._stages: tuple[Stage, ...] = ()
+        self._epoch_seen: int | None = None
+        self._pending: Resume | None = None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        ds: ShardedCellDataset = self.dataset
+        epoch = ds.epoch
+        if self._pending is not None and self._pending.epoch == epoch:
+            self._consumed, self._stages = self._pending.batches, self._pending.stages
+            ds.resume_from(self._pending)
+        else:
+            self._consumed, self._stages = 0, ()
+        self._pending = None
+        self._epoch_seen = epoch
+        for batch in super().__iter__():
+            self._consumed += 1
+            yield batch
+
+    def loader_state(self) -> LoaderState:
+        """The rank-independent position: the epoch and the batches this rank consumed in its stage."""
+        ds: ShardedCellDataset = self.dataset
+        identity = ds.identity(ds.topology().world_size, self.num_workers)
+        if self._pending is not None:  # restored, not yet iterated: saved again as it was loaded
+            return identity.with_position(self._pending.epoch, self._pending.batches, self._pending.stages)
+        consumed = self._consumed if self._epoch_seen == ds.epoch else 0
+        return identity.with_position(ds.epoch, consumed, self._stages)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.loader_state().to_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        ds: ShardedCellDataset = self.dataset
+        if self._iterator is not None and self.persistent_workers:
+            raise ShardError("load the loader state before the first iteration (persistent workers already run)")
+        saved = LoaderState.from_dict(state)
+        world = ds.topology().world_size
+        same = ds.check_state(saved, world, self.num_workers)
+        stages, total = saved.stages, saved.batches
+        if not same:  # elastic: what the old world served becomes a finished stage
+            stages += (Stage(saved.world_size, saved.num_workers, saved.batch_size, saved.remainder, total),)
+            total = 0
+        ds.set_epoch(saved.epoch)
+        self._pending = Resume(saved.epoch, total, stages, per_rank=True)

@@ -1,0 +1,79 @@
+"""The epoch's sequence: which cells it serves, in what order (a pure function of the shard sizes, seed and epoch).
+
+A plain epoch serves every shard once, whole, in an order permuted by ``default_rng([seed, epoch])``; a
+sampled epoch (``mixing.sampled_plan``) serves *units* of drawn cells. Either way a position of the
+sequence maps to a (shard, cell) through ``EpochPlan.locate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from .slots import SlotPlan, plan_slots
+
+__all__ = ["EpochPlan", "plan_epoch"]
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """Shard order and slot spans of one epoch; cells are named by (shard, index in shard).
+
+    A plain epoch serves every shard once, whole (``shard_order`` is a permutation). A *sampled* epoch
+    (``mixing.sampled_plan``: stream weights, repeats, weighted cells) serves *units*: ``shard_order[u]``
+    is unit ``u``'s shard, ``unit_cells[u]`` its size and ``cells`` the ascending cell indices of every
+    unit, concatenated in serving order (a shard may appear in several units: its repeats).
+    """
+
+    shard_order: np.ndarray
+    shard_cells: np.ndarray
+    n_slots: int
+    per_slot: int
+    policy: str
+    unit_cells: np.ndarray | None = None
+    cells: np.ndarray | None = None
+
+    @cached_property
+    def _starts(self) -> np.ndarray:
+        sizes = self.shard_cells[self.shard_order] if self.unit_cells is None else self.unit_cells
+        return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+
+    @property
+    def n_cells(self) -> int:
+        return int(self._starts[-1])
+
+    def locate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sequence positions → (shard id, cell index in shard, is_pad). Pad positions wrap to the head."""
+        positions = np.asarray(positions, dtype=np.int64)
+        is_pad = positions >= self.n_cells
+        wrapped = np.where(is_pad, positions - self.n_cells, positions) % max(self.n_cells, 1)
+        k = np.searchsorted(self._starts, wrapped, side="right") - 1
+        if self.cells is not None:
+            return self.shard_order[k], self.cells[wrapped].astype(np.int64), is_pad
+        return self.shard_order[k], wrapped - self._starts[k], is_pad
+
+    def gather(self, per_shard: Callable[[int], np.ndarray]) -> np.ndarray:
+        """A per-cell value (``per_shard(shard)[cell]``) at every position of the sequence, in order."""
+        parts = []
+        for u, shard in enumerate(self.shard_order.tolist()):
+            values = np.asarray(per_shard(int(shard)))
+            if self.cells is None:
+                parts.append(values)
+            else:
+                parts.append(values[self.cells[self._starts[u] : self._starts[u + 1]]])
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def plan_epoch(
+    shard_cells: np.ndarray, *, seed: int, epoch: int, **slot_options: Any
+) -> tuple[EpochPlan, list[SlotPlan]]:
+    """The epoch's shard order and the plan of all its slots (a job that is not resumed elastically);
+    ``slot_options`` are ``plan_slots``' (``world_size``, ``num_workers``, ``batch_size``, ...)."""
+    shard_cells = np.asarray(shard_cells, dtype=np.int64)
+    order = np.random.default_rng([seed, epoch]).permutation(len(shard_cells))
+    slots = plan_slots(int(shard_cells.sum()), seed=seed, epoch=epoch, **slot_options)
+    return EpochPlan(order, shard_cells, len(slots), slots[0].n_cells, slot_options.get("policy", "drop")), slots

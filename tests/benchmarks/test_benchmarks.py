@@ -1,0 +1,148 @@
+"""The benchmark suite runs end to end on a tiny corpus and reports figures from its own run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.__main__ import main
+from benchmarks.compare import LOADERS
+from shards.loading.readers import ShardSetReader
+
+
+@pytest.mark.slow
+def test_loader_benchmark_smoke(zarr_set, wds_set, tmp_path):
+    args = ["loader", "--zarr", str(zarr_set), "--wds", str(wds_set), "--batch-size", "16", "--context-length", "128"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    names = {r["name"] for r in doc["results"]}
+    assert {
+        "zarr read+decode (I/O limit)",
+        "collate+mask (compute limit)",
+        "zarr end to end, 2 workers",
+        "webdataset end to end, 0 workers",
+    } <= names
+    assert {d["what"] for d in doc["derived"]} >= {"peak RSS, 10x shard set / 1x"}
+    assert all(r["value"] > 0 for r in doc["results"])
+    mixing = {r["name"]: r for r in doc["results"] if r["group"] == "mixing" and r["metric"] == "cells_per_sec"}
+    assert set(mixing) == {
+        "plain",
+        "2 streams, weights 1:1",
+        "weighted cell_type, no replacement",
+        "weighted cell_type, replacement",
+        "grouped by dataset_id",
+        "gene panel (half the genes)",
+    }
+    n = int(ShardSetReader(zarr_set).shard_cells.sum())  # each configuration streamed its whole epoch
+    assert mixing["plain"]["config"]["cells"] == n // 16 * 16
+    assert mixing["weighted cell_type, no replacement"]["config"]["cells"] == n // 2 // 16 * 16
+    assert {d["what"] for d in doc["derived"]} >= {f"{k} / plain, cells/s" for k in mixing if k != "plain"}
+
+
+@pytest.mark.slow
+def test_train_benchmark_smoke(zarr_set, tmp_path):
+    args = ["train", "--data", str(zarr_set), "--steps", "6", "--feed-batches", "20", "--quick", "--out", str(tmp_path)]
+    assert main(args) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    got = {(r["name"], r["metric"]): r["value"] for r in doc["results"]}
+    for strategy in ("auto", "ddp", "deepspeed_stage_2"):
+        procs = 1 if strategy == "auto" else 2
+        assert got[(f"train tiny, {procs} proc, {strategy}", "cells_per_sec")] > 0
+    for model in ("geneformer-10m", "geneformer-106m"):
+        for workers in (0, 1, 2):
+            assert 0 <= got[(f"feed H100 {model}, {workers} workers", "data_wait_frac")] < 1
+            assert got[(f"feed H100 {model}, {workers} workers", "loader_cores_per_gpu")] > 0
+    assert {d["what"] for d in doc["derived"]} >= {"data wait feeding an H100, geneformer-106m, 2 workers"}
+
+
+@pytest.mark.slow
+def test_suite_run_writes_a_valid_report(tmp_path):
+    """``run --suite tiny``: every section present, results.json valid against its schema, plots written."""
+    from benchmarks.report import validate_results
+
+    out = tmp_path / "out"
+    assert main(["run", "--suite", "tiny", "--out", str(out), "--cache", str(tmp_path / "cache")]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    validate_results(doc)
+    groups = {r["group"] for r in doc["results"]}
+    ingest = {r["name"] for r in doc["results"] if r["group"] == "ingest"}
+    assert ingest == {
+        "cellshard h5ad->zarr",
+        "cellshard h5ad->webdataset",
+        "cellshard soma->zarr",
+        "cellshard soma->zarr, 1/4 of the cells",
+        "cellshard tokenizer kernel",
+        "geneformer tokenizer algorithm",
+    }
+    assert "vs Geneformer algorithm" in (out / "REPORT.md").read_text()
+    assert {"ingest", "compare", "shuffle", "limits", "scaling", "memory", "scale", "suite"} <= groups
+    contexts = {r["config"]["context_length"] for r in doc["results"] if r["group"] in ("compare", "scaling")}
+    assert contexts == {512, 2048, 4096}
+    copies = {r["config"]["shard_set_copies"] for r in doc["results"] if r["group"] == "memory"}
+    assert copies == {1, 10}
+    loaders = {r["config"]["loader"] for r in doc["results"] if r["group"] == "compare"}
+    assert loaders == set(LOADERS)
+    # every loader served every cell of the epoch once (the per-cell baseline stops at its cap)
+    epochs = [r for r in doc["results"] if r["group"] == "compare" and r["metric"] == "cells_per_sec"]
+    assert all(r["config"]["whole_epoch"] for r in epochs if r["config"]["loader"] != "per-cell AnnData Dataset")
+    assert {d["what"] for d in doc["derived"]} >= {
+        "cellshard Zarr / per-cell AnnData Dataset",
+        "cellshard Zarr / tiledbsoma-ml ExperimentDataset",
+        "cellshard Zarr / arrayloaders ZarrSparseDataset",
+        "SOMA -> Zarr / h5ad -> Zarr ingest rate",
+        "sampler plan time per rank (s)",
+    }
+    assert all(d["met"] in (True, False, None) for d in doc["derived"])
+    report = (out / "REPORT.md").read_text()
+    assert "## Targets" in report and "arrayloaders" in report and "annbatch" in report
+    for name in doc["plots"]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = dict(doc, results=[{**doc["results"][0], "value": "fast"}])
+    with pytest.raises(Exception, match="is not of type 'number'"):
+        validate_results(bad)
+
+
+@pytest.mark.parametrize(
+    ("value", "target", "met"),
+    [
+        (21.0, ">= 20", True),
+        (19.9, ">= 20", False),
+        (0.6, "< 1", True),
+        (1.0, "< 1", False),
+        (0.0, "0", True),
+        (2.0, "0", False),
+        (1.05, "~1 (flat)", True),
+        (1.3, "~1 (flat)", False),
+        (0.8, "report (2 cores)", None),
+    ],
+)
+def test_target_verdicts(value, target, met):
+    from benchmarks.report import verdict
+
+    assert verdict(value, target) is met
+
+
+def test_target_ratios_compare_loaders_at_one_context():
+    """A faster run at another context (the scaling section's 512) must not stand in for cellshard."""
+    from benchmarks.report import Result
+    from benchmarks.suite import ratios
+
+    def row(group, name, value, context=2048, **cfg):
+        return Result(group, name, "cells_per_sec", value, "cells/s", {"context_length": context, **cfg})
+
+    results = [
+        row("compare", "cellshard zarr, 0 workers", 4000.0, workers=0),
+        row("compare", "tiledbsoma-ml ExperimentDataset, 0 workers", 2000.0, workers=0),
+        row("scaling", "cellshard zarr, context 512, 2 workers", 9000.0, 512, workers=2),
+        row("scaling", "cellshard zarr, 1 workers", 5000.0, workers=1),
+        row("limits", "zarr read+decode (I/O limit)", 10000.0),
+        row("limits", "collate+mask (compute limit)", 8000.0),
+        Result("memory", "zarr x1 shard set", "peak_rss", 500.0, "MiB", {"shard_set_copies": 1}),
+        Result("memory", "zarr x10 shard set", "peak_rss", 500.0, "MiB", {"shard_set_copies": 10}),
+        Result("memory", "zarr x1 shard set", "cells_per_sec", 1.0, "cells/s", {"shard_set_copies": 1}),
+        Result("memory", "zarr x10 shard set", "cells_per_sec", 1.0, "cells/s", {"shard_set_copies": 10}),
+    ]
+    got = {what: value for what, value, _ in ratios(results)}
+    assert got["cellshard Zarr / tiledbsoma-ml ExperimentDataset"] == 2.5  # 5,000 (1 worker, 2,048) / 2,000
+    assert got["cellshard Zarr / min(I/O, collate limit)"] == 5000 / 8000

@@ -1,0 +1,123 @@
+"""``python -m training report --run DIR``: what a finished run achieved, against simple baselines.
+
+Reads the run's resolved config and ``history.csv``; computes the frequency-only baseline on the same
+validation masks; fits the linear cell-type probe on embeddings of the val cells (an h5ad written by
+``embed``, or computed here from ``last.ckpt``) against the majority class. Prints a summary and writes
+``DIR/summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from shards.storage.atomic import write_bytes_atomic
+
+from ..errors import ConfigError
+from .baseline import frequency_baseline
+from .probe import linear_probe
+
+__all__ = ["run_report"]
+
+
+def _last(history: pd.DataFrame, column: str) -> float | None:
+    if column not in history.columns:
+        return None
+    values = history[column].dropna()
+    return float(values.iloc[-1]) if len(values) else None
+
+
+def _untrained_probe(run: Path, data: dict[str, Any], label: str, pooling: str) -> float:
+    """The same probe on a freshly initialised encoder of the same shape: how much of the probe's
+    accuracy the inputs alone give (on the synthetic corpus, most of it)."""
+    import torch
+
+    from shards.loading.readers import ShardSetReader
+
+    from ..model import CellEncoder
+    from ..tools import load_encoder
+    from .embed import cell_metadata, embed_cells
+
+    trained, _ = load_encoder(run / "checkpoints" / "last.ckpt")
+    torch.manual_seed(0)
+    model = CellEncoder(trained.cfg)
+    reader = ShardSetReader(data["path"], data.get("val_split") or "val")
+    ids, x = embed_cells(model, reader, context_length=trained.cfg.max_positions, pooling=pooling)
+    labels = cell_metadata(reader, ids)[label].astype(str).to_numpy()
+    return linear_probe(x, labels, ids)["accuracy"]
+
+
+def run_report(run: str | Path, embeddings: str | None = None, label: str = "cell_type") -> dict[str, Any]:
+    run = Path(run)
+    config_path, history_path = run / "checkpoints" / "config.yaml", run / "history.csv"
+    for p in (config_path, history_path):
+        if not p.exists():
+            raise ConfigError(f"--run {run}: {p.name} is missing; is it a finished `python -m training fit` run?")
+    cfg = yaml.safe_load(config_path.read_text())
+    data = cfg["data"]
+    if data.get("path") is None:
+        raise ConfigError(
+            f"--run {run}: trained on data.streams (a mix); `report` scores one shard set (its "
+            "frequency baseline, val embeddings and probe) and does not take mixes yet"
+        )
+    history = pd.read_csv(history_path)
+    val_loss = _last(history, "val/loss")
+    baseline = frequency_baseline(
+        data["path"],
+        context_length=data["context_length"],
+        seed=data.get("seed", 0),
+        val_split=data.get("val_split") or "val",
+    )
+    if embeddings is None:
+        from ..tools import embed
+
+        embeddings = str(run / "val-cells.h5ad")
+        embed(str(run / "checkpoints" / "last.ckpt"), data["path"], embeddings, split="val")
+    import anndata as ad
+
+    cells = ad.read_h5ad(embeddings)
+    labels = cells.obs[label].astype(str).to_numpy()
+    probe = linear_probe(cells.obsm["X_cellshard"], labels, cells.obs_names.to_numpy())
+    untrained = _untrained_probe(run, data, label, cells.uns.get("cellshard", {}).get("pooling", "cls"))
+    steady = history.dropna(subset=["perf/cells_per_sec"]).iloc[1:] if "perf/cells_per_sec" in history else history
+    summary = {
+        "run": str(run),
+        "steps": int(history["step"].max()) + 1,
+        "val_loss": val_loss,
+        "frequency_baseline_loss": baseline,
+        "val_masked_accuracy": _last(history, "val/masked_accuracy"),
+        "probe_accuracy": probe["accuracy"],
+        "majority_accuracy": probe["majority"],
+        "untrained_probe_accuracy": untrained,
+        "probe_cells": probe["cells"],
+        "cells_per_sec": float(np.mean(steady["perf/cells_per_sec"])) if len(steady) else None,
+        "data_wait_frac": float(np.mean(steady["perf/data_wait_frac"])) if len(steady) else None,
+        "checkpoints": str(run / "checkpoints"),
+        "history": str(history_path),
+        "logs": str(run / "logs"),
+    }
+    write_bytes_atomic(run / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
+    return summary
+
+
+def format_report(s: dict[str, Any]) -> str:
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    verdict = "beats" if s["val_loss"] is not None and s["val_loss"] < s["frequency_baseline_loss"] else "does NOT beat"
+    return "\n".join(
+        [
+            f"run {s['run']}: {s['steps']} steps",
+            f"  val loss {s['val_loss']:.3f} {verdict} the frequency-only baseline {s['frequency_baseline_loss']:.3f}",
+            f"  cell-type linear probe {pct(s['probe_accuracy'])} vs majority class {pct(s['majority_accuracy'])} "
+            f"({s['probe_cells']} val cells; an untrained encoder of the same shape: "
+            f"{pct(s['untrained_probe_accuracy'])})",
+            f"  throughput {s['cells_per_sec']:.0f} cells/s, data wait {pct(s['data_wait_frac'])} of step time",
+            f"  checkpoints {s['checkpoints']}  history {s['history']}  logs {s['logs']}",
+        ]
+    )

@@ -1,0 +1,195 @@
+"""Callbacks: sampler epoch, throughput (``perf/*``), gradient norm (``train/grad_norm``,
+``train/grad_clip_frac``).
+
+Throughput times each step from ``on_train_batch_start`` to ``on_train_batch_end`` and the data wait
+from the end of one step to the start of the next (that is where Lightning fetches the next batch).
+On GPUs the step end is synchronized, else asynchronous kernels would count as data wait. MFU comes
+from the FLOP formula of ``flops.py`` and the device's peak (``peak_tflops`` overrides the table).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from ..model.flops import peak_flops, train_flops
+
+__all__ = ["GradNormMonitor", "SamplerEpoch", "ThroughputMonitor"]
+
+
+class SamplerEpoch(pl.Callback):
+    """The epoch and position of the shard loader.
+
+    Before each training epoch the dataset is told the epoch: shards are re-permuted and rotated across
+    ranks and masks change. The dataset keeps it in shared memory, so persistent workers see it
+    (Lightning's own ``set_epoch`` reaches samplers only, not an ``IterableDataset``).
+
+    When a checkpoint is written, the saved loader position is set to the batches the training loop
+    has *processed*: Lightning's fetcher pre-fetches one batch ahead, so the loader's own count is one
+    ahead of the model and a resume would skip that batch.
+    """
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loader = trainer.train_dataloader
+        dataset = getattr(loader, "dataset", None)
+        if dataset is not None and hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(trainer.current_epoch)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        fit = checkpoint.get("loops", {}).get("fit_loop", {})
+        states = fit.get("state_dict", {}).get("combined_loader")
+        if not states:
+            return
+        processed = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        for state in states:
+            if isinstance(state, dict) and "batches" in state and state.get("epoch") == trainer.current_epoch:
+                state["batches"] = min(int(state["batches"]), processed)
+
+
+class ThroughputMonitor(pl.Callback):
+    def __init__(
+        self, log_every_n_steps: int | None = None, peak_tflops: float | None = None, warmup_steps: int = 2
+    ) -> None:
+        """
+        Args:
+            log_every_n_steps: window of steps averaged per log line (default: trainer.log_every_n_steps).
+            peak_tflops: the device's peak TFLOP/s for MFU (default: from the table in ``flops.py``).
+            warmup_steps: first steps left out of the summary (compilation, worker start).
+        """
+        self.every = log_every_n_steps
+        self.peak = peak_tflops * 1e12 if peak_tflops else None
+        self.warmup = warmup_steps
+        self._reset()
+        self.totals = {"cells": 0.0, "tokens": 0.0, "step": 0.0, "wait": 0.0, "steps": 0, "flops": 0.0}
+
+    def _reset(self) -> None:
+        self.window = {"cells": 0.0, "tokens": 0.0, "slots": 0.0, "step": 0.0, "wait": 0.0, "flops": 0.0, "n": 0}
+        self._end: float | None = None
+
+    def _now(self, trainer: pl.Trainer) -> float:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._end = None  # the first fetch of an epoch includes worker start-up: not a steady wait
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._end is not None:  # validation time is neither step time nor data wait
+            self._end = self._now(trainer)
+
+    def on_train_batch_start(self, trainer, pl_module, batch: dict[str, Any], batch_idx: int) -> None:
+        self._start = self._now(trainer)
+        self._wait = self._start - self._end if self._end is not None else 0.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch: dict[str, Any], batch_idx: int) -> None:
+        end = self._now(trainer)
+        step, wait = end - self._start, self._wait
+        self._end = end
+        world = trainer.world_size  # rank 0's batch stands for every rank's (they are balanced)
+        mask = batch["attention_mask"]
+        masked = int((batch["labels"] >= 0).sum())
+        sample = {
+            "cells": float(mask.shape[0]) * world,
+            "tokens": float(mask.sum()) * world,
+            "slots": float(mask.numel()) * world,
+            "step": step,
+            "wait": wait,
+            "flops": train_flops(pl_module.cfg, mask.shape[0], mask.shape[1], masked) * world,
+        }
+        w = self.window
+        for key, value in sample.items():
+            w[key] += value
+        w["n"] += 1
+        if trainer.global_step > self.warmup:
+            t = self.totals
+            for key in ("cells", "tokens", "step", "wait", "flops"):
+                t[key] += sample[key]
+            t["steps"] += 1
+        every = self.every or trainer.log_every_n_steps
+        if w["n"] >= every:
+            pl_module.log_dict(self._metrics(trainer, w), on_step=True, on_epoch=False, rank_zero_only=True)
+            self._reset()
+            self._end = end
+
+    def _peak(self, trainer: pl.Trainer) -> float | None:
+        if self.peak:
+            return self.peak
+        device = trainer.strategy.root_device
+        if device.type != "cuda":
+            return None
+        return peak_flops(torch.cuda.get_device_name(device), trainer.precision)
+
+    def _metrics(self, trainer: pl.Trainer, w: dict[str, float]) -> dict[str, float]:
+        elapsed = w["step"] + w["wait"]
+        out = {
+            "perf/cells_per_sec": w["cells"] / elapsed,
+            "perf/tokens_per_sec": w["tokens"] / elapsed,
+            "perf/padding_frac": 1.0 - w["tokens"] / max(w["slots"], 1.0),
+            "perf/step_time_ms": 1000.0 * elapsed / w["n"],
+            "perf/data_wait_frac": w["wait"] / elapsed,
+        }
+        peak = self._peak(trainer)
+        if peak:
+            out["perf/mfu"] = w["flops"] / elapsed / (peak * trainer.world_size)
+        return out
+
+    def summary(self) -> dict[str, float]:
+        """Averages after the warm-up steps: cells/s, tokens/s, step time and data-wait share."""
+        t = self.totals
+        elapsed = t["step"] + t["wait"]
+        if not t["steps"] or elapsed <= 0:
+            return {}
+        return {
+            "cells_per_sec": t["cells"] / elapsed,
+            "tokens_per_sec": t["tokens"] / elapsed,
+            "step_time_ms": 1000 * elapsed / t["steps"],
+            "data_wait_frac": t["wait"] / elapsed,
+            "steps": t["steps"],
+            "flops_per_sec": t["flops"] / elapsed,
+        }
+
+
+class GradNormMonitor(pl.Callback):
+    """The global gradient norm before clipping and the share of steps whose norm exceeded the clip
+    value. Under DeepSpeed the engine computes the norm over its partitions."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.clipped = 0
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer) -> None:
+        if _deepspeed_engine(trainer) is not None:
+            return
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+        self._record(trainer, pl_module, norm)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        engine = _deepspeed_engine(trainer)
+        if engine is not None and engine.is_gradient_accumulation_boundary() is not None:
+            norm = engine.get_global_grad_norm()
+            if norm is not None:
+                self._record(trainer, pl_module, float(norm))
+
+    def _record(self, trainer: pl.Trainer, pl_module: pl.LightningModule, norm: float) -> None:
+        clip = trainer.gradient_clip_val
+        self.steps += 1
+        self.clipped += int(bool(clip) and norm > float(clip))
+        pl_module.log_dict(
+            {"train/grad_norm": norm, "train/grad_clip_frac": self.clipped / self.steps},
+            on_step=True,
+            on_epoch=False,
+            rank_zero_only=True,
+        )
+
+
+def _deepspeed_engine(trainer: pl.Trainer):
+    return (
+        getattr(trainer.strategy, "deepspeed_engine", None) if "DeepSpeed" in type(trainer.strategy).__name__ else None
+    )
