@@ -42,9 +42,14 @@ demo: $(STAMP)
 	$(BIN)/python -m training fit --config configs/train/tiny.yaml --data.path $(DEMO)/zarr \
 		--trainer.default_root_dir $(DEMO)/train --trainer.enable_progress_bar false \
 		--ckpt_path $(DEMO)/train/checkpoints/last.ckpt
+	@echo "== the same 300 steps without the interruption: the resumed run must match it step for step =="
+	$(BIN)/python -m training fit --config configs/train/tiny.yaml --data.path $(DEMO)/zarr \
+		--trainer.default_root_dir $(DEMO)/train-straight --trainer.enable_progress_bar false
 	$(BIN)/python -m training embed --ckpt $(DEMO)/train/checkpoints/last.ckpt --data $(DEMO)/zarr --split val \
 		--out $(DEMO)/train/val-cells.h5ad
-	$(BIN)/python -m training report --run $(DEMO)/train --embeddings $(DEMO)/train/val-cells.h5ad
+	$(BIN)/python -m training report --run $(DEMO)/train --embeddings $(DEMO)/train/val-cells.h5ad \
+		--reference $(DEMO)/train-straight | tee $(DEMO)/train/summary.txt
+	@grep -q "bit for bit" $(DEMO)/train/summary.txt || { echo "make demo: the resumed run differs from the uninterrupted one"; exit 1; }
 
 # two pytest workers, one test file each at a time: the suite is half subprocess start-up and waiting,
 # and on 2 cores this takes it from ~20.5 to ~15 minutes (PYTEST_WORKERS=0 runs it in one process)

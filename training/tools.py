@@ -178,6 +178,9 @@ def _parser() -> ArgumentParser:
     r.add_argument("--run", type=str, required=True, help="the run's trainer.default_root_dir")
     r.add_argument("--embeddings", type=str, default=None, help="val-cell embeddings from `embed` (else computed)")
     r.add_argument("--label", type=str, default="cell_type", help="metadata column for the linear probe")
+    r.add_argument(
+        "--reference", type=str, default=None, help="another run (e.g. uninterrupted): compare per-step train losses"
+    )
     sub.add_subcommand("embed", e, help="cell embeddings -> h5ad")
     sub.add_subcommand("report", r, help="summary of a run against baselines")
     sub.add_subcommand("export", x, help="checkpoint -> plain state dict")
@@ -190,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "report":
             from .evaluate.report import format_report, run_report
 
-            print(format_report(run_report(ns.report.run, ns.report.embeddings, ns.report.label)))
+            r = ns.report
+            print(format_report(run_report(r.run, r.embeddings, r.label, r.reference)))
         elif ns.command == "export":
             print(export_checkpoint(ns.export.ckpt, ns.export.out))
         else:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..format.vocab import Vocabulary
-from .hashing import cell_hashes, mask_hash, uniform
+from .hashing import cell_hashes, mask_hash, salted, uniform
 
 __all__ = ["Collator", "cell_hashes", "pack"]
 
@@ -65,7 +65,10 @@ class Collator:
         is_pad: np.ndarray,
         epoch: int,
         counts: np.ndarray | None = None,
+        copies: np.ndarray | None = None,
     ) -> dict[str, torch.Tensor]:
+        """A batch from ragged cells; ``copies``: which serving of its cell each row is in the epoch (a
+        sampled epoch's repeats): copy ``k > 0`` of a cell gets masks and bins of its own."""
         sp = self.vocab.special
         b = len(offsets) - 1
         lengths = np.minimum(np.diff(offsets), self.context_length - 2)
@@ -80,7 +83,7 @@ class Collator:
         attention = cols < (lengths + 2)[:, None]
         is_gene = (cols >= 1) & (cols <= lengths[:, None])
 
-        h = cell_hashes(cell_ids)
+        h = salted(cell_hashes(cell_ids), copies)
         if not self.masking:
             arrays = {
                 "input_ids": ids,

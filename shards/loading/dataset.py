@@ -262,12 +262,13 @@ class ShardedCellDataset(IterableDataset):
         ids = np.concatenate([t[2] for t in taken])
         tokens = np.concatenate([t[0] for t in taken], axis=1)
         pads = np.concatenate([t[3] for t in taken])
+        copies = np.concatenate([t[4] for t in taken])
         if extra_pad is not None:
             pads = pads | extra_pad
         genes, counts = tokens[0], tokens[1]
         if self.panels is not None:
             genes, counts, offsets = self.panels(genes, counts, offsets, ids, epoch)
-        batch = self.collator(genes, offsets, ids, pads, epoch, counts=counts)
+        batch = self.collator(genes, offsets, ids, pads, epoch, counts=counts, copies=copies)
         if self.config.return_cell_ids:
             batch["cell_id"] = ids.tolist()
         return batch

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["cell_hashes", "mask_hash", "uniform"]
+__all__ = ["cell_hashes", "mask_hash", "salted", "uniform"]
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -28,6 +28,16 @@ def _mix(x: np.ndarray) -> np.ndarray:
 def cell_hashes(cell_ids: np.ndarray) -> np.ndarray:
     """A stable 64-bit hash per cell id (siphash with a fixed key; identical on every machine)."""
     return pd.util.hash_array(np.asarray(cell_ids, dtype=object), hash_key="cellshard-mask00", categorize=False)
+
+
+def salted(hashes: np.ndarray, copies: np.ndarray | None) -> np.ndarray:
+    """Cell hashes with copy ``k > 0`` of a cell (a repeat in a sampled epoch) mixed with ``k``, so that
+    a cell's copies get masks of their own; copy 0 keeps the cell's hash (plain epochs are unchanged)."""
+    if copies is None or not np.any(copies):
+        return hashes
+    k = np.asarray(copies, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return np.where(k > 0, _mix(hashes ^ (k * _GOLDEN)), hashes)
 
 
 def mask_hash(seed: int, epoch: int, cells: np.ndarray, positions: np.ndarray, stream: int) -> np.ndarray:

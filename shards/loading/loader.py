@@ -10,8 +10,10 @@ is re-planned over the cells not yet served, so every remaining cell is served e
 
 from __future__ import annotations
 
+import signal
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from torchdata.stateful_dataloader import StatefulDataLoader
@@ -20,10 +22,41 @@ from ..errors import ShardError
 from ..plan.state import LoaderState, Resume, Stage
 from .dataset import ShardedCellDataset
 
-__all__ = ["CellDataLoader"]
+__all__ = ["CellDataLoader", "ResumeInfo"]
 
 # torchdata 0.11 calls a deprecated torch hook on every iterator: noise for our users, nothing to act on
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
+
+
+@dataclass(frozen=True)
+class ResumeInfo:
+    """What a restored state resumes: ``batches`` of ``epoch`` already served per rank, and whether the plan
+    continues exactly (same world size, workers and batch size) or elastically over the unserved cells."""
+
+    epoch: int
+    batches: int
+    exact: bool
+    world_size: int
+    num_workers: int
+    batch_size: int
+    saved_world_size: int
+    saved_num_workers: int
+    saved_batch_size: int
+
+
+class _WorkerInit:
+    """DataLoader workers ignore SIGTERM and SIGUSR1: a scheduler signals every process of a job, and a
+    worker killed by it would crash the main process before it can checkpoint (the main process stops
+    the workers itself; a worker whose parent dies exits on its own)."""
+
+    def __init__(self, user: Callable[[int], None] | None) -> None:
+        self.user = user
+
+    def __call__(self, worker_id: int) -> None:
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)
+        if self.user is not None:
+            self.user(worker_id)
 
 
 class CellDataLoader(StatefulDataLoader):
@@ -36,6 +69,7 @@ class CellDataLoader(StatefulDataLoader):
         num_workers: int = 0,
         persistent_workers: bool = False,
         multiprocessing_context: str = "spawn",
+        worker_init_fn: Callable[[int], None] | None = None,
         **kwargs: Any,
     ) -> None:
         if multiprocessing_context not in ("spawn", "forkserver"):
@@ -46,8 +80,10 @@ class CellDataLoader(StatefulDataLoader):
             num_workers=num_workers,
             persistent_workers=persistent_workers and num_workers > 0,
             multiprocessing_context=multiprocessing_context if num_workers else None,
+            worker_init_fn=_WorkerInit(worker_init_fn) if num_workers else worker_init_fn,
             **kwargs,
         )
+        self.resumed: ResumeInfo | None = None  # set by load_state_dict
         self._consumed = 0
         self._stages: tuple[Stage, ...] = ()
         self._epoch_seen: int | None = None
@@ -87,6 +123,17 @@ class CellDataLoader(StatefulDataLoader):
         world = ds.topology().world_size
         same = ds.check_state(saved, world, self.num_workers)
         stages, total = saved.stages, saved.batches
+        self.resumed = ResumeInfo(
+            saved.epoch,
+            total,
+            same,
+            world,
+            self.num_workers,
+            ds.config.batch_size,
+            saved.world_size,
+            saved.num_workers,
+            saved.batch_size,
+        )
         if not same:  # elastic: what the old world served becomes a finished stage
             stages += (Stage(saved.world_size, saved.num_workers, saved.batch_size, saved.remainder, total),)
             total = 0

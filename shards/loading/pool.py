@@ -58,12 +58,12 @@ class Pool:
         for p, rows in live:
             window, pos = self.parts.pop(p)
             tokens, offsets = take_rows(window.tokens, window.offsets, rows)
-            pieces.append((tokens, offsets, window.ids[rows], window.pads[rows], pos[rows]))
-        lengths = np.concatenate([np.diff(o) for _, o, _, _, _ in pieces])
-        tokens = np.concatenate([t for t, *_ in pieces], axis=1)
-        ids, pads, pos = (np.concatenate([piece[i] for piece in pieces]) for i in (2, 3, 4))
+            pieces.append((tokens, offsets, window.ids[rows], window.pads[rows], window.copies[rows], pos[rows]))
+        lengths = np.concatenate([np.diff(piece[1]) for piece in pieces])
+        tokens = np.concatenate([piece[0] for piece in pieces], axis=1)
+        ids, pads, copies, pos = (np.concatenate([piece[i] for piece in pieces]) for i in (2, 3, 4, 5))
         offsets = np.concatenate([[0], np.cumsum(lengths)])
-        self.add(Window(tokens, offsets, ids, pads, np.zeros(0, np.int64)), pos)
+        self.add(Window(tokens, offsets, ids, pads, copies, np.zeros(0, np.int64)), pos)
 
 
 def first_window(slot: SlotPlan, mine: GroupedBatches, start: int) -> int:

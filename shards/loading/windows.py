@@ -37,21 +37,24 @@ def take_rows(genes: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple
 @dataclass(frozen=True)
 class Window:
     """Cells as read: ``tokens`` (2, T) gene ids and counts, ``offsets`` per cell, cell ``ids``, ``pads``
-    (a pad repeat or a skipped cell: zero loss weight), and ``rows``: the cells to serve, in order."""
+    (a pad repeat or a skipped cell: zero loss weight), ``copies`` (which serving of its cell in the
+    epoch: 0 but for a sampled epoch's repeats), and ``rows``: the cells to serve, in order."""
 
     tokens: np.ndarray
     offsets: np.ndarray
     ids: np.ndarray
     pads: np.ndarray
+    copies: np.ndarray
     rows: np.ndarray
 
     def with_rows(self, rows: np.ndarray) -> Window:
         return replace(self, rows=rows)
 
-    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(tokens, lengths, ids, pads)`` of the rows, in their order."""
+    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(tokens, lengths, ids, pads, copies)`` of the rows, in their order."""
         tokens, offsets = take_rows(self.tokens, self.offsets, self.rows)
-        return tokens, np.diff(offsets), self.ids[self.rows], self.pads[self.rows]
+        rows = self.rows
+        return tokens, np.diff(offsets), self.ids[rows], self.pads[rows], self.copies[rows]
 
 
 def _keys(shard: np.ndarray, cell: np.ndarray) -> np.ndarray:
@@ -132,11 +135,13 @@ def read_window(
     """Window ``k`` of ``slot``: its cells in read order, ``rows`` in served (shuffled) order.
     ``read_run(shard, start, stop)`` returns ``(tokens (2, T), offsets, ids, bad)``."""
     order = slot.window_positions(k)  # shuffled span-relative positions
-    pieces, pos_index = [], []
+    pieces, pos_index, copies = [], [], []
     for lo, hi in slot.window_ranges(k):
         at = slot.to_sequence(np.arange(lo, hi))  # index into the stage's sequence; beyond it: pad repeats
         pad = at >= len(seq)
-        shard, cell, _ = plan.locate(seq[np.where(pad, at - len(seq), at) % len(seq)])
+        epoch_pos = seq[np.where(pad, at - len(seq), at) % len(seq)]
+        shard, cell, _ = plan.locate(epoch_pos)
+        copies.append(plan.copies(epoch_pos))
         step = np.diff(cell)
         cuts = np.flatnonzero((np.diff(shard) != 0) | (step < 1) | (step > READ_GAP + 1)) + 1
         hit = cache.held(shard, cell) if cache else None
@@ -161,7 +166,7 @@ def read_window(
     ids_all, pads_all = np.concatenate([p[2] for p in pieces]), np.concatenate([p[3] for p in pieces])
     span_pos = np.concatenate(pos_index)  # ascending: lanes are read in order
     rows = np.searchsorted(span_pos, order)  # served order -> row of the window's read
-    return Window(genes, offsets, ids_all, pads_all, rows)
+    return Window(genes, offsets, ids_all, pads_all, np.concatenate(copies), rows)
 
 
 def slot_cells(plan: EpochPlan, seq: np.ndarray, slot: SlotPlan, first_window: int) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,8 @@ class EpochPlan:
     A plain epoch serves every shard once, whole (``shard_order`` is a permutation). A *sampled* epoch
     (``mixing.sampled_plan``: stream weights, repeats, weighted cells) serves *units*: ``shard_order[u]``
     is unit ``u``'s shard, ``unit_cells[u]`` its size and ``cells`` the ascending cell indices of every
-    unit, concatenated in serving order (a shard may appear in several units: its repeats).
+    unit, concatenated in serving order (a shard may appear in several units: its repeats);
+    ``unit_copy[u]`` is which copy of its cells unit ``u`` serves (0: their first serving this epoch).
     """
 
     shard_order: np.ndarray
@@ -36,6 +37,7 @@ class EpochPlan:
     policy: str
     unit_cells: np.ndarray | None = None
     cells: np.ndarray | None = None
+    unit_copy: np.ndarray | None = None
 
     @cached_property
     def _starts(self) -> np.ndarray:
@@ -55,6 +57,15 @@ class EpochPlan:
         if self.cells is not None:
             return self.shard_order[k], self.cells[wrapped].astype(np.int64), is_pad
         return self.shard_order[k], wrapped - self._starts[k], is_pad
+
+    def copies(self, positions: np.ndarray) -> np.ndarray:
+        """Which serving of its cell each position is within the epoch (0: the first; a sampled epoch's
+        repeats count up), so that the copies of a cell get masks of their own. Pad positions wrap."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if self.unit_copy is None:
+            return np.zeros(len(positions), dtype=np.int32)
+        wrapped = np.where(positions >= self.n_cells, positions - self.n_cells, positions) % max(self.n_cells, 1)
+        return self.unit_copy[np.searchsorted(self._starts, wrapped, side="right") - 1]
 
     def gather(self, per_shard: Callable[[int], np.ndarray]) -> np.ndarray:
         """A per-cell value (``per_shard(shard)[cell]``) at every position of the sequence, in order."""

@@ -193,7 +193,7 @@ def sampled_plan(
     starts = np.concatenate([[0], np.cumsum(shard_cells)])
     if len(counts) != starts[-1]:
         raise ShardError(f"{len(counts)} cell counts for {int(starts[-1])} cells")
-    shards, sizes, cells = [], [], []
+    shards, sizes, cells, copies = [], [], [], []
     active = np.flatnonzero(counts > 0)
     copy = 0
     while active.size:  # copy j: the cells served more than j times; the total work is the epoch's size
@@ -201,17 +201,19 @@ def sampled_plan(
         cuts = np.flatnonzero(np.diff(shard)) + 1
         first = np.r_[0, cuts]
         shards.append(shard[first])
+        copies.append(np.full(len(first), copy, dtype=np.int32))
         sizes.append(np.diff(np.r_[first, len(active)]))
         cells.append((active - starts[shard]).astype(np.int32))
         copy += 1
         active = active[counts[active] > copy]
     if not shards:
         raise ShardError("the epoch draws no cells")
-    unit_shard, unit_size = np.concatenate(shards), np.concatenate(sizes)
+    unit_shard, unit_size, unit_copy = np.concatenate(shards), np.concatenate(sizes), np.concatenate(copies)
     buffer = np.concatenate(cells)
     unit_start = np.concatenate([[0], np.cumsum(unit_size)[:-1]])
     perm = np.random.default_rng([seed, epoch, 1]).permutation(len(unit_shard))
     size = unit_size[perm]
     new_start = np.concatenate([[0], np.cumsum(size)[:-1]])
     gather = np.repeat(unit_start[perm] - new_start, size) + np.arange(int(size.sum()))
-    return EpochPlan(unit_shard[perm], shard_cells, 1, 0, policy, unit_cells=size, cells=buffer[gather])
+    cells_in_order = buffer[gather]
+    return EpochPlan(unit_shard[perm], shard_cells, 1, 0, policy, size, cells_in_order, unit_copy[perm])

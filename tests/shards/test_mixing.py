@@ -107,6 +107,25 @@ def test_repeat_and_choose_serve_exact_counts(sets):
     assert len(b) == 300 and {counts[c] for c in b} == {1}  # 300 distinct B cells (without replacement)
 
 
+def test_copies_of_a_cell_get_their_own_masks(sets):
+    """``repeat: 2`` serves every cell twice in an epoch: the two copies are masked differently, the first
+    copy exactly as a plain epoch masks the cell (copy 0 keeps the cell's hash)."""
+    opts = {"batch_size": B, "context_length": 64, "seed": 4, "rank": 0, "world_size": 1, "return_cell_ids": True}
+    masks: dict[str, list[list[int]]] = collections.defaultdict(list)
+    for b in ShardedCellDataset([{"path": str(sets["A"]), "repeat": 2}], **opts):
+        for cell, labels in zip(b["cell_id"], b["labels"], strict=True):
+            masks[cell].append(sorted(torch.nonzero(labels >= 0).ravel().tolist()))
+    plain = {}
+    for b in ShardedCellDataset(str(sets["A"]), **opts):
+        for cell, labels in zip(b["cell_id"], b["labels"], strict=True):
+            plain[cell] = sorted(torch.nonzero(labels >= 0).ravel().tolist())
+    twice = [c for c, m in masks.items() if len(m) == 2]
+    assert len(twice) > 0.9 * len(plain)
+    differ = sum(masks[c][0] != masks[c][1] for c in twice)
+    assert differ > 0.95 * len(twice), (differ, len(twice))  # only cells with 1-2 genes may coincide
+    assert all(plain[c] in masks[c] for c in twice if c in plain)  # one of the copies is masked as plainly
+
+
 def test_vocabularies_must_match_or_be_remapped(sets):
     with pytest.raises(ShardError, match=r"another vocabulary .*first difference: ENSG.*vocab_join: remap"):
         ShardedCellDataset([str(sets["A"]), str(sets["M"])], batch_size=B, rank=0, world_size=1)

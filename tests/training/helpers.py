@@ -144,3 +144,27 @@ def reference_run(argv: list[str], world: int) -> None:
 
 if __name__ == "__main__":
     reference_run(sys.argv[2:], int(sys.argv[1]))
+
+
+class SignalAt(pl.Callback):
+    """Send this process ``signal`` right after optimizer step ``step`` (as a scheduler's preemption
+    notice would arrive), on global rank ``rank`` only (-1: every rank), on the first attempt only."""
+
+    def __init__(self, step: int, signal: str = "SIGUSR1", rank: int = -1) -> None:
+        self.step, self.signal, self.rank = step, signal, rank
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
+        if trainer.global_step == self.step and self.rank in (-1, trainer.global_rank) and _attempt() == 0:
+            os.kill(os.getpid(), getattr(signal, self.signal))
+
+
+class StepFile(pl.Callback):
+    """Global rank 0 writes the number of finished optimizer steps to ``path`` after each step (a test
+    waits on it to send a signal mid-run)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
+        if trainer.is_global_zero:
+            Path(self.path).write_text(str(trainer.global_step))

@@ -4,6 +4,9 @@ config files, data-module errors, embedding, probe and baseline."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -326,3 +329,55 @@ def test_a_resume_keeps_the_architecture_of_the_checkpoint_and_the_run_s_resume_
     model = stopped.value.args[0].model
     assert model.cfg.d_model == 48 and model.cfg.n_layers == 1  # the checkpoint's architecture
     assert model.hparams.resume_lr == 0.001  # this run's resume key, not the checkpoint's 0.5
+
+
+def test_checkpoints_are_written_atomically(tmp_path):
+    """Killed at the rename of a second save (a named fault point: SIGKILL, no cleanup), the first
+    checkpoint is still whole under its name: a kill mid-write never leaves a truncated last.ckpt."""
+    target = tmp_path / "last.ckpt"
+    code = (
+        "import sys, torch; from training.fit.checkpoint_io import AtomicCheckpointIO as A; io = A(); "
+        f"io.save_checkpoint({{'step': 1, 'w': torch.ones(1000)}}, {str(target)!r}); "
+        f"io.save_checkpoint({{'step': 2, 'w': torch.zeros(1000)}}, {str(target)!r})"
+    )
+    env = {**os.environ, "CELLSHARD_TEST_FAULT": "rename:last.ckpt:2"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]  # killed at the second rename
+    assert torch.load(target, weights_only=True)["step"] == 1
+    others = [p.name for p in tmp_path.iterdir() if p.name != "last.ckpt"]
+    assert len(others) == 1 and others[0].startswith(".last.ckpt.tmp-")  # the killed write, under a temporary name
+
+
+def test_preemption_requeues_a_slurm_job_with_scontrol(tmp_path, monkeypatch):
+    from training.fit.preemption import Preemption, _slurm_job
+
+    fake = tmp_path / "bin" / "scontrol"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "called"}\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    monkeypatch.setenv("SLURM_JOB_NAME", "pretrain")
+    assert _slurm_job() == "4242"
+    Preemption._requeue(_slurm_job())
+    assert (tmp_path / "called").read_text().split() == ["requeue", "4242"]
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert _slurm_job() == "77_3"
+    monkeypatch.setenv("SLURM_JOB_NAME", "interactive")
+    assert _slurm_job() is None
+
+
+def test_the_resume_line_says_exact_or_elastic():
+    from shards.loading.loader import ResumeInfo
+    from training.fit.callbacks import resume_line
+
+    exact = ResumeInfo(1, 40, True, 2, 1, 32, 2, 1, 32)
+    assert resume_line("r/last.ckpt", 90, 1, exact) == (
+        "resuming from r/last.ckpt: step 90, epoch 1, 40 batches of epoch 1 already served per rank; the loader's "
+        "plan is exact (world size 2, 1 workers per rank, batch 32, as saved)"
+    )
+    elastic = resume_line("r/last.ckpt", 90, 1, ResumeInfo(1, 40, False, 1, 2, 64, 2, 1, 32))
+    assert "elastic: world size 2 -> 1, workers 1 -> 2, batch 32 -> 64" in elastic
+    assert "afresh" in resume_line("x", 3, 0, None)

@@ -52,7 +52,27 @@ def _untrained_probe(run: Path, data: dict[str, Any], label: str, pooling: str) 
     return linear_probe(x, labels, ids)["accuracy"]
 
 
-def run_report(run: str | Path, embeddings: str | None = None, label: str = "cell_type") -> dict[str, Any]:
+def compare_losses(history: pd.DataFrame, reference: str | Path) -> dict[str, Any]:
+    """This run's per-step train losses against another run's (e.g. the same run without interruption)."""
+    path = Path(reference) / "history.csv"
+    if not path.exists():
+        raise ConfigError(f"--reference {reference}: history.csv is missing; is it a finished `fit` run?")
+    mine = history.set_index("step")["train/loss"].dropna()
+    theirs = pd.read_csv(path).set_index("step")["train/loss"].dropna()
+    common = mine.index.intersection(theirs.index)
+    diff = (mine.loc[common] - theirs.loc[common]).abs()
+    first = int(diff.index[diff.to_numpy() > 0][0]) if (diff > 0).any() else None
+    return {
+        "reference": str(reference),
+        "steps_compared": len(common),
+        "first_differing_step": first,
+        "max_abs_difference": float(diff.max()) if len(diff) else None,
+    }
+
+
+def run_report(
+    run: str | Path, embeddings: str | None = None, label: str = "cell_type", reference: str | None = None
+) -> dict[str, Any]:
     run = Path(run)
     config_path, history_path = run / "checkpoints" / "config.yaml", run / "history.csv"
     for p in (config_path, history_path):
@@ -101,6 +121,8 @@ def run_report(run: str | Path, embeddings: str | None = None, label: str = "cel
         "history": str(history_path),
         "logs": str(run / "logs"),
     }
+    if reference is not None:
+        summary["same_as_reference"] = compare_losses(history, reference)
     write_bytes_atomic(run / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
     return summary
 
@@ -119,5 +141,17 @@ def format_report(s: dict[str, Any]) -> str:
             f"{pct(s['untrained_probe_accuracy'])})",
             f"  throughput {s['cells_per_sec']:.0f} cells/s, data wait {pct(s['data_wait_frac'])} of step time",
             f"  checkpoints {s['checkpoints']}  history {s['history']}  logs {s['logs']}",
+            *_reference_lines(s.get("same_as_reference")),
         ]
     )
+
+
+def _reference_lines(c: dict[str, Any] | None) -> list[str]:
+    if c is None:
+        return []
+    if c["first_differing_step"] is None:
+        return [f"  train loss equal, bit for bit, to {c['reference']}'s at all {c['steps_compared']} steps"]
+    return [
+        f"  train loss differs from {c['reference']}'s from step {c['first_differing_step']} on "
+        f"(max |difference| {c['max_abs_difference']:.3g} over {c['steps_compared']} steps)"
+    ]

@@ -9,6 +9,7 @@ from the FLOP formula of ``flops.py`` and the device's peak (``peak_tflops`` ove
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -17,19 +18,36 @@ import torch
 
 from ..model.flops import peak_flops, train_flops
 
-__all__ = ["GradNormMonitor", "SamplerEpoch", "ThroughputMonitor"]
+__all__ = ["GradNormMonitor", "SamplerEpoch", "ThroughputMonitor", "resume_line"]
+
+log = logging.getLogger("training")
 
 
 class SamplerEpoch(pl.Callback):
-    """The epoch and position of the shard loader.
+    """The epoch and position of the shard loader, in step with Lightning's loops.
 
     Before each training epoch the dataset is told the epoch: shards are re-permuted and rotated across
     ranks and masks change. The dataset keeps it in shared memory, so persistent workers see it
     (Lightning's own ``set_epoch`` reaches samplers only, not an ``IterableDataset``).
 
-    When a checkpoint is written, the saved loader position is set to the batches the training loop
-    has *processed*: Lightning's fetcher pre-fetches one batch ahead, so the loader's own count is one
-    ahead of the model and a resume would skip that batch.
+    When a checkpoint is written, two things are set right so that a resume from it continues exactly:
+
+    - the saved loader position is the batches the training loop has *processed*: Lightning's fetcher
+      pre-fetches one batch ahead, so the loader's own count is one ahead of the model;
+    - a checkpoint written after the loop was stopped inside an epoch (``max_steps``, ``should_stop``: the
+      ``last.ckpt`` of the end of ``fit``, written in ``on_train_epoch_end`` or ``on_train_end``) has its
+      epoch counted as finished by Lightning, which would resume at the start of the *next* epoch and
+      drop the rest of this one (different cells and masks from the first resumed step on). Its epoch
+      progress is put back to "in the middle of the epoch", as a checkpoint written at that step's end
+      says;
+    - a checkpoint written when an epoch's data ran out (``is_last_batch``) resumes at the next epoch's
+      first batch: the loader's saved position says so (on resume Lightning creates the loader's
+      iterator before the epoch's start hook, which would otherwise pick up the finished epoch and
+      serve nothing), and when Lightning had already closed the epoch (``on_train_end``) its batch
+      progress is that of the next epoch's start (else the restored "last batch" ends it at once).
+
+    On resume it says, in one line, what it resumed: the checkpoint, step, epoch, the batches of the
+    epoch already served, and whether the loader's plan is exact or elastic.
     """
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -38,15 +56,52 @@ class SamplerEpoch(pl.Callback):
         if dataset is not None and hasattr(dataset, "set_epoch"):
             dataset.set_epoch(trainer.current_epoch)
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        resumed = getattr(trainer.train_dataloader, "resumed", None)
+        if trainer.ckpt_path and trainer.is_global_zero:
+            log.info("%s", resume_line(str(trainer.ckpt_path), trainer.global_step, trainer.current_epoch, resumed))
+
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         fit = checkpoint.get("loops", {}).get("fit_loop", {})
-        states = fit.get("state_dict", {}).get("combined_loader")
-        if not states:
+        batch, epochs = fit.get("epoch_loop.batch_progress"), fit.get("epoch_progress")
+        if not batch or not epochs:
             return
+        running = int(epochs["current"]["started"]) - 1  # the epoch the loop is in, or has just finished
+        states = [s for s in fit.get("state_dict", {}).get("combined_loader") or [] if isinstance(s, dict)]
+        states = [s for s in states if "batches" in s and s.get("epoch") == running]
+        if batch.get("is_last_batch"):
+            # its data ran out: a resume starts the next epoch at its first batch. Lightning creates the
+            # loader's iterator before the epoch's start hook on resume, so the saved state must say so
+            for state in states:
+                state.update(epoch=running + 1, batches=0, stages=[])
+            if epochs["total"]["completed"] == epochs["total"]["started"]:  # written after the epoch closed
+                batch["current"] = dict.fromkeys(batch["current"], 0)
+                batch["is_last_batch"] = False
+            return
+        if batch["current"]["processed"] > 0:  # stopped inside the epoch: it is not finished
+            for key in ("total", "current"):
+                epochs[key]["processed"] = epochs[key]["completed"] = epochs[key]["started"] - 1
         processed = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
-        for state in states:
-            if isinstance(state, dict) and "batches" in state and state.get("epoch") == trainer.current_epoch:
-                state["batches"] = min(int(state["batches"]), processed)
+        for state in states:  # the batches the loop processed, not those the fetcher fetched ahead
+            state["batches"] = min(int(state["batches"]), processed)
+
+
+def resume_line(ckpt: str, step: int, epoch: int, resumed: Any) -> str:
+    """The one line a resumed run starts with."""
+    line = f"resuming from {ckpt}: step {step}, epoch {epoch}"
+    if resumed is None:
+        return line + "; the loader starts the epoch afresh (no loader state in the checkpoint)"
+    line += f", {resumed.batches} batches of epoch {resumed.epoch} already served per rank; "
+    if resumed.exact:
+        return line + (
+            f"the loader's plan is exact (world size {resumed.world_size}, {resumed.num_workers} workers per "
+            f"rank, batch {resumed.batch_size}, as saved)"
+        )
+    return line + (
+        f"the loader's plan is elastic: world size {resumed.saved_world_size} -> {resumed.world_size}, workers "
+        f"{resumed.saved_num_workers} -> {resumed.num_workers}, batch {resumed.saved_batch_size} -> "
+        f"{resumed.batch_size}; the rest of the epoch is re-planned over the cells not yet served"
+    )
 
 
 class ThroughputMonitor(pl.Callback):

@@ -36,9 +36,11 @@ from shards.storage.remote import is_secret_key, redact
 
 from ..errors import ConfigError, first_line
 from .callbacks import GradNormMonitor, SamplerEpoch, ThroughputMonitor
+from .checkpoint_io import AtomicCheckpointIO
 from .data import CREDENTIAL_KEYS, CellDataModule
 from .history import write_history
 from .module import CellshardModule
+from .preemption import REQUEUE_EXIT, Preemption
 from .strategies import resolve_trainer_options, restart_hazard
 
 __all__ = ["CellshardCLI", "environment_info", "main"]
@@ -246,11 +248,15 @@ class CellshardCLI(LightningCLI):
             )
         if trainer_config.get("logger") not in (False, None):
             extra.append(LearningRateMonitor(logging_interval="step"))
-        if cfg.get("async_checkpoint"):
-            if "DeepSpeed" in type(trainer_config.get("strategy")).__name__:
-                raise ConfigError("async_checkpoint does not apply to DeepSpeed (it writes its own checkpoints)")
+        extra.append(Preemption())
+        deepspeed = "DeepSpeed" in type(trainer_config.get("strategy")).__name__
+        if cfg.get("async_checkpoint") and deepspeed:
+            raise ConfigError("async_checkpoint does not apply to DeepSpeed (it writes its own checkpoints)")
+        if not deepspeed:  # DeepSpeed writes its own checkpoint directories
+            io = AtomicCheckpointIO()
             plugins = trainer_config.get("plugins") or []
-            trainer_config["plugins"] = [*(plugins if isinstance(plugins, list) else [plugins]), AsyncCheckpointIO()]
+            plugins = [*(plugins if isinstance(plugins, list) else [plugins])]
+            trainer_config["plugins"] = [*plugins, AsyncCheckpointIO(io) if cfg.get("async_checkpoint") else io]
         callbacks = trainer_config.get("callbacks") or []
         trainer_config["callbacks"] = [*(callbacks if isinstance(callbacks, list) else [callbacks]), *extra]
         return super().instantiate_trainer(**trainer_config)
@@ -271,8 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default: the command line)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        CellshardCLI(args=argv)
+        cli = CellshardCLI(args=argv)
     except CellshardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    callbacks = getattr(getattr(cli, "trainer", None), "callbacks", [])
+    if any(isinstance(c, Preemption) and c.stopped_at is not None for c in callbacks):
+        return REQUEUE_EXIT  # preempted: the checkpoint is written, run again with --ckpt_path last
     return 0
