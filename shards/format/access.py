@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ class ShardAccess:
     local: Path | None
     fetch: Callable[[str, int | None, int | None], bytes]
     storage_options: dict[str, Any] = field(default_factory=dict)
+    #: threads a format's reader may decode one read on (the caller waits for them), or None
+    executor: Executor | None = None
 
     def location(self, rel: str) -> str:
         """Where a file of the set is read from: the local copy, else its URL (credentials included)."""
@@ -57,6 +60,26 @@ class ShardAccess:
             ) from None
         except OSError as exc:
             raise ShardError(f"{self.local / rel}: cannot read it ({exc.strerror})") from exc
+
+    def read_range(self, rel: str, lo: int, hi: int | None) -> bytes:
+        """Bytes ``lo:hi`` of a file of the shard (``lo < 0`` and ``hi`` None: its last ``-lo`` bytes),
+        from local disk or as one range request."""
+        if self.local is None:
+            return self.fetch(rel, lo, hi)
+        path = self.local / rel
+        try:
+            with open(path, "rb") as f:
+                if lo < 0:  # as an HTTP suffix range: the whole file if it is shorter
+                    f.seek(max(0, f.seek(0, 2) + lo))
+                    return f.read()
+                f.seek(lo)
+                return f.read(hi - lo if hi is not None else -1)
+        except FileNotFoundError:
+            raise ShardError(
+                f"{path}: missing from the shard set (a file of {self.shard['path']}); restore it or rebuild the set"
+            ) from None
+        except OSError as exc:
+            raise ShardError(f"{path}: cannot read bytes {lo}:{hi} ({exc.strerror}); run `ingest verify`") from exc
 
     def sidecar(self) -> bytes:
         """The shard's sidecar (sample index or metadata table), checked against the manifest's sha256."""

@@ -1,4 +1,4 @@
-"""Collate: truncate, add ``<cls>``/``<eos>``, pad, and mask, vectorized over the batch.
+"""Collate: truncate, add ``<cls>``/``<eos>``, pad, and mask, in one compiled pass (``kernels``).
 
 Masking is a pure function of (seed, epoch, cell id): every random number is a counter-based hash of
 (seed, epoch, hash(cell_id), position, stream), so it does not depend on batch composition, worker
@@ -9,15 +9,21 @@ tokens and padding are never masked. Token ids of the specials come from ``vocab
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 
 from ..format.vocab import Vocabulary
-from .hashing import cell_hashes, mask_hash, salted, uniform
+from . import kernels
+from .hashing import cell_hashes, salted
 
-__all__ = ["Collator", "cell_hashes", "pack"]
+__all__ = ["Allocator", "Collator", "cell_hashes", "new_buffer", "pack"]
+
+#: gives a batch its buffer: ``alloc(nbytes)`` -> a uint8 tensor of ``nbytes`` bytes
+Allocator = Callable[[int], torch.Tensor]
 
 _TORCH = {np.dtype(np.int64): torch.int64, np.dtype(np.bool_): torch.bool, np.dtype(np.float32): torch.float32}
 
@@ -66,75 +72,87 @@ class Collator:
         epoch: int,
         counts: np.ndarray | None = None,
         copies: np.ndarray | None = None,
+        alloc: Allocator | None = None,
     ) -> dict[str, torch.Tensor]:
         """A batch from ragged cells; ``copies``: which serving of its cell each row is in the epoch (a
-        sampled epoch's repeats): copy ``k > 0`` of a cell gets masks and bins of its own."""
-        sp = self.vocab.special
+        sampled epoch's repeats): copy ``k > 0`` of a cell gets masks and bins of its own. ``alloc``
+        gives the batch's buffer (a worker's shared-memory slot, ``transport``)."""
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
         b = len(offsets) - 1
         lengths = np.minimum(np.diff(offsets), self.context_length - 2)
         width = int(lengths.max(initial=0)) + 2
-        ids = np.full((b, width), sp["<pad>"], dtype=np.int64)
-        ids[:, 0] = sp["<cls>"]
-        rows = np.repeat(np.arange(b), lengths)
-        within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        ids[rows, 1 + within] = genes[np.repeat(offsets[:-1], lengths) + within]
-        ids[np.arange(b), lengths + 1] = sp["<eos>"]
-        cols = np.arange(width)[None, :]
-        attention = cols < (lengths + 2)[:, None]
-        is_gene = (cols >= 1) & (cols <= lengths[:, None])
+        if self.value_bins and counts is None:
+            raise ValueError("value_bins needs the counts")
+        out, views = _batch_buffer(b, width, bool(self.value_bins), alloc)
+        cells = salted(cell_hashes(cell_ids), copies)
+        genes = np.ascontiguousarray(genes, dtype=np.int32)
+        counts = np.ascontiguousarray(counts if counts is not None else genes[:0], dtype=np.int32)
+        kernels.collate_into(
+            genes,
+            counts,
+            offsets,
+            cells.astype(np.uint64, copy=False),
+            np.ascontiguousarray(is_pad, dtype=np.bool_),
+            int(self.seed),
+            int(epoch),
+            int(self.context_length),
+            float(self.mask_prob),
+            self._special,
+            self._gene_ids,
+            bool(self.masking),
+            self._edges_q,
+            views["input_ids"],
+            views["attention_mask"],
+            views["labels"],
+            views["loss_weight"],
+            views.get("values", _NO_VALUES),
+        )
+        return out
 
-        h = salted(cell_hashes(cell_ids), copies)
-        if not self.masking:
-            arrays = {
-                "input_ids": ids,
-                "attention_mask": attention,
-                "labels": np.full_like(ids, -100),
-                "loss_weight": (~np.asarray(is_pad, dtype=bool)).astype(np.float32),
-            }
-            if self.value_bins:
-                arrays["values"] = self._bins(counts, offsets, lengths, width, h, epoch)
-            return pack(arrays)
-        # the k gene positions with the smallest hashes are masked: one sort per batch, no RNG state
-        key = np.where(is_gene, mask_hash(self.seed, epoch, h[:, None], cols, 0), np.uint64(2**64 - 1))
-        k = np.maximum(1, np.floor(self.mask_prob * lengths + 0.5)).astype(np.int64)
-        kth = np.minimum(k, width) - 1  # each row's k-th smallest hash: a partition, not a full sort
-        threshold = np.partition(key, np.unique(kth), axis=1)[np.arange(b), kth] if b else kth.astype(np.uint64)
-        masked = is_gene & (key <= threshold[:, None])
-        labels = np.where(masked, ids, -100)
-        rows_m, cols_m = np.nonzero(masked)  # the 80/10/10 draws only where needed (~15% of positions)
-        v = uniform(self.seed, epoch, h[rows_m], cols_m, 1)
-        gene_ids = np.asarray(self.vocab.tokens, dtype=np.int64)
-        draw = uniform(self.seed, epoch, h[rows_m], cols_m, 2)
-        out = ids.copy()
-        to_mask = v < 0.8
-        out[rows_m[to_mask], cols_m[to_mask]] = sp["<mask>"]
-        swap = (v >= 0.8) & (v < 0.9)
-        out[rows_m[swap], cols_m[swap]] = gene_ids[(draw[swap] * len(gene_ids)).astype(np.int64)]
-        arrays = {
-            "input_ids": out,
-            "attention_mask": attention,
-            "labels": labels,
-            "loss_weight": (~np.asarray(is_pad, dtype=bool)).astype(np.float32),
-        }
-        if self.value_bins:
-            if counts is None:
-                raise ValueError("value_bins needs the counts")
-            arrays["values"] = self._bins(counts, offsets, lengths, width, h, epoch)
-        return pack(arrays)
+    @cached_property
+    def _special(self) -> np.ndarray:
+        sp = self.vocab.special
+        return np.array([sp["<pad>"], sp["<mask>"], sp["<cls>"], sp["<eos>"]], dtype=np.int64)
 
-    def _bins(self, counts, offsets, lengths, width, h, epoch) -> np.ndarray:
-        """scGPT's binning: each cell's counts digitized against its own quantiles into 1..value_bins-1;
-        a value equal to an edge goes left or right by a seeded hash (scGPT draws it at random); 0 for
-        specials and padding."""
-        values = np.zeros((len(lengths), width), dtype=np.int64)
-        cols = np.arange(width)
-        for i, n in enumerate(lengths.tolist()):
-            row = counts[offsets[i] : offsets[i + 1]].astype(np.float64)
-            if n == 0:
-                continue
-            edges = np.quantile(row, np.linspace(0, 1, self.value_bins - 1))
-            x = row[:n]
-            left, right = np.digitize(x, edges), np.digitize(x, edges, right=True)
-            u = uniform(self.seed, epoch, h[i], cols[1 : n + 1], 3)
-            values[i, 1 : n + 1] = np.ceil(u * (right - left) + left).astype(np.int64)
-        return values
+    @cached_property
+    def _gene_ids(self) -> np.ndarray:
+        return np.ascontiguousarray(self.vocab.tokens, dtype=np.int64)
+
+    @cached_property
+    def _edges_q(self) -> np.ndarray:
+        return np.linspace(0, 1, self.value_bins - 1) if self.value_bins else np.zeros(0)
+
+
+_NO_VALUES = np.zeros((0, 0), dtype=np.int64)
+
+
+def new_buffer(nbytes: int) -> torch.Tensor:
+    """A batch's buffer where no worker slot is given: ordinary memory."""
+    return torch.empty(nbytes, dtype=torch.uint8)
+
+
+def _batch_buffer(
+    b: int, width: int, values: bool, alloc: Allocator | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
+    """The batch's tensors as views of one buffer (one shared-memory handle to pass a batch between
+    processes), and numpy views of the same memory for the kernel to fill."""
+    shapes = {
+        "input_ids": ((b, width), np.int64),
+        "attention_mask": ((b, width), np.bool_),
+        "labels": ((b, width), np.int64),
+        "loss_weight": ((b,), np.float32),
+    }
+    if values:
+        shapes["values"] = ((b, width), np.int64)
+    starts, total = {}, 0
+    for key, (shape, dtype) in shapes.items():
+        starts[key] = total
+        total += -(-int(np.prod(shape)) * np.dtype(dtype).itemsize // 8) * 8  # 8-byte aligned views
+    buf = (alloc or new_buffer)(total)
+    raw = buf.numpy()
+    tensors, arrays = {}, {}
+    for key, (shape, dtype) in shapes.items():
+        lo, nbytes = starts[key], int(np.prod(shape)) * np.dtype(dtype).itemsize
+        arrays[key] = raw[lo : lo + nbytes].view(dtype).reshape(shape)
+        tensors[key] = buf[lo : lo + nbytes].view(_TORCH[np.dtype(dtype)]).view(shape)
+    return tensors, arrays

@@ -20,9 +20,10 @@ from ..plan.worker import SlotOptions
 from .panels import PanelSpec
 from .streams import VOCAB_MODES
 
-__all__ = ["ON_ERROR", "LoaderConfig"]
+__all__ = ["COLLATE_ON", "ON_ERROR", "LoaderConfig"]
 
 ON_ERROR = ("raise", "skip")
+COLLATE_ON = ("host", "device")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,19 @@ class LoaderConfig:
     is computed up front, so every rank agrees on the count)."""
     repeat_cache_bytes: int = 256 << 20
     """Sampled epochs: bytes per process for cells served again later in the epoch (read once, held)."""
+    read_ahead: int = 1
+    """Windows each loader process reads ahead in a background thread while it collates (0: read in the
+    same thread). Decoding releases the GIL, so one window ahead overlaps reading with collating on any
+    machine with a spare core; batches are the same either way."""
+    io_threads: int = 1
+    """Threads each loader process decodes a read with: 1, the reading thread alone; 2, Zarr's genes and
+    counts (or a WebDataset run's two halves) at once. Decoding releases the GIL: worth it where each
+    loader process has more than ~1.5 cores to itself (the read-ahead thread already keeps one busy)."""
+    collate_on: str = "host"
+    """Where batches are padded and masked: ``host`` (the loader's processes yield ready batches) or
+    ``device`` (they yield the ragged cells in one buffer, ~4 bytes a token instead of ~17, and the
+    trainer pads and masks them on the accelerator, bit-identical to ``host``; outside the trainer, call
+    ``dataset.device_collator()`` on each batch after moving it)."""
     vocab_join: str = "same"
     """Streams: ``same`` (their vocabularies must be identical) or ``remap`` (one token space, the union by
     gene id; the first stream keeps its token ids)."""
@@ -97,6 +111,12 @@ class LoaderConfig:
             raise ShardError(f"on_error={self.on_error!r}: choose raise (refuse a corrupt shard) or skip")
         if self.token_budget is not None and self.token_budget < self.context_length:
             raise ShardError(f"token_budget={self.token_budget}: must be at least context_length={self.context_length}")
+        if self.io_threads < 1:
+            raise ShardError(f"io_threads={self.io_threads}: must be at least 1 (the reading thread itself)")
+        if self.read_ahead < 0:
+            raise ShardError(f"read_ahead={self.read_ahead}: must be 0 (off) or more windows")
+        if self.collate_on not in COLLATE_ON:
+            raise ShardError(f"collate_on={self.collate_on!r}: choose host or device")
         if self.lanes < 1 or self.lane_cells < 1:
             raise ShardError(f"lanes={self.lanes}, lane_cells={self.lane_cells}: must be at least 1")
         if self.value_bins == 1 or self.value_bins < 0:

@@ -32,10 +32,14 @@ from ..plan.worker import WorkerPlan, plan_worker
 from . import pool
 from .collate import Collator
 from .config import LoaderConfig
+from .device import DeviceCollator, pack_ragged
+from .hashing import cell_hashes, salted
 from .panels import PanelFilter
+from .readahead import ReadAhead
 from .runs import RunReader
 from .sampling import EpochCells, mix_identity
 from .streams import MultiReader
+from .transport import SlotRing
 from .windows import RepeatCache, Window, read_window, slot_cells
 from .world import detect_rank, worker_info
 
@@ -98,6 +102,7 @@ class ShardedCellDataset(IterableDataset):
             cache_dir=cfg.cache_dir,
             cache_bytes=cfg.cache_bytes,
             storage_options=cfg.storage_options,
+            io_threads=cfg.io_threads,
         )
         self.cells = EpochCells(self.reader, streams, cfg)
         try:
@@ -114,6 +119,8 @@ class ShardedCellDataset(IterableDataset):
         self._stages: tuple[Stage, ...] = ()  # finished stages of the current epoch (elastic resume)
         self._resume: Resume | None = None
         self._cache: RepeatCache | None = None
+        self._transport: tuple[int, int] | None = None  # (loader token, slots per worker): see use_transport
+        self._ring: SlotRing | None = None  # this worker's slots (made in the worker)
 
     @property
     def skipped_cells(self) -> int:
@@ -129,6 +136,21 @@ class ShardedCellDataset(IterableDataset):
     def repeat_cache(self) -> RepeatCache | None:
         """This process's cache of cells served again in the current epoch (sampled epochs; None else)."""
         return self._cache
+
+    def device_collator(self) -> DeviceCollator:
+        """What turns this dataset's ragged batches (``collate_on="device"``) into the batches the host
+        collator would have built, on the device the batch was moved to."""
+        return DeviceCollator.like(self.collator)
+
+    def use_transport(self, token: int, slots: int) -> None:
+        """Build batches in ``slots`` reused shared-memory slots per DataLoader worker, for the loader
+        ``token`` (``CellDataLoader`` calls this; ``transport`` says why). The main process is unaffected."""
+        self._transport = (token, slots)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_ring"] = None  # a worker makes its own
+        return state
 
     # -- epoch and topology --------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -218,18 +240,20 @@ class ShardedCellDataset(IterableDataset):
         self._start_cache(cells, worker, k)
         carry: list[Window] = []
         carried = 0
-        while k < slot.n_windows and self._batches < len(ends):
-            window = self._window(cells, worker, k)
-            window = window.with_rows(window.rows[skip:])
-            skip = 0
-            carry.append(window)
-            carried += len(window.rows)
-            while self._batches < len(ends) and carried >= (size := int(ends[self._batches]) - offset):
-                batch, carry, carried = _cut(carry, carried, size)
-                offset += size
-                self._batches += 1
-                yield self._collate(batch, epoch)
-            k += 1
+        last_needed = int(ends[-1]) - 1 if len(ends) else -1  # the slot position of the last cell served
+        with self._reads(cells, worker, k, last_needed) as windows:
+            while k < slot.n_windows and self._batches < len(ends):
+                window = windows.get(k)
+                window = window.with_rows(window.rows[skip:])
+                skip = 0
+                carry.append(window)
+                carried += len(window.rows)
+                while self._batches < len(ends) and carried >= (size := int(ends[self._batches]) - offset):
+                    batch, carry, carried = _cut(carry, carried, size)
+                    offset += size
+                    self._batches += 1
+                    yield self._collate(batch, epoch)
+                k += 1
 
     def _grouped(self, cells, worker: WorkerPlan, epoch: int) -> Iterator[dict[str, Any]]:
         """Grouped batches (``plan.grouping``): windows are read in order and each cell waits in a pool
@@ -239,10 +263,21 @@ class ShardedCellDataset(IterableDataset):
         mine = slot_groups(codes, worker.seq, worker.slots, worker.index, cfg.batch_size, cfg.remainder)
         if worker.start >= mine.n_batches:
             return
-        self._start_cache(cells, worker, pool.first_window(worker.slot, mine, worker.start))
-        for b, parts, pad in pool.serve(worker.slot, mine, worker.start, lambda k: self._window(cells, worker, k)):
-            self._batches = b + 1
-            yield self._collate(parts, epoch, extra_pad=pad)
+        first = pool.first_window(worker.slot, mine, worker.start)
+        self._start_cache(cells, worker, first)
+        last_needed = int(mine.ready[worker.start :].max())  # a batch is served once its last cell is read
+        with self._reads(cells, worker, first, last_needed) as windows:
+            for b, parts, pad in pool.serve(worker.slot, mine, worker.start, windows.get):
+                self._batches = b + 1
+                yield self._collate(parts, epoch, extra_pad=pad)
+
+    def _reads(self, cells, worker: WorkerPlan, first: int, last_needed: int) -> ReadAhead[Window]:
+        """Windows from ``first`` on, ``read_ahead`` of them read ahead in a background thread, up to the
+        one holding slot position ``last_needed`` (so that no window is read that the epoch does not use:
+        reads have effects, e.g. a skipped shard's counters)."""
+        offsets = worker.slot.window_offsets
+        stop = min(worker.slot.n_windows, int(np.searchsorted(offsets, last_needed, side="right")))
+        return ReadAhead(lambda k: self._window(cells, worker, k), first, stop, self.config.read_ahead)
 
     def _window(self, cells, worker: WorkerPlan, k: int) -> Window:
         """Window ``k``, read run by run (``windows.read_window``)."""
@@ -268,10 +303,26 @@ class ShardedCellDataset(IterableDataset):
         genes, counts = tokens[0], tokens[1]
         if self.panels is not None:
             genes, counts, offsets = self.panels(genes, counts, offsets, ids, epoch)
-        batch = self.collator(genes, offsets, ids, pads, epoch, counts=counts, copies=copies)
+        ring = self._worker_ring()
+        alloc = ring.alloc if ring is not None else None
+        if self.config.collate_on == "device":
+            cells = salted(cell_hashes(ids), copies)
+            bins = counts if self.config.value_bins else None
+            context = self.config.context_length
+            batch = pack_ragged(genes, offsets, cells, pads, bins, epoch=epoch, context_length=context, alloc=alloc)
+        else:
+            batch = self.collator(genes, offsets, ids, pads, epoch, counts=counts, copies=copies, alloc=alloc)
         if self.config.return_cell_ids:
             batch["cell_id"] = ids.tolist()
-        return batch
+        return ring.wrap(batch) if ring is not None else batch
+
+    def _worker_ring(self) -> SlotRing | None:
+        """This DataLoader worker's slots (None in the main process or without a transport)."""
+        if self._transport is None or worker_info()[1] == 0:
+            return None
+        if self._ring is None:
+            self._ring = SlotRing(*self._transport)
+        return self._ring
 
 
 def _cut(carry: list[Window], carried: int, size: int) -> tuple[list[Window], list[Window], int]:

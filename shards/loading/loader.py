@@ -10,8 +10,10 @@ is re-planned over the cells not yet served, so every remaining cell is served e
 
 from __future__ import annotations
 
+import atexit
 import signal
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from ..errors import ShardError
 from ..plan.state import LoaderState, Resume, Stage
 from .dataset import ShardedCellDataset
+from .transport import BufferedBatch, materialize, new_token, release_token
 
 __all__ = ["CellDataLoader", "ResumeInfo"]
 
@@ -59,6 +62,25 @@ class _WorkerInit:
             self.user(worker_id)
 
 
+#: loaders with worker processes, stopped at interpreter exit (see ``_stop_workers_at_exit``)
+_WITH_WORKERS: weakref.WeakSet[CellDataLoader] = weakref.WeakSet()
+
+
+def _stop_workers_at_exit() -> None:
+    """Stop every live loader's workers before ``multiprocessing`` joins its children at exit.
+
+    A script that ends with a persistent loader still referenced (a module-level ``loader``) leaves
+    its workers waiting for work; ``multiprocessing``'s own exit hook then terminates daemonic children
+    with SIGTERM, which workers ignore (see ``_WorkerInit``), and joins them: forever. Registered after
+    that hook (this module imports torch, which imports ``multiprocessing``), this one runs before it.
+    """
+    for loader in list(_WITH_WORKERS):
+        loader.shutdown_workers()
+
+
+atexit.register(_stop_workers_at_exit)
+
+
 class CellDataLoader(StatefulDataLoader):
     """Batches of a ``ShardedCellDataset``; workers start with ``spawn`` (TileDB, zarr and fsspec threads
     are not fork-safe)."""
@@ -83,6 +105,12 @@ class CellDataLoader(StatefulDataLoader):
             worker_init_fn=_WorkerInit(worker_init_fn) if num_workers else worker_init_fn,
             **kwargs,
         )
+        self._token = new_token()
+        if num_workers:
+            _WITH_WORKERS.add(self)
+            # slots per worker: what the DataLoader keeps in flight (prefetch_factor, default 2) plus the
+            # batch the consumer holds and two spare; beyond that a worker sends ordinary batches
+            dataset.use_transport(self._token, (self.prefetch_factor or 2) + 3)
         self.resumed: ResumeInfo | None = None  # set by load_state_dict
         self._consumed = 0
         self._stages: tuple[Stage, ...] = ()
@@ -99,9 +127,28 @@ class CellDataLoader(StatefulDataLoader):
             self._consumed, self._stages = 0, ()
         self._pending = None
         self._epoch_seen = epoch
-        for batch in super().__iter__():
-            self._consumed += 1
-            yield batch
+        try:
+            for batch in super().__iter__():
+                self._consumed += 1
+                yield materialize(batch) if isinstance(batch, BufferedBatch) else batch
+        finally:
+            if not self.persistent_workers:  # the workers, and their slots, end with the iteration
+                release_token(self._token)
+
+    def shutdown_workers(self) -> None:
+        """Stop this loader's worker processes now (persistent ones too); the next iteration starts new
+        ones. A worker that does not stop within seconds is killed."""
+        it, self._iterator = self._iterator, None
+        release_token(self._token)
+        if it is None:
+            return
+        stop = getattr(it, "_shutdown_workers", None)
+        if stop is not None:
+            stop()
+        for worker in getattr(it, "_workers", []):
+            if worker.is_alive():
+                worker.kill()
+                worker.join(timeout=5)
 
     def loader_state(self) -> LoaderState:
         """The rank-independent position: the epoch and the batches this rank consumed in its stage."""

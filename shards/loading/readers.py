@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,10 @@ class ShardSetReader:
         cache_dir: str | Path | None = None,
         cache_bytes: int | None = None,
         storage_options: dict | None = None,
+        io_threads: int = 1,
     ) -> None:
         self.root = str(root)
+        self.io_threads = io_threads
         self.remote = is_remote(self.root)
         self.storage_options = storage_options or {}
         if (cache_dir is None) != (cache_bytes is None):
@@ -72,6 +75,7 @@ class ShardSetReader:
         self._reset()
 
     def _reset(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None  # made on first read: each process its own
         self._readers: OrderedDict[int, ShardReader] = OrderedDict()
         self._opened: set[int] = set()
         self._tokens: dict[int, np.ndarray] = {}
@@ -79,7 +83,7 @@ class ShardSetReader:
     def __getstate__(self) -> dict[str, Any]:
         """Picklable without what this process read: a spawned worker opens shards itself."""
         state = dict(self.__dict__)
-        for key in ("_readers", "_opened", "_tokens"):
+        for key in ("_readers", "_opened", "_tokens", "_pool"):
             state.pop(key)
         return state
 
@@ -111,16 +115,17 @@ class ShardSetReader:
         which will not evict them meanwhile), or read remotely. With ``check``, the first access of a
         process checks the shard's main file and metadata documents (``ShardAccess.check_opened``)."""
         shard = self.shards[i]
+        if self.io_threads > 1 and self._pool is None:
+            self._pool = ThreadPoolExecutor(self.io_threads - 1, thread_name_prefix="cellshard-decode")
+        common = {"fetch": self.fetch, "storage_options": self.storage_options, "executor": self._pool}
         if not self.remote:
-            yield self._checked(
-                i, ShardAccess(shard, self.root, Path(self.root), self.fetch, self.storage_options), check
-            )
+            yield self._checked(i, ShardAccess(shard, self.root, Path(self.root), **common), check)
         elif self.cache is None:
-            yield self._checked(i, ShardAccess(shard, self.root, None, self.fetch, self.storage_options), check)
+            yield self._checked(i, ShardAccess(shard, self.root, None, **common), check)
         else:
             fs, base = open_filesystem(self.root, **self.storage_options)
             with self.cache.use(f"{self.split}-{i:06d}", shard, fs, base.rstrip("/")) as local:
-                yield self._checked(i, ShardAccess(shard, self.root, local, self.fetch, self.storage_options), check)
+                yield self._checked(i, ShardAccess(shard, self.root, local, **common), check)
 
     def _checked(self, i: int, access: ShardAccess, check: bool) -> ShardAccess:
         if check and i not in self._opened:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..plan.epoch import EpochPlan
 from ..plan.slots import SlotPlan
+from . import kernels
 
 __all__ = ["READ_GAP", "RepeatCache", "Window", "read_window", "slot_cells", "take_rows"]
 
@@ -30,8 +31,11 @@ READ_GAP = 128
 def take_rows(genes: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cells ``rows`` of a block (``genes``: (channels, tokens), ``offsets`` per cell), as a new block."""
     starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
-    flat = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-    return genes[:, flat], np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    out_offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out_offsets[1:])
+    out = np.empty((genes.shape[0], int(out_offsets[-1])), dtype=genes.dtype)
+    kernels.gather_rows(genes, starts.astype(np.int64, copy=False), lengths.astype(np.int64, copy=False), out)
+    return out, out_offsets
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numba
 import numpy as np
 
+from ..jit import kernel
 from .slots import SlotPlan, stream_positions
 
 __all__ = ["budget_batches", "budget_plan"]
@@ -22,7 +22,7 @@ def budget_batches(costs: np.ndarray, budget: int) -> np.ndarray:
     return _budget_ends(np.asarray(costs, dtype=np.int64), int(budget))
 
 
-@numba.njit(cache=True)
+@kernel
 def _budget_ends(costs, budget):  # pragma: no cover - compiled
     ends = np.empty(len(costs), dtype=np.int64)
     n_batches = 0

@@ -187,3 +187,14 @@ def test_loader_modes(sets, tmp_path, mode):
     data, full = sets["zarr"], tmp_path / "full"
     _fit(full, data, 16, *opts)
     _same_after(full, _resume(tmp_path / "r", data, 6, 16, *opts), 6)
+
+
+@pytest.mark.slow
+def test_device_collate_trains_exactly_like_host_collate(sets, tmp_path):
+    """``data.collate_on: device``: a worker ships ragged batches, the module pads and masks them in
+    ``on_after_batch_transfer``; every step's loss equals the host-collated run's."""
+    data, bins = sets["zarr"], ["--data.value_bins", "11"]
+    _fit(tmp_path / "host", data, 8, *bins)
+    _fit(tmp_path / "device", data, 8, *bins, "--data.collate_on", "device", "--data.num_workers", "1")
+    _same_after(tmp_path / "host", tmp_path / "device", 0)
+    assert len(_losses(tmp_path / "device")) == 8

@@ -150,7 +150,7 @@ def _reference_lines(c: dict[str, Any] | None) -> list[str]:
     if c is None:
         return []
     if c["first_differing_step"] is None:
-        return [f"  train loss equal, bit for bit, to {c['reference']}'s at all {c['steps_compared']} steps"]
+        return [f"  train loss equal, bit for bit, to {c['reference']}'s at all {c['steps_compared']} logged steps"]
     return [
         f"  train loss differs from {c['reference']}'s from step {c['first_differing_step']} on "
         f"(max |difference| {c['max_abs_difference']:.3g} over {c['steps_compared']} steps)"

@@ -3,7 +3,7 @@
 
 Throughput times each step from ``on_train_batch_start`` to ``on_train_batch_end`` and the data wait
 from the end of one step to the start of the next (that is where Lightning fetches the next batch).
-On GPUs the step end is synchronized, else asynchronous kernels would count as data wait. MFU comes
+On GPUs the marks are CUDA events, read once per logging window (no synchronization per step). MFU comes
 from the FLOP formula of ``flops.py`` and the device's peak (``peak_tflops`` overrides the table).
 """
 
@@ -104,6 +104,39 @@ def resume_line(ckpt: str, step: int, epoch: int, resumed: Any) -> str:
     )
 
 
+class _HostClock:
+    """Step marks as host times (CPU devices: a step is done when the host returns from it)."""
+
+    def mark(self) -> float:
+        return time.perf_counter()
+
+    @staticmethod
+    def seconds(a: float, b: float) -> float:
+        return b - a
+
+    def settle(self, last: Any) -> None:
+        """Nothing is pending on a CPU device."""
+
+
+class _CudaClock:
+    """Step marks as CUDA events on the current stream: timing costs no synchronization per step (the
+    host may run ahead of the GPU and keep its queue full); the window's last mark is waited for once
+    when the window is logged. A gap between one step's end event and the next one's start event is
+    time the GPU had nothing queued: the data wait (and the device-side collate, which runs there)."""
+
+    def mark(self) -> torch.cuda.Event:
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    @staticmethod
+    def seconds(a: torch.cuda.Event, b: torch.cuda.Event) -> float:
+        return a.elapsed_time(b) / 1000.0
+
+    def settle(self, last: torch.cuda.Event) -> None:
+        last.synchronize()
+
+
 class ThroughputMonitor(pl.Callback):
     def __init__(
         self, log_every_n_steps: int | None = None, peak_tflops: float | None = None, warmup_steps: int = 2
@@ -117,58 +150,95 @@ class ThroughputMonitor(pl.Callback):
         self.every = log_every_n_steps
         self.peak = peak_tflops * 1e12 if peak_tflops else None
         self.warmup = warmup_steps
+        self._clock: _HostClock | _CudaClock = _HostClock()
+        self._end: Any = None
         self._reset()
         self.totals = {"cells": 0.0, "tokens": 0.0, "step": 0.0, "wait": 0.0, "steps": 0, "flops": 0.0}
 
     def _reset(self) -> None:
-        self.window = {"cells": 0.0, "tokens": 0.0, "slots": 0.0, "step": 0.0, "wait": 0.0, "flops": 0.0, "n": 0}
-        self._end: float | None = None
+        # per step of the window: (start mark, end mark, previous end mark or None, counted in totals);
+        # token counts stay device tensors until the window is logged (reading one is a sync)
+        self.steps: list[tuple[Any, Any, Any, bool]] = []
+        self.window = {"cells": 0.0, "slots": 0.0, "flops": 0.0, "counted_cells": 0.0, "counted_flops": 0.0}
+        self.tokens: list[tuple[torch.Tensor, torch.Tensor, bool]] = []
 
-    def _now(self, trainer: pl.Trainer) -> float:
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter()
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._clock = _CudaClock() if trainer.strategy.root_device.type == "cuda" else _HostClock()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._end = None  # the first fetch of an epoch includes worker start-up: not a steady wait
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._end is not None:  # validation time is neither step time nor data wait
-            self._end = self._now(trainer)
+            self._end = self._clock.mark()
 
     def on_train_batch_start(self, trainer, pl_module, batch: dict[str, Any], batch_idx: int) -> None:
-        self._start = self._now(trainer)
-        self._wait = self._start - self._end if self._end is not None else 0.0
+        self._start = self._clock.mark()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch: dict[str, Any], batch_idx: int) -> None:
-        end = self._now(trainer)
-        step, wait = end - self._start, self._wait
+        end = self._clock.mark()
+        counted = trainer.global_step > self.warmup
+        self.steps.append((self._start, end, self._end, counted))
         self._end = end
         world = trainer.world_size  # rank 0's batch stands for every rank's (they are balanced)
         mask = batch["attention_mask"]
-        masked = int((batch["labels"] >= 0).sum())
-        sample = {
-            "cells": float(mask.shape[0]) * world,
-            "tokens": float(mask.sum()) * world,
-            "slots": float(mask.numel()) * world,
-            "step": step,
-            "wait": wait,
-            "flops": train_flops(pl_module.cfg, mask.shape[0], mask.shape[1], masked) * world,
-        }
+        b, length = mask.shape
         w = self.window
-        for key, value in sample.items():
-            w[key] += value
-        w["n"] += 1
-        if trainer.global_step > self.warmup:
-            t = self.totals
-            for key in ("cells", "tokens", "step", "wait", "flops"):
-                t[key] += sample[key]
-            t["steps"] += 1
+        flops = train_flops(pl_module.cfg, b, length, 0) * world  # the masked tokens' part comes later
+        w["cells"] += b * world
+        w["slots"] += b * length * world
+        w["flops"] += flops
+        if counted:
+            w["counted_cells"] += b * world
+            w["counted_flops"] += flops
+        self.tokens.append((mask.sum(), (batch["labels"] >= 0).sum(), counted))
         every = self.every or trainer.log_every_n_steps
-        if w["n"] >= every:
-            pl_module.log_dict(self._metrics(trainer, w), on_step=True, on_epoch=False, rank_zero_only=True)
+        if len(self.steps) >= every:
+            pl_module.log_dict(self._close(trainer, pl_module), on_step=True, on_epoch=False, rank_zero_only=True)
             self._reset()
-            self._end = end
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.steps:  # a last, partial window counts in the summary (Lightning logs nothing here)
+            self._close(trainer, pl_module)
+            self._reset()
+
+    def _close(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        """The window's figures, after one wait for its last step; the summary's totals advance."""
+        clock, world = self._clock, trainer.world_size
+        clock.settle(self.steps[-1][1])
+        step = wait = counted_step = counted_wait = 0.0
+        for start, end, before, counted in self.steps:
+            s = clock.seconds(start, end)
+            g = clock.seconds(before, start) if before is not None else 0.0
+            step, wait = step + s, wait + g
+            if counted:
+                counted_step, counted_wait = counted_step + s, counted_wait + g
+        counts = torch.stack([torch.stack([t, m]) for t, m, _ in self.tokens]).double().cpu()
+        counted_rows = torch.tensor([c for _, _, c in self.tokens], dtype=torch.bool)
+        tokens, masked = (counts.sum(0) * world).tolist()
+        c_tokens, c_masked = (counts[counted_rows].sum(0) * world).tolist() if counted_rows.any() else (0.0, 0.0)
+        head = train_flops(pl_module.cfg, 0, 0, 1)  # FLOPs per masked token (the output head)
+        w = self.window
+        t = self.totals
+        t["cells"] += w["counted_cells"]
+        t["tokens"] += c_tokens
+        t["step"] += counted_step
+        t["wait"] += counted_wait
+        t["flops"] += w["counted_flops"] + head * c_masked
+        t["steps"] += int(counted_rows.sum())
+        elapsed = step + wait
+        n = len(self.steps)
+        out = {
+            "perf/cells_per_sec": w["cells"] / elapsed,
+            "perf/tokens_per_sec": tokens / elapsed,
+            "perf/padding_frac": 1.0 - tokens / max(w["slots"], 1.0),
+            "perf/step_time_ms": 1000.0 * elapsed / n,
+            "perf/data_wait_frac": wait / elapsed,
+        }
+        peak = self._peak(trainer)
+        if peak:
+            out["perf/mfu"] = (w["flops"] + head * masked) / elapsed / (peak * trainer.world_size)
+        return out
 
     def _peak(self, trainer: pl.Trainer) -> float | None:
         if self.peak:
@@ -177,20 +247,6 @@ class ThroughputMonitor(pl.Callback):
         if device.type != "cuda":
             return None
         return peak_flops(torch.cuda.get_device_name(device), trainer.precision)
-
-    def _metrics(self, trainer: pl.Trainer, w: dict[str, float]) -> dict[str, float]:
-        elapsed = w["step"] + w["wait"]
-        out = {
-            "perf/cells_per_sec": w["cells"] / elapsed,
-            "perf/tokens_per_sec": w["tokens"] / elapsed,
-            "perf/padding_frac": 1.0 - w["tokens"] / max(w["slots"], 1.0),
-            "perf/step_time_ms": 1000.0 * elapsed / w["n"],
-            "perf/data_wait_frac": w["wait"] / elapsed,
-        }
-        peak = self._peak(trainer)
-        if peak:
-            out["perf/mfu"] = w["flops"] / elapsed / (peak * trainer.world_size)
-        return out
 
     def summary(self) -> dict[str, float]:
         """Averages after the warm-up steps: cells/s, tokens/s, step time and data-wait share."""

@@ -273,9 +273,36 @@ class CellshardCLI(LightningCLI):
                 log.info("training history: %s", path)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the stream of the first call:
+    ``main`` may run many times in one process (tests, notebooks), each with its own stderr."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _follow_stderr() -> None:
+    """Lightning gives its loggers a handler of its own, bound to the ``sys.stderr`` of the moment it was
+    imported; swap those for handlers that follow ``sys.stderr`` (same level and format)."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logger = logging.getLogger(name)
+        for i, handler in enumerate(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                follow = _StderrHandler()
+                follow.setLevel(handler.level)
+                follow.setFormatter(handler.formatter)
+                logger.handlers[i] = follow
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default: the command line)."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_StderrHandler()])
+    _follow_stderr()
     try:
         cli = CellshardCLI(args=argv)
     except CellshardError as exc:

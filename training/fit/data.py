@@ -19,7 +19,9 @@ import lightning.pytorch as pl
 
 from shards import CellDataLoader, ShardedCellDataset, ShardError
 from shards.format.vocab import Vocabulary, vocab_to_csv
+from shards.loading.collate import Collator
 from shards.loading.config import LoaderConfig
+from shards.loading.device import DeviceCollator
 from shards.loading.panels import PanelFilter
 from shards.loading.readers import ShardSetReader
 from shards.loading.streams import MultiReader
@@ -128,6 +130,11 @@ class CellDataModule(pl.LightningDataModule):
         if val_batch_size is not None and val_batch_size < 1:
             raise ConfigError(f"data.val_batch_size={val_batch_size}: must be at least 1")
         self.train_loader: CellDataLoader | None = None
+        #: pads and masks ragged batches on the device (``collate_on: device``; validation batches too:
+        #: they differ from training ones in the cells and the epoch, which the batch carries)
+        self.device_collator = DeviceCollator.like(
+            Collator(self.vocab, cfg.context_length, cfg.seed, value_bins=cfg.value_bins)
+        )
 
     def _check_columns(self) -> None:
         """Weighting and grouping columns exist in every stream: checked now, before the run writes anything."""
@@ -205,7 +212,11 @@ class CellDataModule(pl.LightningDataModule):
             raise ConfigError(f"data: {exc}") from None
 
     def _loader(self, ds: ShardedCellDataset, persistent: bool) -> CellDataLoader:
-        extra = {"prefetch_factor": self.prefetch_factor} if self.prefetch_factor and self.num_workers else {}
+        extra: dict[str, Any] = {}
+        if self.prefetch_factor and self.num_workers:
+            extra["prefetch_factor"] = self.prefetch_factor
+        if self.trainer is not None and self.trainer.strategy.root_device.type == "cuda":
+            extra["pin_memory"] = True  # page-locked batches: the copy to the GPU runs non_blocking
         return CellDataLoader(ds, num_workers=self.num_workers, persistent_workers=persistent, **extra)
 
     def train_dataloader(self) -> CellDataLoader:

@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from shards.loading.device import is_ragged
+
 from ..errors import ConfigError
 from ..model.encoder import CellEncoder, EncoderConfig, extend_positions
 from ..model.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler, param_groups
@@ -121,6 +123,19 @@ class CellshardModule(pl.LightningModule):
         max_steps = self.trainer.max_steps if self._trainer is not None else None
         sched = build_scheduler(opt, self.scheduler_cfg, max_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A ragged batch (``data.collate_on: device``) is padded and masked here, on the device it was
+        moved to, by the data module's ``device_collator`` (bit-identical to the host collator)."""
+        if not is_ragged(batch):
+            return batch
+        collate = getattr(self.trainer.datamodule, "device_collator", None) if self._trainer is not None else None
+        if collate is None:
+            raise ConfigError(
+                "a ragged batch (data.collate_on=device) needs the trainer's CellDataModule to collate it; "
+                "set data.collate_on=host when batches come from elsewhere"
+            )
+        return collate(batch)
 
     # -- steps -------------------------------------------------------------------------------------
     def _sums(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

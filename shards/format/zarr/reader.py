@@ -22,6 +22,7 @@ from ...errors import ShardError
 from ...storage.remote import redact
 from ..access import ShardAccess
 from ..records import CellBlock
+from .chunks import ShardedArray, load_doc
 from .names import shard_name
 
 __all__ = ["ZarrShardReader", "count_cells", "read_cells", "read_meta", "read_offsets"]
@@ -91,6 +92,10 @@ def read_meta(meta_path: Path) -> pa.Table:
         raise ShardError(f"{meta_path}: cannot read the metadata table ({exc})") from exc
 
 
+#: a read of fewer tokens is decoded in the calling thread (a thread hand-over costs ~20-50 us)
+_PARALLEL_TOKENS = 32_768
+
+
 @contextmanager
 def _redacted() -> Iterator[None]:
     """Zarr's errors name the URL it opened: take any credentials out of the message."""
@@ -105,12 +110,18 @@ def _redacted() -> Iterator[None]:
 
 class ZarrShardReader:
     """One Zarr shard, as the loader reads it: its offsets and cell ids (read once), cell ranges, and
-    metadata columns from the Parquet table (one column read, not the whole shard)."""
+    metadata columns from the Parquet table (one column read, not the whole shard).
+
+    The arrays are opened once per process (``chunks.ShardedArray``: the chunk index read once, a range
+    of cells read with one byte-range read per array and decoded here); an array in a layout other than
+    the writer's is read through zarr-python, its group also opened once."""
 
     def __init__(self, shard: dict) -> None:
         self.shard = shard
         self._offsets: np.ndarray | None = None
         self._ids: pa.ChunkedArray | None = None
+        self._arrays: dict[str, ShardedArray | None] | None = None
+        self._group: zarr.Group | None = None
 
     def table(self, access: ShardAccess, columns: list[str] | None = None) -> pa.Table:
         """The metadata table (the sidecar, checked against its sha256)."""
@@ -121,11 +132,39 @@ class ZarrShardReader:
             where = access.where(self.shard["files"][0]["path"], remote=True)
             raise ShardError(f"{where}: cannot read the metadata table ({exc}); run `ingest verify`") from exc
 
+    def _array(self, access: ShardAccess, name: str) -> ShardedArray | None:
+        if self._arrays is None:
+            rel = self.shard["path"]
+            arrays = {}
+            for key in ("genes", "counts", "offsets"):
+                doc_rel = f"{rel}/{key}/zarr.json"
+                doc = load_doc(access.whole(doc_rel), access.where(doc_rel))
+                arrays[key] = ShardedArray.open(access.read_range, f"{rel}/{key}", doc, access.where(f"{rel}/{key}"))
+            self._arrays = arrays
+        return self._arrays[name]
+
+    def _values(self, access: ShardAccess, name: str, lo: int, hi: int) -> np.ndarray:
+        array = self._array(access, name)
+        if array is not None:
+            return array.read(access.read_range, lo, hi)
+        if self._group is None:
+            self._group = _open(access.location(self.shard["path"]), access.storage_options)
+        try:
+            return self._group[name][lo:hi]
+        except Exception as exc:
+            raise ShardError(f"{access.where(self.shard['path'])}: {name}[{lo}:{hi}] failed to read ({exc})") from exc
+
     def offsets(self, access: ShardAccess) -> np.ndarray:
         """The whole offsets array: a read then slices it instead of decoding a chunk of it."""
         if self._offsets is None:
             with _redacted():
-                self._offsets = read_offsets(access.location(self.shard["path"]), access.storage_options)
+                offsets = self._values(access, "offsets", 0, int(self.shard["n_cells"]) + 1)
+            if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != self.shard["n_tokens"]:
+                raise ShardError(
+                    f"{access.where(self.shard['path'])}: its offsets are not a partition of its "
+                    f"{self.shard['n_tokens']} tokens (corrupt or modified); run `ingest verify`"
+                )
+            self._offsets = offsets
         return self._offsets
 
     def cell_tokens(self, access: ShardAccess) -> np.ndarray:
@@ -135,10 +174,17 @@ class ZarrShardReader:
         if self._ids is None:  # kept as Arrow strings: ~30 bytes a cell, not a Python object each
             self._ids = self.table(access, ["cell_id"])["cell_id"]
         ids = self._ids.slice(start, stop - start).to_numpy(zero_copy_only=False)
-        offsets = self.offsets(access)
+        offsets = self.offsets(access)[start : stop + 1]
+        lo, hi = int(offsets[0]), int(offsets[-1])
         with _redacted():
-            block = read_cells(access.location(self.shard["path"]), start, stop, access.storage_options, offsets)
-        return block.genes, block.counts, block.offsets, ids
+            if access.executor is not None and hi - lo > _PARALLEL_TOKENS:  # two arrays, two threads
+                pending = access.executor.submit(self._values, access, "counts", lo, hi)
+                genes = self._values(access, "genes", lo, hi)
+                counts = pending.result()
+            else:
+                genes = self._values(access, "genes", lo, hi)
+                counts = self._values(access, "counts", lo, hi)
+        return genes, counts, (offsets - lo).astype(np.int64), ids
 
     def metadata(self, access: ShardAccess) -> pd.DataFrame:
         return self.table(access).to_pandas()
