@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     ing.add_argument("--corpus", default=None, help="glob of existing h5ad files instead of a synthetic corpus")
     ing.add_argument("--workers", type=int, default=1)
     ing.add_argument("--no-soma", action="store_true", help="leave out the SOMA (Census-shaped copy) rows")
+    ing.add_argument("--threads", type=int, default=2, help="also build with this many threads per process")
     ing.add_argument("--out", type=Path, required=True)
     ld = sub.add_parser("loader", help="streaming: I/O limit, collate limit, end to end, RSS, shuffle quality")
     ld.add_argument("--zarr", type=Path, required=True, help="a Zarr shard set (>= 100k cells for the issue's figures)")
@@ -58,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         s = suite.SUITES[args.suite_name]
         write_report(args.out, results, command, derived, suite.notes(s), {"suite": args.suite_name, **asdict(s)})
     elif args.suite == "ingest":
-        results = ingest.run(args.out, args.cells, args.corpus, args.workers, soma=not args.no_soma)
+        results = ingest.run(
+            args.out, args.cells, args.corpus, args.workers, soma=not args.no_soma, threads=args.threads
+        )
         write_report(args.out, results, command, ingest.ratios(results))
     elif args.suite == "train":
         # imported here only: it pulls in Lightning, which spawned loader processes would otherwise

@@ -14,9 +14,10 @@ import io
 import math
 from pathlib import Path
 
-import numba
 import numpy as np
 import scipy.sparse as sp
+
+from shards.jit import kernel
 
 from .errors import IngestError
 
@@ -50,15 +51,57 @@ def _bin_centre(b: np.ndarray) -> np.ndarray:
     return np.exp(_LOG_LO + (b + 0.5) * _LOG_STEP)
 
 
-@numba.njit(cache=True)
-def _accumulate(indptr, indices, data, col_row, n_counts, rows, log_lo, log_step, n_bins, acc):  # pragma: no cover
+#: ln(c) for integer counts c below this: a table lookup instead of a log per value
+_LOG_TABLE_SIZE = 1 << 16
+_LOG_TABLE = np.log(np.maximum(np.arange(_LOG_TABLE_SIZE, dtype=np.float64), 1.0))
+
+
+@kernel(nogil=True)
+def _bin_value(v, scale, shift, log_lo, log_step, inv_step, log_table):  # pragma: no cover - compiled
+    """``floor((ln(v * scale) - log_lo) / log_step)``, exactly. For an integer count ``v`` the table gives
+    ``ln v + ln scale`` instead; that sum differs from ``ln(v * scale)`` by ~1e-15 relative, so only a value
+    within 1e-7 of a bin edge can land in another bin, and those take the exact formula."""
+    c = np.int64(v)
+    if c == v and c < log_table.size:
+        x = (log_table[c] + shift) * inv_step
+        fl = np.floor(x)
+        if x - fl > 1e-7 and fl + 1.0 - x > 1e-7:
+            return fl
+    return np.floor((np.log(v * scale) - log_lo) / log_step)
+
+
+@kernel(nogil=True)
+def _accumulate(
+    indptr, indices, data, col_row, n_counts, rows, log_lo, log_step, n_bins, acc, n_hist, log_table
+):  # pragma: no cover - compiled
+    """Add the bins of rows ``rows`` to ``acc`` (gene x bin, flat). The bins are first grouped by gene (a
+    counting sort), then each gene's are added while its row of ``acc`` stays in cache: ``acc`` is
+    genes x ~1,400 bins (~55 MB for 10k genes), and adding in cell order missed the cache at every
+    value (~2x slower)."""
+    per = np.zeros(n_hist + 1, dtype=np.int64)
     for r in rows:
-        scale = NORM_TOTAL / n_counts[r]
         for k in range(indptr[r], indptr[r + 1]):
             row = col_row[indices[k]]
             if row >= 0 and data[k] > 0:
-                b = int(np.floor((np.log(data[k] * scale) - log_lo) / log_step))
-                acc[row * n_bins + min(max(b, 0), n_bins - 1)] += 1
+                per[row + 1] += 1
+    for i in range(n_hist):
+        per[i + 1] += per[i]
+    bins = np.empty(per[n_hist], dtype=np.int32)
+    fill = per[:-1].copy()
+    inv_step = 1.0 / log_step
+    for r in rows:
+        scale = NORM_TOTAL / n_counts[r]
+        shift = np.log(scale) - log_lo
+        for k in range(indptr[r], indptr[r + 1]):
+            row = col_row[indices[k]]
+            if row >= 0 and data[k] > 0:
+                b = int(_bin_value(np.float64(data[k]), scale, shift, log_lo, log_step, inv_step, log_table))
+                bins[fill[row]] = min(max(b, 0), n_bins - 1)
+                fill[row] += 1
+    for row in range(n_hist):
+        base = row * n_bins
+        for i in range(per[row], per[row + 1]):
+            acc[base + bins[i]] += 1
 
 
 class Histograms:
@@ -77,7 +120,20 @@ class Histograms:
         """
         rows = np.arange(csr.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
         n_counts = np.asarray(n_counts, dtype=np.float64)
-        _accumulate(csr.indptr, csr.indices, csr.data, col_row, n_counts, rows, _LOG_LO, _LOG_STEP, N_BINS, self.acc)
+        _accumulate(
+            csr.indptr,
+            csr.indices,
+            csr.data,
+            col_row,
+            n_counts,
+            rows,
+            _LOG_LO,
+            _LOG_STEP,
+            N_BINS,
+            self.acc,
+            self.n_rows,
+            _LOG_TABLE,
+        )
 
     def to_coo(self) -> sp.coo_matrix:
         flat = np.flatnonzero(self.acc)

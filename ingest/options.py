@@ -60,6 +60,10 @@ class BuildOptions:
     """Seeds the split hash and the global shuffle."""
     workers: int = 1
     """Spawned worker processes (the output is byte-identical for any number)."""
+    threads: int = 1
+    """Work units run at once in threads of each process (the compiled kernels, zstd and most reading
+    release the GIL): on a machine with more cores than ``--workers``, or to use 2 cores in one process.
+    The output is byte-identical for any number."""
     val_fraction: float = 0.0
     """The share of split keys (``--split-by``) sent to ``val`` by a seeded hash."""
     split_by: str = "donor_id"
@@ -100,6 +104,8 @@ class BuildOptions:
             raise IngestError(f"--cells-per-shard {self.cells_per_shard}: must be at least 1")
         if self.workers < 1:
             raise IngestError(f"--workers {self.workers}: must be at least 1")
+        if self.threads < 1:
+            raise IngestError(f"--threads {self.threads}: must be at least 1")
         if not 0.0 <= self.val_fraction < 1.0:
             raise IngestError(f"--val-fraction {self.val_fraction}: must be in [0, 1)")
         if self.split_by not in SPLIT_BY:
@@ -138,11 +144,12 @@ class BuildOptions:
     def fingerprint(self, source: dict, obs_columns: list[str], vocab_sha: str | None, medians_sha: str | None) -> str:
         """Identity of the output: options that change it plus the source's content identity.
 
-        Paths, URIs, ``workers``, ``quiet`` and I/O tuning are left out: they do not change the result
+        Paths, URIs, ``workers``, ``threads``, ``quiet`` and I/O tuning are left out: they do not change the result
         (a moved Census copy or input file is the same build).
         """
         ignored = {
             "workers",
+            "threads",
             "quiet",
             "out",
             "input",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from shards.format.manifest import load_manifest
 from shards.storage.atomic import sha256_file, write_bytes_atomic
+from shards.storage.faults import fault_point
 
 from ..errors import IngestError
 from ..layout import make_units
@@ -102,6 +103,9 @@ def _build_prepared(opts: BuildOptions, prepared: Prepared, out: Path, report: R
         raise IngestError(f"--out {out}: the directory is not writable")
     with BuildLock(out):
         if check_out_dir(out, build_id):
+            if (out / WORK_DIR).exists():  # killed after the commit point, while it removed its work files
+                shutil.rmtree(out / WORK_DIR)
+                report.info(f"{out}: removed the work directory a finished build left behind")
             report.info(f"{out}: already built (same inputs and options); nothing to do")
             return BuildResult(load_manifest(out), seconds=0.0)
         work = out / WORK_DIR
@@ -116,6 +120,7 @@ def _build_prepared(opts: BuildOptions, prepared: Prepared, out: Path, report: R
         write_bytes_atomic(work / "params.json", json.dumps(params).encode())
         ctx = stages.BuildContext(opts, out, work, prepared, report, build_id)
         manifest = _run_stages(ctx, vocab, supplied)
+        fault_point("committed")  # the manifest is written; the work files are not yet removed
         shutil.rmtree(work)
     seconds = time.perf_counter() - started
     rate = manifest["n_cells"] / seconds if seconds > 0 else 0.0

@@ -24,6 +24,7 @@ from shards.storage.faults import fault_point
 
 from ..medians import Histograms
 from ..permute import FeistelPermutation
+from ..ragged import take_ragged
 from ..split import SPLIT_NAMES, assign_split
 from ..tokenize import TokenMap, rank_value_encode, rows_with_tokens
 
@@ -176,17 +177,15 @@ def pass2_unit(
                     shard[sel] = place.first_shard[name] + local
                     cell_index[sel] = place.first_cell[name] + pos
                 meta = _metadata(src, task, a, b, keep, n_counts, lengths)
+                order = np.argsort(cell_index, kind="stable")  # shard order, then cell order
+                (genes, counts), offsets = take_ragged([genes, counts], offsets, order)
+                list_offsets = pa.array(offsets.astype(np.int32))
                 table = (
-                    meta.add_column(0, "cell_index", pa.array(cell_index))
-                    .append_column(
-                        "genes", pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(genes))
-                    )
-                    .append_column(
-                        "counts", pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(counts))
-                    )
+                    meta.take(pa.array(order))
+                    .add_column(0, "cell_index", pa.array(cell_index[order]))
+                    .append_column("genes", pa.ListArray.from_arrays(list_offsets, pa.array(genes)))
+                    .append_column("counts", pa.ListArray.from_arrays(list_offsets, pa.array(counts)))
                 )
-                order = np.argsort(cell_index, kind="stable")
-                table = table.take(pa.array(order))
                 sh = shard[order]
                 cuts = np.flatnonzero(np.diff(sh)) + 1
                 if writer is None:
@@ -221,20 +220,17 @@ def finalize_shard(
             reader = pa.ipc.open_file(mm)
             tables += [pa.Table.from_batches([reader.get_batch(i)]) for i in batches]
     table = pa.concat_tables(tables).combine_chunks()
-    table = table.take(pa.compute.sort_indices(table["cell_index"]))
-    idx = table["cell_index"].to_numpy()
+    order = np.argsort(table["cell_index"].to_numpy(), kind="stable")
+    idx = table["cell_index"].to_numpy()[order]
     expected = np.arange(first_cell, first_cell + n_cells)
     if len(idx) != n_cells or not np.array_equal(idx, expected):
         raise RuntimeError(f"shard {shard}: gathered cells {idx[:3]}... do not match its layout")  # an invariant
     genes_col, counts_col = table["genes"].chunk(0), table["counts"].chunk(0)
     offsets = genes_col.offsets.to_numpy().astype(np.int64)
-    offsets -= offsets[0]
-    block = CellBlock(
-        genes_col.flatten().to_numpy().astype(np.int32),
-        counts_col.flatten().to_numpy().astype(np.int32),
-        offsets,
-        table.drop_columns(["cell_index", "genes", "counts"]),
-    )
+    flat = [col.values.to_numpy()[offsets[0] : offsets[-1]] for col in (genes_col, counts_col)]
+    (genes, counts), offsets = take_ragged(flat, offsets - offsets[0], order)
+    table = table.drop_columns(["cell_index", "genes", "counts"]).take(pa.array(order))
+    block = CellBlock(genes.astype(np.int32, copy=False), counts.astype(np.int32, copy=False), offsets, table)
     out = Path(out_dir)
     shard_format = get_format(fmt)
     paths = shard_format.write(out, shard, first_cell, block)

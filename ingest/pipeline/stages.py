@@ -137,7 +137,7 @@ def run_pass1(ctx: BuildContext, genes: GeneMap, supplied: dict[str, float] | No
             fault_point("pass1")
 
         jobs = [(genes.tasks[u.file], u, opts.block_cells, token_median, paths[u.index]) for u in todo]
-        run_jobs(pass1_unit, jobs, opts.workers, done)
+        run_jobs(pass1_unit, jobs, opts.workers, done, opts.threads)
     return Pass1(units, paths, summaries)
 
 
@@ -225,7 +225,7 @@ def run_pass2(ctx: BuildContext, genes: GeneMap, medians: Medians, pass1: Pass1,
                     paths[u.index],
                 )
             )
-        run_jobs(pass2_unit, jobs, opts.workers, done)
+        run_jobs(pass2_unit, jobs, opts.workers, done, opts.threads)
     return Pass2(paths)
 
 
@@ -276,7 +276,7 @@ def finalize(ctx: BuildContext, pass2: Pass2, layout: Layout) -> dict[int, dict]
             advance(1)
             fault_point("finalize")
 
-        run_jobs(finalize_shard, jobs, opts.workers, done)
+        run_jobs(finalize_shard, jobs, opts.workers, done, opts.threads)
     return infos
 
 

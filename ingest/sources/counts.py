@@ -7,9 +7,10 @@ below 1e-6 (counts stored as float32 after arithmetic) is rounded away rather th
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import scipy.sparse as sp
+
+from shards.jit import kernel
 
 __all__ = ["FRACTION", "INT_TOL", "NEGATIVE", "NONFINITE", "TOO_LARGE", "first_problem", "is_integral", "round_noise"]
 
@@ -17,7 +18,7 @@ INT_TOL = 1e-6
 NONFINITE, NEGATIVE, FRACTION, TOO_LARGE = 1, 2, 3, 4
 
 
-@numba.njit(cache=True)
+@kernel
 def _scan(data):  # pragma: no cover - compiled
     """One pass over the values: (first problem kind, its position, any sub-tolerance float noise)."""
     noisy = False

@@ -21,8 +21,11 @@ import scipy.sparse as sp
 from ..errors import IngestError
 from ..vocab import clean_gene_ids
 from .counts import NEGATIVE, NONFINITE, TOO_LARGE, first_problem, is_integral, round_noise
+from .h5chunks import ChunkedArray
 
 __all__ = ["H5adInput", "H5adSpec", "InputOptions", "expand_inputs"]
+
+_UNSET = object()
 
 
 def expand_inputs(patterns: list[str]) -> list[Path]:
@@ -67,6 +70,7 @@ class H5adInput:
             ) from exc
         try:
             self._elem, self.matrix_name = self._locate_counts()
+            self._fast: tuple | object | None = _UNSET
             self.var = self._read_frame(self._var_key())
             self.obs = self._read_frame("obs")
         except IngestError:
@@ -154,20 +158,50 @@ class H5adInput:
     # -- counts ----------------------------------------------------------------------------------
     def read_block(self, start: int, stop: int, gene_ids: np.ndarray, validate: bool = True) -> sp.csr_matrix:
         """Rows ``start:stop`` as a CSR of integer counts (validated unless already checked)."""
-        try:
-            block = self._elem[start:stop]
-        except Exception as exc:
+        csr = self._read_chunked(start, stop)
+        if csr is None:
+            try:
+                block = self._elem[start:stop]
+            except Exception as exc:
+                raise IngestError(
+                    f"{self.path}: reading {self.matrix_name} rows {start}:{stop} failed ({exc}); "
+                    "the file may be truncated or corrupt"
+                ) from exc
+            csr = block if sp.isspmatrix_csr(block) else sp.csr_matrix(block)
+        if csr.nnz and (csr.indices.min() < 0 or csr.indices.max() >= self.n_vars):
             raise IngestError(
-                f"{self.path}: reading {self.matrix_name} rows {start}:{stop} failed ({exc}); "
-                "the file may be truncated or corrupt"
-            ) from exc
-        csr = block if sp.isspmatrix_csr(block) else sp.csr_matrix(block)
+                f"{self.path}: {self.matrix_name} rows {start}:{stop} hold column indices outside 0:{self.n_vars}; "
+                "the file is corrupt"
+            )
         kind, flat, noisy = first_problem(csr)
         if validate and kind:
             self._fail(csr, kind, flat, start, gene_ids)
         if noisy:  # float noise below the tolerance: round it away
             round_noise(csr)
         return csr
+
+    def _chunked(self) -> tuple[ChunkedArray, ChunkedArray, np.ndarray] | None:
+        """A CSR matrix's ``data`` and ``indices`` by their chunk index (``h5chunks``), and its indptr."""
+        if self._fast is _UNSET:
+            self._fast = None
+            node = self._file[self.matrix_name]
+            if isinstance(node, h5py.Group) and node.attrs.get("encoding-type") == "csr_matrix":
+                data = ChunkedArray.open(str(self.path), node["data"])
+                indices = ChunkedArray.open(str(self.path), node["indices"])
+                if data is not None and indices is not None:
+                    self._fast = (data, indices, node["indptr"][:])
+        return self._fast
+
+    def _read_chunked(self, start: int, stop: int) -> sp.csr_matrix | None:
+        fast = self._chunked()
+        if fast is None:
+            return None
+        data_array, indices_array, indptr = fast
+        lo, hi = int(indptr[start]), int(indptr[stop])
+        data, indices = data_array.read(lo, hi), indices_array.read(lo, hi)
+        if data is None or indices is None:
+            return None  # a chunk this reader does not decode: h5py reads the block
+        return sp.csr_matrix((data, indices, indptr[start : stop + 1] - lo), shape=(stop - start, self.n_vars))
 
     def _where(self, csr: sp.csr_matrix, flat: int, start: int, gene_ids: np.ndarray) -> str:
         row = int(np.searchsorted(csr.indptr, flat, side="right") - 1)

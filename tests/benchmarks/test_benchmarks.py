@@ -69,8 +69,11 @@ def test_suite_run_writes_a_valid_report(tmp_path):
     ingest = {r["name"] for r in doc["results"] if r["group"] == "ingest"}
     assert ingest == {
         "cellshard h5ad->zarr",
+        "cellshard h5ad->zarr, 2 threads",
         "cellshard h5ad->webdataset",
+        "cellshard h5ad->webdataset, 2 threads",
         "cellshard soma->zarr",
+        "cellshard soma->zarr, 2 threads",
         "cellshard soma->zarr, 1/4 of the cells",
         "cellshard tokenizer kernel",
         "geneformer tokenizer algorithm",
