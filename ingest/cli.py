@@ -32,19 +32,19 @@ def _build_parser() -> ArgumentParser:
 
 def _synth_parser() -> ArgumentParser:
     p = ArgumentParser(description="Write a synthetic Census-like corpus as h5ad.")
-    p.add_argument("--config", action=ActionConfigFile)
-    p.add_argument("--cells", type=int, required=True)
-    p.add_argument("--genes", type=int, default=10_000)
-    p.add_argument("--datasets", type=int, default=4)
+    p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of these options")
+    p.add_argument("--cells", type=int, required=True, help="cells in the corpus")
+    p.add_argument("--genes", type=int, default=10_000, help="genes (var rows), with Ensembl-style ids")
+    p.add_argument("--datasets", type=int, default=4, help="datasets (each with its own donors and batch effect)")
     p.add_argument("--organism", type=str, default="homo_sapiens", help="homo_sapiens or mus_musculus")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds every random draw (same seed, same files)")
     p.add_argument("--out", type=str, required=True, help="FILE.h5ad (with --files N: FILE-000.h5ad, ...)")
     p.add_argument("--files", type=int, default=1, help="split the datasets over this many files")
-    p.add_argument("--cell-types", type=int, default=12)
+    p.add_argument("--cell-types", type=int, default=12, help="distinct cell types")
     p.add_argument("--layout", type=str, default="counts", help="counts (in X) or cellxgene (raw.X)")
     p.add_argument("--census-out", type=str, default=None, help="also write a Census-shaped SOMA copy to this dir")
     p.add_argument("--census-version", type=str, default="2025-01-30", help="build date recorded in that copy")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
 

@@ -14,7 +14,7 @@ from shards.format.registry import FORMATS
 
 from .errors import IngestError
 
-__all__ = ["SPLIT_BY", "BuildOptions"]
+__all__ = ["SPLIT_BY", "BuildOptions"]  # SPLIT_BY: the keys with a meaning beyond an obs column
 
 SPLIT_BY = ("donor_id", "dataset_id", "cell")
 
@@ -67,7 +67,8 @@ class BuildOptions:
     val_fraction: float = 0.0
     """The share of split keys (``--split-by``) sent to ``val`` by a seeded hash."""
     split_by: str = "donor_id"
-    """The split key: ``donor_id``, ``dataset_id`` or ``cell`` (a key goes wholly to one split)."""
+    """The split key: any obs column (e.g. ``donor_id``, ``dataset_id``, ``sample``) or ``cell``; a key goes
+    wholly to one split. A split that would get no cell, or under half of ``--val-fraction``, is an error."""
     layer: str | None = None
     """Read counts from ``layers/NAME`` instead of X."""
     use_raw: bool = False
@@ -75,6 +76,9 @@ class BuildOptions:
     gene_id_column: str | None = None
     """The var column of Ensembl ids (default: ``feature_id`` if present, else ``var.index``; rows with a
     missing id are dropped and counted)."""
+    allow_non_ensembl_ids: bool = False
+    """Take gene ids that do not look like Ensembl stable ids (e.g. symbols) as they are; without it such
+    ids are refused, since a vocabulary of symbols differs between annotation releases."""
     vocab: str | None = None
     """A ``vocab.csv`` to keep (``gene_id,token[,gene_name]``; missing special tokens are appended)."""
     gene_medians: str | None = None
@@ -108,8 +112,8 @@ class BuildOptions:
             raise IngestError(f"--threads {self.threads}: must be at least 1")
         if not 0.0 <= self.val_fraction < 1.0:
             raise IngestError(f"--val-fraction {self.val_fraction}: must be in [0, 1)")
-        if self.split_by not in SPLIT_BY:
-            raise IngestError(f"--split-by {self.split_by!r}: choose one of {list(SPLIT_BY)}")
+        if not self.split_by.strip():
+            raise IngestError("--split-by '': name an obs column (e.g. donor_id) or cell")
         if self.block_cells < 1 or self.unit_cells < self.block_cells:
             raise IngestError("--block-cells must be >= 1 and --unit-cells >= --block-cells")
         if self.layer and self.use_raw:
@@ -161,6 +165,7 @@ class BuildOptions:
             "tiledb_config",
             "census_timeout",
             "obs_columns",
+            "allow_non_ensembl_ids",
         }
         opts = {k: v for k, v in asdict(self).items() if k not in ignored}
         doc = {

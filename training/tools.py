@@ -25,7 +25,7 @@ from .errors import ConfigError, first_line
 from .evaluate.embed import cell_metadata, embed_cells
 from .model import CellEncoder, EncoderConfig
 
-__all__ = ["export_checkpoint", "load_encoder", "main"]
+__all__ = ["embed_h5ad", "export_checkpoint", "load_encoder", "main"]
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -57,6 +57,8 @@ def _plain(ckpt: str | Path) -> dict[str, Any]:
         data = _load(path)
     if "encoder" in data and "state_dict" in data and "cellshard" not in data:
         return data  # already exported
+    hparams = data.get("datamodule_hyper_parameters") or {}
+    data_path = hparams.get("path") if isinstance(hparams.get("path"), str) else None
     extra = data.get("cellshard")
     if extra is None:
         raise ConfigError(f"--ckpt {path}: not a cellshard checkpoint (no 'cellshard' entry)")
@@ -65,7 +67,12 @@ def _plain(ckpt: str | Path) -> dict[str, Any]:
         for k, v in data["state_dict"].items()
         if k.startswith("model.")
     }
-    return {"state_dict": states, "encoder": extra["encoder"], "vocab_sha256": extra.get("vocab_sha256")}
+    return {
+        "state_dict": states,
+        "encoder": extra["encoder"],
+        "vocab_sha256": extra.get("vocab_sha256"),
+        "data_path": data_path,  # the shard set trained on: its vocab.csv and gene_medians.csv
+    }
 
 
 def load_encoder(ckpt: str | Path) -> tuple[CellEncoder, dict[str, Any]]:
@@ -73,6 +80,122 @@ def load_encoder(ckpt: str | Path) -> tuple[CellEncoder, dict[str, Any]]:
     model = CellEncoder(EncoderConfig(**plain["encoder"]))
     model.load_state_dict({k: v.float() for k, v in plain["state_dict"].items()})
     return model.eval(), plain
+
+
+def _training_files(plain: dict[str, Any], data: str | None, ckpt: str) -> tuple[Path, Path]:
+    """The vocabulary and medians the model was trained with: those of ``data`` when given, else the
+    copies a run writes beside its checkpoints, else those of the shard set the run read."""
+    path = Path(ckpt)
+    beside = path if path.is_dir() else path.parent
+    candidates = [data] if data else [str(beside), plain.get("data_path")]
+    for where in filter(None, candidates):
+        vocab, medians = Path(where) / "vocab.csv", Path(where) / "gene_medians.csv"
+        if vocab.is_file() and medians.is_file():
+            return vocab, medians
+    looked = ", ".join(str(c) for c in candidates if c)
+    raise ConfigError(
+        f"--ckpt {ckpt}: cannot find the vocab.csv and gene_medians.csv it was trained with (looked in {looked}); "
+        "pass --data with the shard set the model was trained on"
+    )
+
+
+def _same_tokens(a: Path, b: Path) -> bool:
+    """Whether two vocabularies map every gene id to the same token (their files may differ in bytes:
+    names, order, line endings)."""
+    from shards.format.vocab import read_vocab
+
+    va, vb = read_vocab(a), read_vocab(b)
+    return (
+        dict(zip(va.gene_ids, va.tokens.tolist(), strict=True))
+        == dict(zip(vb.gene_ids, vb.tokens.tolist(), strict=True))
+        and va.special == vb.special
+    )
+
+
+def embed_h5ad(
+    ckpt: str,
+    h5ad: str,
+    out: str,
+    *,
+    data: str | None = None,
+    pooling: str = "cls",
+    batch_size: int = 64,
+    context_length: int | None = None,
+    device: str = "cpu",
+    input_options: list[str] | None = None,
+) -> tuple[Path, int]:
+    """A copy of the user's AnnData (same obs_names, order, obs, var, X and layers) with
+    ``.obsm["X_cellshard"]``: (the file written, cells without an embedding).
+
+    The cells are tokenized exactly as for training: ``ingest build`` runs on the file with the model's
+    vocabulary and medians (``--vocab``/``--gene-medians``; ``input_options`` such as ``--layer counts``
+    pass through), in a fresh process (``training`` does not import ``ingest``), into a temporary shard
+    set; embeddings are then put back in the file's row order. Cells with no counts on the vocabulary's
+    genes have no tokens: their rows are NaN, and counted."""
+    import subprocess
+
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+    model, plain = load_encoder(ckpt)
+    model.to(device)
+    vocab, medians = _training_files(plain, data, ckpt)
+    source = Path(h5ad)
+    if not source.is_file():
+        raise ConfigError(f"--h5ad {h5ad}: no such file")
+    n = context_length or model.cfg.max_positions
+    if n > model.cfg.max_positions:
+        raise ConfigError(f"--context-length {n} exceeds the model's {model.cfg.max_positions} positions")
+    with tempfile.TemporaryDirectory(prefix="cellshard-embed-") as tmp:
+        shards = Path(tmp) / "shards"
+        cmd = [
+            sys.executable,
+            "-m",
+            "ingest",
+            "build",
+            "--input",
+            str(source),
+            "--out",
+            str(shards),
+            "--vocab",
+            str(vocab),
+            "--gene-medians",
+            str(medians),
+            "--val-fraction",
+            "0",
+            "--quiet",
+            *(input_options or []),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"]
+            raise ConfigError(f"--h5ad {h5ad}: tokenizing it failed: {lines[-1].removeprefix('ingest build: error: ')}")
+        reader = ShardSetReader(str(shards), "train")
+        ids, x = embed_cells(
+            model,
+            reader,
+            context_length=n,
+            pooling=pooling,
+            batch_size=batch_size,
+            value_bins=model.cfg.value_bins,
+            device=device,
+        )
+    adata = ad.read_h5ad(source)
+    names = pd.Index(adata.obs_names.astype(str))
+    if not names.is_unique:
+        raise ConfigError(f"--h5ad {h5ad}: obs_names are not unique; run adata.obs_names_make_unique() first")
+    rows = names.get_indexer([str(i).split(":", 1)[1] for i in ids])
+    emb = np.full((adata.n_obs, x.shape[1]), np.nan, dtype=np.float32)
+    emb[rows] = x
+    adata.obsm["X_cellshard"] = emb
+    adata.uns["cellshard"] = {"checkpoint": str(ckpt), "pooling": pooling, "vocab": str(vocab)}
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp_file = tmp_name(target).with_suffix(".h5ad")
+    adata.write_h5ad(tmp_file)
+    tmp_file.replace(target)
+    return target, int(adata.n_obs - len(ids))
 
 
 def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
@@ -83,6 +206,15 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
     torch.save(plain, tmp)
     tmp.replace(out)
     return out
+
+
+def _same_vocab_as_training(plain: dict[str, Any], data: str) -> bool:
+    """A shard set whose vocab.csv differs in bytes from the training set's may still map every gene to
+    the same token (e.g. rebuilt with ``--vocab``): compared gene by gene when the training set is at hand."""
+    trained = plain.get("data_path")
+    if not trained or not (Path(trained) / "vocab.csv").is_file() or not (Path(data) / "vocab.csv").is_file():
+        return False
+    return _same_tokens(Path(trained) / "vocab.csv", Path(data) / "vocab.csv")
 
 
 def embed(
@@ -110,7 +242,11 @@ def embed(
             if split == "all" and "no shard in split" in str(exc):
                 continue
             raise ConfigError(f"--data {data} --split {split}: {exc}") from None
-        if plain.get("vocab_sha256") and reader.manifest["vocab"]["sha256"] != plain["vocab_sha256"]:
+        if (
+            plain.get("vocab_sha256")
+            and reader.manifest["vocab"]["sha256"] != plain["vocab_sha256"]
+            and not _same_vocab_as_training(plain, data)
+        ):
             raise ConfigError(
                 f"--data {data}: its vocabulary differs from the checkpoint's; build it with "
                 "`ingest build --vocab <checkpoint dir>/vocab.csv --gene-medians "
@@ -161,19 +297,34 @@ def _obs_table(frames):
 def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m training", description="cellshard: use a trained checkpoint")
     sub = p.add_subcommands(dest="command")
-    e = ArgumentParser(description="Embed the cells of a shard set into an h5ad (.obsm['X_cellshard']).")
+    e = ArgumentParser(
+        description="Cell embeddings (.obsm['X_cellshard']): of your own h5ad (--h5ad: a copy of your AnnData, "
+        "same cells in the same order, with the embedding added) or of a shard set's cells (--data)."
+    )
     e.add_argument("--ckpt", type=str, required=True, help="a .ckpt file, DeepSpeed checkpoint dir or exported .pt")
-    e.add_argument("--data", type=str, required=True, help="shard set (with the checkpoint's vocabulary)")
+    e.add_argument("--h5ad", type=str, default=None, help="your AnnData file: tokenized with the model's vocabulary")
+    e.add_argument(
+        "--data",
+        type=str,
+        default=None,
+        help="a shard set to embed; with --h5ad: the shard set the model was trained on (default: the run's)",
+    )
     e.add_argument("--out", type=str, required=True, help="output .h5ad")
-    e.add_argument("--split", type=str, default="all", help="train, val or all")
+    e.add_argument("--layer", type=str, default=None, help="with --h5ad: read counts from layers[NAME]")
+    e.add_argument("--use-raw", action="store_true", help="with --h5ad: read counts from raw.X")
+    e.add_argument("--gene-id-column", type=str, default=None, help="with --h5ad: the var column of Ensembl ids")
+    e.add_argument(
+        "--allow-non-ensembl-ids", action="store_true", help="with --h5ad: gene ids that are not Ensembl ids"
+    )
+    e.add_argument("--split", type=str, default="all", help="with --data: train, val or all")
     e.add_argument("--pooling", type=str, default="cls", help="cls or mean")
-    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--batch-size", type=int, default=64, help="cells per forward pass")
     e.add_argument("--context-length", type=int, default=None, help="default: the model's")
-    e.add_argument("--limit", type=int, default=None, help="at most this many cells per split")
-    e.add_argument("--device", type=str, default="cpu")
+    e.add_argument("--limit", type=int, default=None, help="with --data: at most this many cells per split")
+    e.add_argument("--device", type=str, default="auto", help="auto (cuda if available, else cpu), cpu, cuda:0 ...")
     x = ArgumentParser(description="Write a plain state dict + config from a checkpoint (also ZeRO-3).")
-    x.add_argument("--ckpt", type=str, required=True)
-    x.add_argument("--out", type=str, required=True)
+    x.add_argument("--ckpt", type=str, required=True, help="a .ckpt file or DeepSpeed checkpoint dir")
+    x.add_argument("--out", type=str, required=True, help="the .pt file to write")
     r = ArgumentParser(description="Summarize a finished run against the frequency and majority baselines.")
     r.add_argument("--run", type=str, required=True, help="the run's trainer.default_root_dir")
     r.add_argument("--embeddings", type=str, default=None, help="val-cell embeddings from `embed` (else computed)")
@@ -201,7 +352,29 @@ def main(argv: list[str] | None = None) -> int:
             a = ns.embed
             if a.pooling not in ("cls", "mean"):
                 raise ConfigError(f"--pooling {a.pooling!r}: use cls or mean")
-            print(embed(a.ckpt, a.data, a.out, a.split, a.pooling, a.batch_size, a.context_length, a.limit, a.device))
+            device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
+            if a.h5ad is not None:
+                opts = [*(["--layer", a.layer] if a.layer else []), *(["--use-raw"] if a.use_raw else [])]
+                opts += ["--gene-id-column", a.gene_id_column] if a.gene_id_column else []
+                opts += ["--allow-non-ensembl-ids"] if a.allow_non_ensembl_ids else []
+                path, missing = embed_h5ad(
+                    a.ckpt,
+                    a.h5ad,
+                    a.out,
+                    data=a.data,
+                    pooling=a.pooling,
+                    batch_size=a.batch_size,
+                    context_length=a.context_length,
+                    device=device,
+                    input_options=opts,
+                )
+                if missing:
+                    print(f"warning: {missing} cell(s) have no counts on the model's genes: NaN rows", file=sys.stderr)
+                print(path)
+            elif a.data is None:
+                raise ConfigError("embed: give --h5ad (your AnnData) or --data (a shard set)")
+            else:
+                print(embed(a.ckpt, a.data, a.out, a.split, a.pooling, a.batch_size, a.context_length, a.limit, device))
     except (ConfigError, ShardError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ resume point, and ``index.json`` is written last: the commit point.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ from ..sources.prepare import prepare_source
 from ..sources.soma import close_experiments
 from ..vocab import build_vocab, load_vocab
 from . import stages
-from .lock import BuildLock
+from .lock import LOCK_NAME, BuildLock
 from .progress import Reporter
 from .workdir import (
     WORK_DIR,
@@ -71,12 +72,30 @@ def build(opts: BuildOptions) -> BuildResult:
 
 
 def _plan_summary(opts: BuildOptions, prepared: Prepared) -> dict:
-    """What a build would read (``--dry-run``): the source checked and counted, nothing written."""
+    """What a build would read (``--dry-run``): the source checked and counted, nothing written.
+
+    Beyond what preparing the source checks (options, columns, gene ids, the split), the first block of
+    every input is read and checked as the build would (integer, finite, non-negative counts), so that a
+    dry run that passes is not followed by a build that refuses the same input."""
+    checked = 0
+    staged = {name: tmp for tmp, name in prepared.staged}  # files a build would move into its work dir
+    for f in prepared.inputs:
+        spec = f.spec
+        joinids = getattr(spec, "joinids_path", None)  # a SOMA source's matching rows, not yet in place
+        if joinids and not Path(joinids).exists() and Path(joinids).name in staged:
+            spec = dataclasses.replace(spec, joinids_path=staged[Path(joinids).name])
+        src = spec.open()
+        try:
+            for a, b, _ in src.iter_blocks(0, min(f.n_obs, opts.block_cells), opts.block_cells, f.ids):
+                checked += b - a
+        finally:
+            src.close()
     genes = {g for f in prepared.inputs for g in f.ids if g is not None}
     return {
         "dry_run": True,
         "source": {**prepared.source, "obs_columns": prepared.obs_columns},
         "cells_matched": prepared.cells_matched,
+        "cells_checked": checked,
         "genes": len(genes),
         "genes_left_out_by_var_filter": sum(f.excluded for f in prepared.inputs),
         "work_units": len(make_units([f.n_obs for f in prepared.inputs], opts.unit_cells)),
@@ -95,6 +114,7 @@ def _build_prepared(opts: BuildOptions, prepared: Prepared, out: Path, report: R
         sha256_file(opts.vocab) if opts.vocab else None,
         sha256_file(opts.gene_medians) if opts.gene_medians else None,
     )
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -119,7 +139,13 @@ def _build_prepared(opts: BuildOptions, prepared: Prepared, out: Path, report: R
         params = {"build_id": build_id, "options": opts.redacted(), "soma_timestamp_ms": prepared.timestamp_ms}
         write_bytes_atomic(work / "params.json", json.dumps(params).encode())
         ctx = stages.BuildContext(opts, out, work, prepared, report, build_id)
-        manifest = _run_stages(ctx, vocab, supplied)
+        try:
+            manifest = _run_stages(ctx, vocab, supplied)
+        except IngestError:
+            # bad input found mid-build (a cell's counts, an empty split): nothing worth resuming, and a
+            # work directory left here would refuse the corrected command as "another build"
+            _clear_uncommitted(out, remove_dir=created)
+            raise
         fault_point("committed")  # the manifest is written; the work files are not yet removed
         shutil.rmtree(work)
     seconds = time.perf_counter() - started
@@ -129,6 +155,22 @@ def _build_prepared(opts: BuildOptions, prepared: Prepared, out: Path, report: R
         f"{manifest['n_tokens']:,} tokens in {seconds:.1f} s ({rate:,.0f} cells/s)"
     )
     return BuildResult(manifest, seconds=seconds, cells_per_sec=rate)
+
+
+def _clear_uncommitted(out: Path, remove_dir: bool) -> None:
+    """Remove what a build that failed before its commit point wrote (under its lock). ``check_out_dir``
+    let it start only in a directory holding nothing but this build's own files, so all of it goes;
+    the directory too when this build created it."""
+    for entry in out.iterdir():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    if remove_dir:
+        (out / LOCK_NAME).unlink(missing_ok=True)  # released on exit; the open handle keeps working
+        out.rmdir()
 
 
 def _run_stages(ctx: stages.BuildContext, vocab, supplied: dict[str, float] | None) -> dict:

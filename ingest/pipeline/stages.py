@@ -181,6 +181,13 @@ def plan_layout(ctx: BuildContext, pass1: Pass1) -> Layout:
     if sum(split_cells.values()) == 0:
         label = ctx.prepared.inputs[0].label
         raise IngestError(f"{label}: no cell has counts on a gene of the vocabulary; nothing to write")
+    vf, total = ctx.opts.val_fraction, sum(split_cells.values())
+    if vf > 0 and split_cells["val"] < 0.5 * vf * total:  # h5ad inputs were checked on their keys already
+        raise IngestError(
+            f"{ctx.prepared.inputs[0].label}: --val-fraction {vf:g} with --split-by {ctx.opts.split_by} sent "
+            f"{split_cells['val']:,} of {total:,} cells with counts to val (asked for ~{vf * total:,.0f}); use "
+            "--split-by with a column of more values (e.g. cell), a larger --val-fraction, or another --seed"
+        )
     offsets = {s: 0 for s in SPLIT_NAMES}
     unit_offsets = []
     for u in pass1.units:

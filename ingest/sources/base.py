@@ -64,5 +64,9 @@ def check_columns(columns: list[str], available: list[str], label: str, split_by
     for col in columns:
         if col not in available:
             raise IngestError(f"{label}: --obs-columns {col!r} is not an obs column (columns: {', '.join(available)})")
-    if val_fraction > 0 and split_by == "donor_id" and "donor_id" not in available:
-        raise IngestError(f"{label}: --split-by donor_id but obs has no donor_id; use --split-by dataset_id or cell")
+    named = split_by not in ("cell", "dataset_id", "donor_id")  # not a default that may be absent when unused
+    if (val_fraction > 0 or named) and split_by not in ("cell", "dataset_id") and split_by not in available:
+        raise IngestError(
+            f"{label}: --split-by {split_by} but obs has no {split_by} column (columns: {', '.join(available)}); "
+            "name one of them, or use dataset_id or cell"
+        )

@@ -19,6 +19,7 @@ import pandas as pd
 
 from shards.storage.remote import redact
 
+from ..checks import check_split, check_stable_ids
 from ..errors import IngestError
 from ..vocab import clean_gene_ids
 from .base import CENSUS_DEFAULT_OBS_COLUMNS, JOINIDS_NAME, Prepared, PreparedInput, check_columns
@@ -32,12 +33,15 @@ def _prepare_h5ad(opts) -> Prepared:
 
     in_opts = InputOptions(opts.layer, opts.use_raw, opts.gene_id_column)
     columns = list(opts.obs_columns or [])
-    inputs = []
+    inputs, keys = [], []
     for p in expand_inputs(opts.input):
         src = H5adInput(p, in_opts)
         try:
             ids = src.gene_ids()
+            check_stable_ids(ids, str(p), src.gene_id_source(), opts.allow_non_ensembl_ids, src.var)
             check_columns(columns, list(src.obs.columns), str(p), opts.split_by, opts.val_fraction)
+            if opts.val_fraction > 0:
+                keys.append(_split_keys(src, opts.split_by))
             record = {
                 "path": str(p),
                 "sha256": sha256_file(p),
@@ -52,9 +56,21 @@ def _prepare_h5ad(opts) -> Prepared:
             )
         finally:
             src.close()
+    if opts.val_fraction > 0:
+        where = str(inputs[0].label) if len(inputs) == 1 else f"{len(inputs)} input files"
+        check_split(keys, opts.seed, opts.val_fraction, opts.split_by, where)
     source = {"kind": "h5ad", "layer": opts.layer, "use_raw": opts.use_raw, "gene_id_column": opts.gene_id_column}
     identity = {"inputs": [i.record["sha256"] for i in inputs]}
     return Prepared("h5ad", inputs, source, identity, columns)
+
+
+def _split_keys(src: H5adInput, split_by: str) -> np.ndarray:
+    """The split key of every row, as the build's first pass computes it."""
+    if split_by == "cell":
+        return (src.path.stem + ":" + src.obs.index.astype(str)).to_numpy()
+    if split_by not in src.obs.columns:  # dataset_id: the file
+        return np.full(src.n_obs, src.default_dataset_id, dtype=object)
+    return src.obs[split_by].astype(str).to_numpy()
 
 
 def _soma_gene_ids(var: pd.DataFrame, column: str, label: str) -> np.ndarray:
@@ -127,6 +143,7 @@ def _prepare_soma(opts, work_params: dict | None) -> Prepared:
     var = read_var(exp, opts.measurement, opts.var_filter, label)
     id_column = opts.gene_id_column or "feature_id"
     ids = _soma_gene_ids(var, id_column, label)
+    check_stable_ids(ids, label, f"var.{id_column}", opts.allow_non_ensembl_ids, var)
     excluded = int((~var["selected"].to_numpy()).sum())
     ids[~var["selected"].to_numpy()] = None
     names = var["feature_name"].astype(str).to_numpy() if "feature_name" in var.columns else np.full(len(var), "")

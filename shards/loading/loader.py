@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import signal
+import sys
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from ..errors import ShardError
 from ..plan.state import LoaderState, Resume, Stage
 from .dataset import ShardedCellDataset
+from .startup import check_main_guard, watch_startup
 from .transport import BufferedBatch, materialize, new_token, release_token
 
 __all__ = ["CellDataLoader", "ResumeInfo"]
@@ -127,8 +129,14 @@ class CellDataLoader(StatefulDataLoader):
             self._consumed, self._stages = 0, ()
         self._pending = None
         self._epoch_seen = epoch
+        if self.num_workers and (self._iterator is None or not self.persistent_workers):  # workers start now
+            check_main_guard(self.num_workers, self.multiprocessing_context.get_start_method(), sys._getframe(1))
+            with watch_startup(self.num_workers):
+                batches = super().__iter__()
+        else:
+            batches = super().__iter__()
         try:
-            for batch in super().__iter__():
+            for batch in batches:
                 self._consumed += 1
                 yield materialize(batch) if isinstance(batch, BufferedBatch) else batch
         finally:

@@ -49,3 +49,61 @@ def test_a_script_ending_with_live_persistent_workers_exits(zarr_set, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "done"
+
+
+@pytest.mark.slow
+def test_a_script_without_main_guard_fails_at_once_naming_it(zarr_set, tmp_path):
+    """The README's loader example pasted into a plain script: spawned workers re-run the script and
+    die; the main process hung in multiprocessing's start-up write. Now it stops before any worker
+    starts, naming the line and the guard."""
+    proc, seconds = _run_script(
+        tmp_path,
+        f"""
+        from shards import CellDataLoader, ShardedCellDataset
+
+        ds = ShardedCellDataset({str(zarr_set)!r}, batch_size=16, context_length=64)
+        loader = CellDataLoader(ds, num_workers=2)
+        for batch in loader:
+            pass
+        """,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "user_script.py, line 6" in last and 'if __name__ == "__main__":' in last, proc.stderr[-2000:]
+    assert seconds < 30
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_while_starting_raises_within_seconds(zarr_set, tmp_path):
+    """Any death during start-up (here: the main module exits when a spawned child imports it) made
+    the parent block for ever writing the worker's start-up data; the watchdog turns it into an error."""
+    proc, seconds = _run_script(
+        tmp_path,
+        f"""
+        import functools
+        import os
+
+        from shards import CellDataLoader, ShardedCellDataset
+
+        if __name__ == "__mp_main__":
+            os._exit(3)  # a spawned child dies while importing the main module
+
+        if __name__ == "__main__":
+            ds = ShardedCellDataset({str(zarr_set)!r}, batch_size=16, context_length=64)
+            # start-up data larger than a pipe's buffer (a big vocabulary's dataset is ~400 KB)
+            init = functools.partial(print, b"x" * 1_000_000)
+            loader = CellDataLoader(ds, num_workers=2, worker_init_fn=init)
+            try:
+                next(iter(loader))
+            except Exception as e:
+                print(type(e).__name__, e, flush=True)
+                raise SystemExit(1)
+            print("no error", flush=True)
+        """,
+        timeout=90,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-2000:]
+    assert proc.stdout.startswith("WorkerStartupError a DataLoader worker (pid"), proc.stdout
+    assert "died while starting" in proc.stdout
+    assert seconds < 60

@@ -43,10 +43,15 @@ def sets(zarr_set, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("mix")
     h2 = synthesize(SynthSpec(cells=1200, genes=1500, datasets=2, seed=21), root / "h2.h5ad")
     small_build(
-        [p for p, _ in h2], root / "b", format="webdataset", val_fraction=0.2, vocab=str(zarr_set / "vocab.csv")
+        [p for p, _ in h2],
+        root / "b",
+        format="webdataset",
+        val_fraction=0.2,
+        split_by="cell",
+        vocab=str(zarr_set / "vocab.csv"),
     )
     mouse = synthesize(SynthSpec(cells=900, genes=700, datasets=2, seed=5, organism="mus_musculus"), root / "m.h5ad")
-    small_build([p for p, _ in mouse], root / "m", format="zarr", val_fraction=0.2)
+    small_build([p for p, _ in mouse], root / "m", format="zarr", val_fraction=0.2, split_by="cell")
     return {"A": zarr_set, "B": root / "b", "M": root / "m"}
 
 

@@ -40,7 +40,7 @@ def sets(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for fmt in ("zarr", "webdataset"):
         out[fmt] = root / fmt
-        small_build(first, out[fmt], format=fmt, val_fraction=0.3, cells_per_shard=200, seed=5)
+        small_build(first, out[fmt], format=fmt, val_fraction=0.3, split_by="cell", cells_per_shard=200, seed=5)
     return out
 
 

@@ -213,6 +213,41 @@ def test_train_configs_load(config, zarr_set, tmp_path, monkeypatch):
     assert cli.model.cfg.vocab_size == read_vocab(zarr_set / "vocab.csv").size
     assert cli.model.cfg.max_positions == cli.datamodule.hparams.context_length
     assert cli.trainer.max_steps > 0
+    # the schedule's length follows trainer.max_steps: no config pins it (a --trainer.max_steps override
+    # left the pinned 300 in place, so the LR never decayed to its floor)
+    assert cli.model.scheduler_cfg.total_steps is None
+
+
+def test_the_schedule_follows_a_max_steps_override(zarr_set, tmp_path, monkeypatch):
+    from training.fit.cli import CellshardCLI
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["python -m training"])
+    args = [
+        "--config",
+        str(ROOT / "configs/train/tiny.yaml"),
+        "--data.path",
+        str(zarr_set),
+        "--trainer.max_steps",
+        "50",
+    ]
+    cli = CellshardCLI(args=[*args, "--data.num_workers", "0"], run=False)
+    cli.model.trainer = cli.trainer
+    sched = cli.model.configure_optimizers()["lr_scheduler"]["scheduler"]
+    floor = cli.model.scheduler_cfg.min_lr_ratio
+    assert sched.lr_lambdas[0](50) == pytest.approx(floor) and sched.lr_lambdas[0](25) > floor
+
+
+def test_training_help_lists_every_command():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "training", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0
+    listed = {line.split()[0] for line in out.stdout.split("commands:")[1].splitlines() if line.startswith("  ")}
+    assert listed == {"fit", "validate", "embed", "export", "report"}
+    bad = subprocess.run([sys.executable, "-m", "training", "test"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs" / "ingest").glob("*.yaml")), ids=lambda p: p.name)

@@ -130,6 +130,13 @@ class CellshardCLI(LightningCLI):
             parser_kwargs={"description": "cellshard training: pretrain on a shard set"},
         )
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit and validate: Lightning's test and predict need a test split or a predict step that a
+        pretraining run does not have (``embed`` is the prediction of this model)."""
+        base = LightningCLI.subcommands()
+        return {name: base[name] for name in ("fit", "validate")}
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.vocab_sha256", "model.vocab_sha256", apply_on="instantiate")
