@@ -36,9 +36,10 @@ demo: $(STAMP)
 		--val-fraction 0.2
 	$(BIN)/python -m training fit --config configs/train/mix-organisms.yaml --trainer.default_root_dir $(DEMO)/mix \
 		--trainer.enable_progress_bar false
-	@echo "== train tiny: 200 steps, then resume from the checkpoint to 300 =="
+	@echo "== train tiny: a 300-step schedule stopped after 200 steps, then resumed from the checkpoint to 300 =="
 	$(BIN)/python -m training fit --config configs/train/tiny.yaml --data.path $(DEMO)/zarr \
-		--trainer.default_root_dir $(DEMO)/train --trainer.max_steps 200 --trainer.enable_progress_bar false
+		--trainer.default_root_dir $(DEMO)/train --trainer.max_steps 200 --model.scheduler.total_steps 300 \
+		--trainer.enable_progress_bar false
 	$(BIN)/python -m training fit --config configs/train/tiny.yaml --data.path $(DEMO)/zarr \
 		--trainer.default_root_dir $(DEMO)/train --trainer.enable_progress_bar false \
 		--ckpt_path $(DEMO)/train/checkpoints/last.ckpt

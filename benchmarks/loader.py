@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -186,8 +187,9 @@ def run(zarr_root: Path, wds_root: Path, out: Path, batch: int = 64, context: in
                 )
     n_batches = 400
     for times in (1, 10):
-        root = _repeated(zarr_root, times, out / f"repeat{times}") if times > 1 else zarr_root
-        r = _spawned(str(root), 0, batch, context, n_batches)
+        with tempfile.TemporaryDirectory(prefix="cellshard-repeat-") as tmp:  # symlinks: not a result
+            root = _repeated(zarr_root, times, Path(tmp) / f"repeat{times}") if times > 1 else zarr_root
+            r = _spawned(str(root), 0, batch, context, n_batches)
         c = {**cfg, "shard_set_copies": times, "batches": n_batches}
         results.append(
             Result("loader", f"zarr x{times} shard set, {n_batches} batches", "peak_rss", r["rss_mib"], "MiB", c)

@@ -10,6 +10,7 @@ from .fit.callbacks import GradNormMonitor, SamplerEpoch, ThroughputMonitor
 from .fit.data import CellDataModule
 from .fit.module import CellshardModule
 from .model import CellEncoder, EncoderConfig, peak_flops, train_flops
+from .pretrained import PretrainedEncoder, load_encoder
 
 __all__ = [
     "CellDataModule",
@@ -19,9 +20,11 @@ __all__ = [
     "EncoderConfig",
     "GradNormMonitor",
     "LinearProbe",
+    "PretrainedEncoder",
     "SamplerEpoch",
     "ThroughputMonitor",
     "linear_probe",
+    "load_encoder",
     "peak_flops",
     "train_flops",
 ]

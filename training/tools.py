@@ -25,7 +25,19 @@ from .errors import ConfigError, first_line
 from .evaluate.embed import cell_metadata, embed_cells
 from .model import CellEncoder, EncoderConfig
 
-__all__ = ["embed_h5ad", "export_checkpoint", "load_encoder", "main"]
+__all__ = [
+    "EXPORTED_WEIGHTS",
+    "embed_file",
+    "embed_h5ad",
+    "export_checkpoint",
+    "load_model",
+    "main",
+    "place_rows",
+    "training_files",
+]
+
+#: the weights file of an exported model directory (``export --out DIR``)
+EXPORTED_WEIGHTS = "model.pt"
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -44,6 +56,8 @@ def _plain(ckpt: str | Path) -> dict[str, Any]:
     path = Path(ckpt)
     if not path.exists():
         raise ConfigError(f"--ckpt {path}: no such file or directory")
+    if path.is_dir() and (path / EXPORTED_WEIGHTS).is_file():  # an exported model directory
+        return _load(path / EXPORTED_WEIGHTS)
     if path.is_dir():  # a DeepSpeed checkpoint directory
         from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
 
@@ -75,14 +89,15 @@ def _plain(ckpt: str | Path) -> dict[str, Any]:
     }
 
 
-def load_encoder(ckpt: str | Path) -> tuple[CellEncoder, dict[str, Any]]:
+def load_model(ckpt: str | Path) -> tuple[CellEncoder, dict[str, Any]]:
+    """(the encoder in eval mode, the plain checkpoint: encoder config, vocab hash, training data path)."""
     plain = _plain(ckpt)
     model = CellEncoder(EncoderConfig(**plain["encoder"]))
     model.load_state_dict({k: v.float() for k, v in plain["state_dict"].items()})
     return model.eval(), plain
 
 
-def _training_files(plain: dict[str, Any], data: str | None, ckpt: str) -> tuple[Path, Path]:
+def training_files(plain: dict[str, Any], data: str | None, ckpt: str) -> tuple[Path, Path]:
     """The vocabulary and medians the model was trained with: those of ``data`` when given, else the
     copies a run writes beside its checkpoints, else those of the shard set the run read."""
     path = Path(ckpt)
@@ -112,6 +127,61 @@ def _same_tokens(a: Path, b: Path) -> bool:
     )
 
 
+def embed_file(
+    model: CellEncoder,
+    vocab: Path,
+    medians: Path,
+    source: Path,
+    *,
+    pooling: str = "cls",
+    batch_size: int = 64,
+    context_length: int | None = None,
+    device: str = "cpu",
+    input_options: list[str] | None = None,
+) -> tuple[list[str], Any]:
+    """(obs names, float32 embeddings) of an h5ad file's cells that have tokens, tokenized exactly as for
+    training: ``ingest build`` with the model's ``--vocab``/``--gene-medians`` (``input_options`` such as
+    ``--layer counts`` pass through) runs in a fresh process (``training`` does not import ``ingest``)
+    into a temporary shard set, which is then embedded."""
+    import subprocess
+
+    n = context_length or model.cfg.max_positions
+    if n > model.cfg.max_positions:
+        raise ConfigError(f"--context-length {n} exceeds the model's {model.cfg.max_positions} positions")
+    with tempfile.TemporaryDirectory(prefix="cellshard-embed-") as tmp:
+        shards = Path(tmp) / "shards"
+        cmd = [sys.executable, "-m", "ingest", "build", "--input", str(source), "--out", str(shards)]
+        cmd += ["--vocab", str(vocab), "--gene-medians", str(medians), "--val-fraction", "0", "--quiet"]
+        proc = subprocess.run([*cmd, *(input_options or [])], capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"]
+            raise ConfigError(f"{source}: tokenizing it failed: {lines[-1].removeprefix('ingest build: error: ')}")
+        reader = ShardSetReader(str(shards), "train")
+        ids, x = embed_cells(
+            model,
+            reader,
+            context_length=n,
+            pooling=pooling,
+            batch_size=batch_size,
+            value_bins=model.cfg.value_bins,
+            device=device,
+        )
+    return [str(i).split(":", 1)[1] for i in ids], x
+
+
+def place_rows(obs_names: Any, names: list[str], x: Any, where: str) -> Any:
+    """Embeddings in the order of ``obs_names`` (NaN rows for cells without tokens)."""
+    import numpy as np
+    import pandas as pd
+
+    index = pd.Index(np.asarray(obs_names).astype(str))
+    if not index.is_unique:
+        raise ConfigError(f"{where}: obs_names are not unique; run adata.obs_names_make_unique() first")
+    out = np.full((len(index), x.shape[1]), np.nan, dtype=np.float32)
+    out[index.get_indexer(names)] = x
+    return out
+
+
 def embed_h5ad(
     ckpt: str,
     h5ad: str,
@@ -125,87 +195,115 @@ def embed_h5ad(
     input_options: list[str] | None = None,
 ) -> tuple[Path, int]:
     """A copy of the user's AnnData (same obs_names, order, obs, var, X and layers) with
-    ``.obsm["X_cellshard"]``: (the file written, cells without an embedding).
-
-    The cells are tokenized exactly as for training: ``ingest build`` runs on the file with the model's
-    vocabulary and medians (``--vocab``/``--gene-medians``; ``input_options`` such as ``--layer counts``
-    pass through), in a fresh process (``training`` does not import ``ingest``), into a temporary shard
-    set; embeddings are then put back in the file's row order. Cells with no counts on the vocabulary's
-    genes have no tokens: their rows are NaN, and counted."""
-    import subprocess
-
+    ``.obsm["X_cellshard"]``: (the file written, cells without an embedding). Cells with no counts on
+    the vocabulary's genes have no tokens: their rows are NaN, and counted."""
     import anndata as ad
-    import numpy as np
-    import pandas as pd
 
-    model, plain = load_encoder(ckpt)
+    model, plain = load_model(ckpt)
     model.to(device)
-    vocab, medians = _training_files(plain, data, ckpt)
+    vocab, medians = training_files(plain, data, ckpt)
     source = Path(h5ad)
     if not source.is_file():
         raise ConfigError(f"--h5ad {h5ad}: no such file")
-    n = context_length or model.cfg.max_positions
-    if n > model.cfg.max_positions:
-        raise ConfigError(f"--context-length {n} exceeds the model's {model.cfg.max_positions} positions")
-    with tempfile.TemporaryDirectory(prefix="cellshard-embed-") as tmp:
-        shards = Path(tmp) / "shards"
-        cmd = [
-            sys.executable,
-            "-m",
-            "ingest",
-            "build",
-            "--input",
-            str(source),
-            "--out",
-            str(shards),
-            "--vocab",
-            str(vocab),
-            "--gene-medians",
-            str(medians),
-            "--val-fraction",
-            "0",
-            "--quiet",
-            *(input_options or []),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            lines = proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"]
-            raise ConfigError(f"--h5ad {h5ad}: tokenizing it failed: {lines[-1].removeprefix('ingest build: error: ')}")
-        reader = ShardSetReader(str(shards), "train")
-        ids, x = embed_cells(
-            model,
-            reader,
-            context_length=n,
-            pooling=pooling,
-            batch_size=batch_size,
-            value_bins=model.cfg.value_bins,
-            device=device,
-        )
+    names, x = embed_file(
+        model,
+        vocab,
+        medians,
+        source,
+        pooling=pooling,
+        batch_size=batch_size,
+        context_length=context_length,
+        device=device,
+        input_options=input_options,
+    )
     adata = ad.read_h5ad(source)
-    names = pd.Index(adata.obs_names.astype(str))
-    if not names.is_unique:
-        raise ConfigError(f"--h5ad {h5ad}: obs_names are not unique; run adata.obs_names_make_unique() first")
-    rows = names.get_indexer([str(i).split(":", 1)[1] for i in ids])
-    emb = np.full((adata.n_obs, x.shape[1]), np.nan, dtype=np.float32)
-    emb[rows] = x
-    adata.obsm["X_cellshard"] = emb
+    adata.obsm["X_cellshard"] = place_rows(adata.obs_names, names, x, f"--h5ad {h5ad}")
     adata.uns["cellshard"] = {"checkpoint": str(ckpt), "pooling": pooling, "vocab": str(vocab)}
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp_file = tmp_name(target).with_suffix(".h5ad")
     adata.write_h5ad(tmp_file)
     tmp_file.replace(target)
-    return target, int(adata.n_obs - len(ids))
+    return target, int(adata.n_obs - len(names))
 
 
-def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
+def export_checkpoint(ckpt: str | Path, out: str | Path, data: str | None = None) -> Path:
+    """A model users can load (``training.load_encoder``): ``out`` a directory with ``model.pt`` (weights,
+    encoder config, vocabulary hash), ``config.json``, ``vocab.csv``, ``gene_medians.csv`` and a README
+    card (architecture, training data, metrics). ``out`` ending in ``.pt``: the weights file alone."""
+    import json
+    import shutil
+
     plain = _plain(ckpt)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(out)
-    torch.save(plain, tmp)
-    tmp.replace(out)
+    if out.suffix == ".pt":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_name(out)
+        torch.save(plain, tmp)
+        tmp.replace(out)
+        return out
+    vocab, medians = training_files(plain, data, str(ckpt))
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out {out}: exists and is not empty; choose a new directory")
+    stage = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    weights = {k: plain[k] for k in ("state_dict", "encoder", "vocab_sha256")}
+    torch.save(weights, stage / EXPORTED_WEIGHTS)
+    (stage / "config.json").write_text(json.dumps(plain["encoder"], indent=1) + "\n")
+    shutil.copyfile(vocab, stage / "vocab.csv")
+    shutil.copyfile(medians, stage / "gene_medians.csv")
+    (stage / "README.md").write_text(_model_card(Path(ckpt), plain))
+    if out.exists():
+        out.rmdir()
+    stage.replace(out)  # the directory appears whole or not at all
     return out
+
+
+def _model_card(ckpt: Path, plain: dict[str, Any]) -> str:
+    """What the exported model is, what it was trained on and how it did (from the run's files)."""
+    import json
+
+    import pandas as pd
+
+    enc = plain["encoder"]
+    n_params = sum(int(v.numel()) for v in plain["state_dict"].values())
+    lines = [
+        "# cellshard encoder",
+        "",
+        f"A masked-gene-model transformer encoder: {enc.get('n_layers')} layers, d_model {enc.get('d_model')}, "
+        f"{enc.get('n_heads')} heads, {enc.get('max_positions')} positions, vocabulary {enc.get('vocab_size')}; "
+        f"{n_params:,} parameters. Exported from `{ckpt.name}`.",
+        "",
+        "```python",
+        "import anndata as ad, training",
+        "encoder = training.load_encoder('THIS_DIRECTORY')",
+        "X = encoder.embed(ad.read_h5ad('mine.h5ad'), layer='counts')  # (cells, d_model), rows in obs order",
+        "```",
+        "",
+        "## Training data",
+        "",
+    ]
+    data = plain.get("data_path")
+    index = Path(data) / "index.json" if data else None
+    if index is not None and index.is_file():
+        m = json.loads(index.read_text())
+        lines.append(f"- shard set `{data}`: {m.get('n_cells', 0):,} cells, {m.get('n_tokens', 0):,} tokens")
+        lines.append(f"- build `{m.get('build_id', '?')[:16]}`, vocabulary sha256 `{plain.get('vocab_sha256')}`")
+    else:
+        lines.append(f"- vocabulary sha256 `{plain.get('vocab_sha256')}` (the shard set is not at hand)")
+    run = ckpt.parent.parent if ckpt.is_file() else ckpt.parent
+    history = run / "history.csv"
+    lines += ["", "## Metrics", ""]
+    if history.is_file():
+        h = pd.read_csv(history)
+        for col in ("train/loss", "val/loss", "val/masked_accuracy"):
+            if col in h.columns and h[col].notna().any():
+                last = h.dropna(subset=[col]).iloc[-1]
+                lines.append(f"- {col}: {float(last[col]):.4g} at step {int(last['step'])}")
+    else:
+        lines.append("- the run's history.csv is not beside the checkpoint: no metrics recorded here")
+    return "\n".join(lines) + "\n"
 
 
 def _same_vocab_as_training(plain: dict[str, Any], data: str) -> bool:
@@ -231,7 +329,7 @@ def embed(
     import anndata as ad
     import numpy as np
 
-    model, plain = load_encoder(ckpt)
+    model, plain = load_model(ckpt)
     model.to(device)
     splits = ["train", "val"] if split == "all" else [split]
     ids_all, x_all, meta_all = [], [], []
@@ -322,9 +420,13 @@ def _parser() -> ArgumentParser:
     e.add_argument("--context-length", type=int, default=None, help="default: the model's")
     e.add_argument("--limit", type=int, default=None, help="with --data: at most this many cells per split")
     e.add_argument("--device", type=str, default="auto", help="auto (cuda if available, else cpu), cpu, cuda:0 ...")
-    x = ArgumentParser(description="Write a plain state dict + config from a checkpoint (also ZeRO-3).")
+    x = ArgumentParser(
+        description="A model users can load with training.load_encoder: a directory with the weights, config.json, "
+        "vocab.csv, gene_medians.csv and a README card (from a .ckpt or a ZeRO-3 checkpoint directory)."
+    )
     x.add_argument("--ckpt", type=str, required=True, help="a .ckpt file or DeepSpeed checkpoint dir")
-    x.add_argument("--out", type=str, required=True, help="the .pt file to write")
+    x.add_argument("--out", type=str, required=True, help="the directory to write (a name ending .pt: weights only)")
+    x.add_argument("--data", type=str, default=None, help="the training shard set (default: found from the run)")
     r = ArgumentParser(description="Summarize a finished run against the frequency and majority baselines.")
     r.add_argument("--run", type=str, required=True, help="the run's trainer.default_root_dir")
     r.add_argument("--embeddings", type=str, default=None, help="val-cell embeddings from `embed` (else computed)")
@@ -347,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
             r = ns.report
             print(format_report(run_report(r.run, r.embeddings, r.label, r.reference)))
         elif ns.command == "export":
-            print(export_checkpoint(ns.export.ckpt, ns.export.out))
+            print(export_checkpoint(ns.export.ckpt, ns.export.out, ns.export.data))
         else:
             a = ns.embed
             if a.pooling not in ("cls", "mean"):

@@ -45,6 +45,9 @@ class LoaderConfig:
     """Shuffle window: consecutive cells read per lane (a window holds ``lanes * lane_cells`` cells)."""
     return_cell_ids: bool = False
     """Put each batch's cell ids in ``batch["cell_id"]`` (for callbacks that log or audit the cells)."""
+    masking: bool = True
+    """Mask genes for the masked-gene objective; ``False`` (inference: embedding cells) gives the tokens as
+    stored, ``labels`` all -100."""
     cache_dir: str | None = None
     """Remote shard sets: keep whole shards here (sha256-checked on download, least recently used evicted)."""
     cache_bytes: int | None = None

@@ -106,7 +106,9 @@ class ShardedCellDataset(IterableDataset):
         )
         self.cells = EpochCells(self.reader, streams, cfg)
         try:
-            self.collator = Collator(self.reader.vocab(), cfg.context_length, cfg.seed, value_bins=cfg.value_bins)
+            self.collator = Collator(
+                self.reader.vocab(), cfg.context_length, cfg.seed, value_bins=cfg.value_bins, masking=cfg.masking
+            )
         except ValueError as exc:
             raise ShardError(str(exc)) from None
         self.panels = None if cfg.panels is None else PanelFilter.build(cfg.panels, self.reader.vocab(), cfg.seed)
@@ -159,6 +161,51 @@ class ShardedCellDataset(IterableDataset):
     @property
     def epoch(self) -> int:
         return int(self._epoch.item())
+
+    # -- size and description ------------------------------------------------------------------------
+    def batches_per_rank(self, num_workers: int | None = None, epoch: int | None = None) -> int:
+        """The batches this rank yields in a whole ``epoch`` (default: the current one) with
+        ``num_workers`` DataLoader workers (default: this process's), from the plan alone: no shard is
+        read (a token budget or token balancing reads the manifest's token counts). Every rank gets the
+        same number."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        workers = worker_info()[1] if num_workers is None else int(num_workers)
+        rank, world = self._rank if self._rank is not None else detect_rank()
+        cfg = self.config
+        cells = self.cells.plan(epoch)
+        tokens = None
+        if cfg.balance_tokens or cfg.token_budget:
+            tokens = cells.gather(self.reader.cell_tokens).astype(np.int64)
+        codes = cells.gather(self.cells.shard_groups) if cfg.group_by is not None else None
+        total = 0
+        for role in range(max(workers, 1)):
+            topo = Topology(rank, world, role, workers)
+            w = plan_worker(cells.n_cells, topo, cfg.slot_options(), epoch=epoch, role=role, tokens=tokens)
+            if codes is None:
+                total += w.n_batches
+            else:
+                total += slot_groups(codes, w.seq, w.slots, w.index, cfg.batch_size, cfg.remainder).n_batches
+        return total
+
+    def __len__(self) -> int:
+        """Batches per rank in the current epoch, as this process would iterate them (``batches_per_rank``;
+        a ``CellDataLoader`` with workers: ``loader.batches_per_rank()``)."""
+        return self.batches_per_rank()
+
+    def __repr__(self) -> str:
+        cfg = self.config
+        rank, world = self._rank if self._rank is not None else detect_rank()
+        default = LoaderConfig()
+        extras = [
+            f"{name}={getattr(cfg, name)!r}"
+            for name in ("value_bins", "token_budget", "num_samples", "group_by", "collate_on", "vocab_join")
+            if getattr(cfg, name) != getattr(default, name)
+        ]
+        return (
+            f"ShardedCellDataset({self.path!r}, split={self.split!r}, cells={int(self.reader.cell_starts[-1]):,}, "
+            f"batch_size={cfg.batch_size}, context_length={cfg.context_length}, seed={cfg.seed}, epoch={self.epoch}, "
+            f"rank={rank}/{world}{', ' if extras else ''}{', '.join(extras)})"
+        )
 
     def topology(self) -> Topology:
         rank, world = self._rank if self._rank is not None else detect_rank()

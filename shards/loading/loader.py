@@ -85,7 +85,10 @@ atexit.register(_stop_workers_at_exit)
 
 class CellDataLoader(StatefulDataLoader):
     """Batches of a ``ShardedCellDataset``; workers start with ``spawn`` (TileDB, zarr and fsspec threads
-    are not fork-safe)."""
+    are not fork-safe). ``len(loader)`` is the batches per rank of the current epoch; ``sized=False``
+    makes ``len()`` raise ``TypeError`` instead, so that a trainer that reads the length once (Lightning)
+    ends each epoch on the data: a token budget's batch count changes from epoch to epoch, and an
+    elastic resume re-plans the rest of an epoch."""
 
     def __init__(
         self,
@@ -94,6 +97,7 @@ class CellDataLoader(StatefulDataLoader):
         persistent_workers: bool = False,
         multiprocessing_context: str = "spawn",
         worker_init_fn: Callable[[int], None] | None = None,
+        sized: bool = True,
         **kwargs: Any,
     ) -> None:
         if multiprocessing_context not in ("spawn", "forkserver"):
@@ -107,6 +111,7 @@ class CellDataLoader(StatefulDataLoader):
             worker_init_fn=_WorkerInit(worker_init_fn) if num_workers else worker_init_fn,
             **kwargs,
         )
+        self.sized = sized
         self._token = new_token()
         if num_workers:
             _WITH_WORKERS.add(self)
@@ -142,6 +147,17 @@ class CellDataLoader(StatefulDataLoader):
         finally:
             if not self.persistent_workers:  # the workers, and their slots, end with the iteration
                 release_token(self._token)
+
+    def batches_per_rank(self, epoch: int | None = None) -> int:
+        """The batches each rank gets from this loader in a whole ``epoch`` (default: the current one)."""
+        ds: ShardedCellDataset = self.dataset
+        return ds.batches_per_rank(self.num_workers, epoch)
+
+    def __len__(self) -> int:
+        """Batches per rank in the whole current epoch (``batches_per_rank``)."""
+        if not self.sized:
+            raise TypeError("this CellDataLoader is unsized (sized=False); loader.batches_per_rank() counts")
+        return self.batches_per_rank()
 
     def shutdown_workers(self) -> None:
         """Stop this loader's worker processes now (persistent ones too); the next iteration starts new

@@ -53,7 +53,15 @@ def test_train_benchmark_smoke(zarr_set, tmp_path):
         for workers in (0, 1, 2):
             assert 0 <= got[(f"feed H100 {model}, {workers} workers", "data_wait_frac")] < 1
             assert got[(f"feed H100 {model}, {workers} workers", "loader_cores_per_gpu")] > 0
-    assert {d["what"] for d in doc["derived"]} >= {"data wait feeding an H100, geneformer-106m, 2 workers"}
+    for model in ("geneformer-10m", "geneformer-106m"):
+        for workers in (0, 2):
+            name = f"feed H100 {model}, {workers} workers, device collate"
+            assert 0 <= got[(name, "data_wait_frac")] < 1
+            assert got[(name, "loader_cores_per_gpu")] > 0
+    assert {d["what"] for d in doc["derived"]} >= {
+        "data wait feeding an H100, geneformer-106m, 2 workers",
+        "loader CPU cores per H100, geneformer-10m, device collate",
+    }
 
 
 @pytest.mark.slow

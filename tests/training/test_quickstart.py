@@ -64,6 +64,10 @@ def test_readme_quickstart_own_h5ad(tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    # quiet by default: none of Lightning's known noise (a hosted-logger tip, its own deprecation, a notice
+    # about this package's design) reaches the user
+    for noise in ("Tip: For seamless cloud logging", "LeafSpec", "You have overridden `on_after_batch_transfer`"):
+        assert noise not in proc.stdout + proc.stderr, noise
     out = ad.read_h5ad(tmp_path / "mine-embedded.h5ad")
     # their AnnData: same cells in the same order, their obs and var, their layers, plus the embedding
     assert list(out.obs_names) == list(user.obs_names)
@@ -72,6 +76,22 @@ def test_readme_quickstart_own_h5ad(tmp_path):
     assert (out.layers["counts"] != user.layers["counts"]).nnz == 0
     emb = out.obsm["X_cellshard"]
     assert emb.shape == (user.n_obs, 64) and np.isfinite(emb).all()
+    # the exported model: a directory users load, whose embed(adata) gives the same rows
+    model = tmp_path / "my-model"
+    assert {p.name for p in model.iterdir()} == {
+        "model.pt",
+        "config.json",
+        "vocab.csv",
+        "gene_medians.csv",
+        "README.md",
+    }
+    card = (model / "README.md").read_text()
+    assert "## Training data" in card and "train/loss" in card
+    import training
+
+    encoder = training.load_encoder(model)
+    again_x = encoder.embed(user, layer="counts", gene_id_column="gene_ids", device="cpu")
+    np.testing.assert_allclose(again_x, emb, atol=1e-5)
     # each row is its own cell's: the same cells in another order (and a subset) get the same vectors by name
     user[::-3].copy().write_h5ad(tmp_path / "reordered.h5ad")
     again = tmp_path / "reordered-embedded.h5ad"
@@ -81,3 +101,52 @@ def test_readme_quickstart_own_h5ad(tmp_path):
     other = ad.read_h5ad(again)
     assert list(other.obs_names) == list(user.obs_names[::-3])
     np.testing.assert_allclose(other.obsm["X_cellshard"], out[other.obs_names].obsm["X_cellshard"], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_report_on_any_finished_run_says_what_it_cannot_compute(tmp_path):
+    """A run on a set without a val split, and a label the cells do not have: the report still prints,
+    exit 0, with one line per figure it could not compute and why (it raised before)."""
+    synth = tmp_path / "s.h5ad"
+    run = [sys.executable, "-m", "ingest", "synth", "--cells", "800", "--genes", "300", "--datasets", "2"]
+    subprocess.run([*run, "--seed", "4", "--out", str(synth), "--quiet"], check=True, cwd=ROOT)
+    build = [sys.executable, "-m", "ingest", "build", "--input", str(synth), "--out", str(tmp_path / "set"), "--quiet"]
+    subprocess.run(build, check=True, cwd=ROOT)
+    fit = [sys.executable, "-m", "training", "fit", "--config", "configs/train/tiny.yaml", "--data.path"]
+    fit += [str(tmp_path / "set"), "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "12"]
+    fit += ["--trainer.enable_progress_bar", "false", "--data.num_workers", "0", "--data.val_split", "null"]
+    subprocess.run(fit, check=True, cwd=ROOT, capture_output=True, timeout=600)
+    report = [sys.executable, "-m", "training", "report", "--run", str(tmp_path / "run")]
+    out = subprocess.run(report, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "not computed: no 'val' split" in out.stdout and "Traceback" not in out.stderr
+    assert f"plot {tmp_path / 'run' / 'curves.png'}" in out.stdout and (tmp_path / "run" / "throughput.png").is_file()
+    assert "not computed: embeddings.png" in out.stdout
+    # with embeddings of the train cells: a probe, or a clear line for a label that is not there
+    cells = tmp_path / "train-cells.h5ad"
+    embed = [sys.executable, "-m", "training", "embed", "--ckpt", str(tmp_path / "run/checkpoints/last.ckpt")]
+    subprocess.run([*embed, "--data", str(tmp_path / "set"), "--out", str(cells)], check=True, cwd=ROOT, timeout=600)
+    for label, expect in (("cell_type", "cell-type linear probe"), ("nope", "not computed: --label nope")):
+        r = subprocess.run(
+            [*report, "--embeddings", str(cells), "--label", label], cwd=ROOT, capture_output=True, text=True
+        )
+        assert r.returncode == 0 and expect in r.stdout, r.stdout + r.stderr[-2000:]
+    png = (tmp_path / "run" / "embeddings.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_history_from_tensorboard_event_files(tmp_path):
+    """A run logged to TensorBoard only still gets its history (two sessions: the later one wins)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from training.fit.history import load_tensorboard_history
+
+    for version, losses in enumerate(([3.0, 2.5, 2.0], [2.2, 1.8])):
+        logger = TensorBoardLogger(tmp_path, name="tb", version=version)
+        first = 0 if version == 0 else 2
+        for i, loss in enumerate(losses):
+            logger.log_metrics({"train/loss": loss, "perf/cells_per_sec": 100.0 + i}, step=first + i)
+        logger.finalize("success")
+    h = load_tensorboard_history(tmp_path / "tb")
+    assert h["step"].tolist() == [0, 1, 2, 3]
+    np.testing.assert_allclose(h["train/loss"], [3.0, 2.5, 2.2, 1.8])

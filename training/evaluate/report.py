@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from shards.errors import ShardError
+from shards.format.manifest import load_manifest
 from shards.storage.atomic import write_bytes_atomic
 
 from ..errors import ConfigError
@@ -40,10 +42,10 @@ def _untrained_probe(run: Path, data: dict[str, Any], label: str, pooling: str) 
     from shards.loading.readers import ShardSetReader
 
     from ..model import CellEncoder
-    from ..tools import load_encoder
+    from ..tools import load_model
     from .embed import cell_metadata, embed_cells
 
-    trained, _ = load_encoder(run / "checkpoints" / "last.ckpt")
+    trained, _ = load_model(run / "checkpoints" / "last.ckpt")
     torch.manual_seed(0)
     model = CellEncoder(trained.cfg)
     reader = ShardSetReader(data["path"], data.get("val_split") or "val")
@@ -87,40 +89,70 @@ def run_report(
         )
     history = pd.read_csv(history_path)
     val_loss = _last(history, "val/loss")
-    baseline = frequency_baseline(
-        data["path"],
-        context_length=data["context_length"],
-        seed=data.get("seed", 0),
-        val_split=data.get("val_split") or "val",
-    )
-    if embeddings is None:
+    val_split = data.get("val_split") or "val"
+    notes: list[str] = []
+    try:
+        splits = load_manifest(data["path"]).get("splits", {})
+    except ShardError as exc:
+        raise ConfigError(f"--run {run}: its shard set {data['path']} cannot be read ({exc})") from None
+    has_val = splits.get(val_split, {}).get("n_cells", 0) > 0
+    baseline = None
+    if has_val:
+        baseline = frequency_baseline(
+            data["path"], context_length=data["context_length"], seed=data.get("seed", 0), val_split=val_split
+        )
+    else:
+        notes.append(
+            f"no {val_split!r} split in {data['path']}: no val loss, frequency baseline or held-out probe "
+            "(build the set with --val-fraction, or pass --embeddings)"
+        )
+    if embeddings is None and has_val:
         from ..tools import embed
 
         embeddings = str(run / "val-cells.h5ad")
         embed(str(run / "checkpoints" / "last.ckpt"), data["path"], embeddings, split="val")
-    import anndata as ad
+    probe, untrained, cells = None, None, None
+    if embeddings is not None:
+        import anndata as ad
 
-    cells = ad.read_h5ad(embeddings)
-    labels = cells.obs[label].astype(str).to_numpy()
-    probe = linear_probe(cells.obsm["X_cellshard"], labels, cells.obs_names.to_numpy())
-    untrained = _untrained_probe(run, data, label, cells.uns.get("cellshard", {}).get("pooling", "cls"))
+        cells = ad.read_h5ad(embeddings)
+        if label in cells.obs.columns:
+            labels = cells.obs[label].astype(str).to_numpy()
+            probe = linear_probe(cells.obsm["X_cellshard"], labels, cells.obs_names.to_numpy())
+            if has_val:
+                untrained = _untrained_probe(run, data, label, cells.uns.get("cellshard", {}).get("pooling", "cls"))
+        else:
+            columns = ", ".join(c for c in cells.obs.columns if c != "split") or "none"
+            notes.append(f"--label {label}: not a column of the cells' metadata (columns: {columns}); no probe")
     steady = history.dropna(subset=["perf/cells_per_sec"]).iloc[1:] if "perf/cells_per_sec" in history else history
+    if "perf/cells_per_sec" not in history:
+        notes.append("history.csv has no throughput columns (ThroughputMonitor off): no cells/s or data wait")
     summary = {
         "run": str(run),
-        "steps": int(history["step"].max()) + 1,
+        "steps": int(history["step"].max()) + 1 if len(history) else 0,
         "val_loss": val_loss,
         "frequency_baseline_loss": baseline,
         "val_masked_accuracy": _last(history, "val/masked_accuracy"),
-        "probe_accuracy": probe["accuracy"],
-        "majority_accuracy": probe["majority"],
+        "probe_accuracy": probe["accuracy"] if probe else None,
+        "majority_accuracy": probe["majority"] if probe else None,
         "untrained_probe_accuracy": untrained,
-        "probe_cells": probe["cells"],
-        "cells_per_sec": float(np.mean(steady["perf/cells_per_sec"])) if len(steady) else None,
-        "data_wait_frac": float(np.mean(steady["perf/data_wait_frac"])) if len(steady) else None,
+        "probe_cells": probe["cells"] if probe else 0,
+        "cells_per_sec": float(np.mean(steady["perf/cells_per_sec"]))
+        if len(steady) and "perf/cells_per_sec" in steady
+        else None,
+        "data_wait_frac": float(np.mean(steady["perf/data_wait_frac"]))
+        if len(steady) and "perf/data_wait_frac" in steady
+        else None,
         "checkpoints": str(run / "checkpoints"),
         "history": str(history_path),
         "logs": str(run / "logs"),
+        "notes": notes,
     }
+    from .plots import write_plots
+
+    pictures = write_plots(run, history, cells, label)
+    summary["plots"] = {name: where for name, where in pictures.items() if where.endswith(".png")}
+    notes += [f"{name}: {why}" for name, why in pictures.items() if not why.endswith(".png")]
     if reference is not None:
         summary["same_as_reference"] = compare_losses(history, reference)
     write_bytes_atomic(run / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
@@ -128,22 +160,33 @@ def run_report(
 
 
 def format_report(s: dict[str, Any]) -> str:
+    """The summary as lines; what could not be computed is said, with why (``notes``)."""
+
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
-    verdict = "beats" if s["val_loss"] is not None and s["val_loss"] < s["frequency_baseline_loss"] else "does NOT beat"
-    return "\n".join(
-        [
-            f"run {s['run']}: {s['steps']} steps",
-            f"  val loss {s['val_loss']:.3f} {verdict} the frequency-only baseline {s['frequency_baseline_loss']:.3f}",
+    lines = [f"run {s['run']}: {s['steps']} steps"]
+    if s["val_loss"] is not None and s["frequency_baseline_loss"] is not None:
+        verdict = "beats" if s["val_loss"] < s["frequency_baseline_loss"] else "does NOT beat"
+        lines.append(
+            f"  val loss {s['val_loss']:.3f} {verdict} the frequency-only baseline {s['frequency_baseline_loss']:.3f}"
+        )
+    elif s["val_loss"] is not None:
+        lines.append(f"  val loss {s['val_loss']:.3f}")
+    if s["probe_accuracy"] is not None:
+        lines.append(
             f"  cell-type linear probe {pct(s['probe_accuracy'])} vs majority class {pct(s['majority_accuracy'])} "
-            f"({s['probe_cells']} val cells; an untrained encoder of the same shape: "
-            f"{pct(s['untrained_probe_accuracy'])})",
-            f"  throughput {s['cells_per_sec']:.0f} cells/s, data wait {pct(s['data_wait_frac'])} of step time",
-            f"  checkpoints {s['checkpoints']}  history {s['history']}  logs {s['logs']}",
-            *_reference_lines(s.get("same_as_reference")),
-        ]
-    )
+            f"({s['probe_cells']} cells; an untrained encoder of the same shape: {pct(s['untrained_probe_accuracy'])})"
+        )
+    if s["cells_per_sec"] is not None:
+        lines.append(
+            f"  throughput {s['cells_per_sec']:.0f} cells/s, data wait {pct(s['data_wait_frac'])} of step time"
+        )
+    lines.append(f"  checkpoints {s['checkpoints']}  history {s['history']}  logs {s['logs']}")
+    lines += [f"  plot {path}" for path in s.get("plots", {}).values()]
+    lines += [f"  not computed: {note}" for note in s.get("notes", [])]
+    lines += _reference_lines(s.get("same_as_reference"))
+    return "\n".join(lines)
 
 
 def _reference_lines(c: dict[str, Any] | None) -> list[str]:

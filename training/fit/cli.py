@@ -41,6 +41,7 @@ from .data import CREDENTIAL_KEYS, CellDataModule
 from .history import write_history
 from .module import CellshardModule
 from .preemption import REQUEUE_EXIT, Preemption
+from .quiet import quiet_known_noise
 from .strategies import resolve_trainer_options, restart_hazard
 
 __all__ = ["CellshardCLI", "environment_info", "main"]
@@ -310,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default: the command line)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_StderrHandler()])
     _follow_stderr()
+    quiet_known_noise()
     try:
         cli = CellshardCLI(args=argv)
     except CellshardError as exc:

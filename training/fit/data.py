@@ -217,7 +217,8 @@ class CellDataModule(pl.LightningDataModule):
             extra["prefetch_factor"] = self.prefetch_factor
         if self.trainer is not None and self.trainer.strategy.root_device.type == "cuda":
             extra["pin_memory"] = True  # page-locked batches: the copy to the GPU runs non_blocking
-        return CellDataLoader(ds, num_workers=self.num_workers, persistent_workers=persistent, **extra)
+        # unsized for Lightning, which would read the length once and end every epoch on it
+        return CellDataLoader(ds, num_workers=self.num_workers, persistent_workers=persistent, sized=False, **extra)
 
     def train_dataloader(self) -> CellDataLoader:
         cfg = self.config

@@ -1,0 +1,35 @@
+"""Lightning's known noise, filtered narrowly: by message, never by category or module, so that every
+other warning still reaches the user.
+
+Each entry is a message that asks for no action here: a log tip advertising a hosted logger; a
+deprecation inside Lightning's own pytree helper (torch renamed ``LeafSpec``; nothing in a user's code
+calls it); the notice that the LightningModule's ``on_after_batch_transfer`` is used although a
+DataModule is given, which is this package's design (device-side collate lives in the module).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+__all__ = ["quiet_known_noise"]
+
+_LOG_PREFIXES = ("💡 Tip: For seamless cloud logging",)
+_WARNING_MESSAGES = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"You have overridden `on_after_batch_transfer` in `LightningModule` but have passed in a `LightningDataModule`",
+)
+
+
+class _DropPrefixes(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_LOG_PREFIXES)
+
+
+def quiet_known_noise() -> None:
+    """Install the filters (idempotent)."""
+    for message in _WARNING_MESSAGES:
+        warnings.filterwarnings("ignore", message=message)
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropPrefixes) for f in logger.filters):
+        logger.addFilter(_DropPrefixes())
