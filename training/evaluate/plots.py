@@ -1,7 +1,7 @@
 """The pictures of ``training report``: PNG files beside the run's ``summary.json``.
 
 - ``curves.png``: train and val loss, and the learning rate, over every session of the run (the
-  history spans resumes; a resume is marked where a session's steps begin again).
+  history spans resumes: one curve, a later session's value winning for a step).
 - ``throughput.png``: cells/s and the share of step time spent waiting for data.
 - ``embeddings.png``: the cells' embeddings in two dimensions coloured by the label column: UMAP when
   ``umap-learn`` is installed, else the first two principal components (the title says which).
@@ -12,6 +12,7 @@ or None with the reason it did not (a missing column).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,9 @@ def _two_dims(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
     try:
         import umap  # type: ignore[import-not-found]
 
-        return umap.UMAP(random_state=seed).fit_transform(x), "UMAP"
+        with warnings.catch_warnings():  # a seeded UMAP runs on one thread, which it announces
+            warnings.filterwarnings("ignore", message="n_jobs value 1 overridden to 1 by setting random_state")
+            return umap.UMAP(random_state=seed, n_jobs=1).fit_transform(x), "UMAP"
     except ImportError:
         centred = x - x.mean(axis=0)
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
