@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checkpoints import load_model, training_files
 from .model import CellEncoder
-from .tools import embed_file, load_model, place_rows, training_files
+from .tools import embed_file, place_rows
 
 __all__ = ["PretrainedEncoder", "load_encoder"]
 

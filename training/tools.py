@@ -1,10 +1,9 @@
-"""``python -m training embed|export``: use a checkpoint outside the Trainer.
+"""``python -m training embed|export|report``: use a checkpoint outside the Trainer.
 
-``export`` writes a plain ``{"state_dict", "encoder", "vocab_sha256"}`` file from a Lightning
-checkpoint file or a DeepSpeed ZeRO checkpoint directory (parameters gathered to fp32 with
-Lightning's ``convert_zero_checkpoint_to_fp32_state_dict``). ``embed`` writes an h5ad with
-``.obsm["X_cellshard"]`` and the cells' metadata as ``.obs``, from any of those three inputs. The shard
-set must use the checkpoint's vocabulary (checked by hash).
+``embed`` writes an h5ad with ``.obsm["X_cellshard"]``: a copy of the user's own AnnData (``--h5ad``,
+tokenized with the model's vocabulary and medians) or a shard set's cells with their metadata as
+``.obs`` (``--data``: a set whose vocabulary maps every gene id to the checkpoint's tokens). Checkpoints
+are read by ``checkpoints``; ``export`` is in ``export``; ``report`` in ``evaluate.report``.
 """
 
 from __future__ import annotations
@@ -21,99 +20,16 @@ from shards.errors import ShardError
 from shards.loading.readers import ShardSetReader
 from shards.storage.atomic import tmp_name
 
-from .errors import ConfigError, first_line
+from .checkpoints import load_model, training_files
+from .errors import ConfigError
 from .evaluate.embed import cell_metadata, embed_cells
-from .model import CellEncoder, EncoderConfig
+from .export import export_checkpoint
+from .model import CellEncoder
 
-__all__ = [
-    "EXPORTED_WEIGHTS",
-    "embed_file",
-    "embed_h5ad",
-    "export_checkpoint",
-    "load_model",
-    "main",
-    "place_rows",
-    "training_files",
-]
+__all__ = ["embed", "embed_file", "embed_h5ad", "main", "place_rows"]
+
 
 #: the weights file of an exported model directory (``export --out DIR``)
-EXPORTED_WEIGHTS = "model.pt"
-
-
-def _load(path: Path) -> dict[str, Any]:
-    """Tensors and plain containers only (``weights_only``): a checkpoint from elsewhere cannot run code."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"--ckpt {path}: cannot read it as a checkpoint ({first_line(exc)})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--ckpt {path}: holds a {type(data).__name__}, not a checkpoint")
-    return data
-
-
-def _plain(ckpt: str | Path) -> dict[str, Any]:
-    """``{"state_dict" (encoder keys), "encoder" (EncoderConfig fields), "vocab_sha256"}``."""
-    path = Path(ckpt)
-    if not path.exists():
-        raise ConfigError(f"--ckpt {path}: no such file or directory")
-    if path.is_dir() and (path / EXPORTED_WEIGHTS).is_file():  # an exported model directory
-        return _load(path / EXPORTED_WEIGHTS)
-    if path.is_dir():  # a DeepSpeed checkpoint directory
-        from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
-
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                convert_zero_checkpoint_to_fp32_state_dict(str(path), f"{tmp}/fp32.ckpt")
-            except Exception as exc:
-                raise ConfigError(f"--ckpt {path}: not a DeepSpeed checkpoint directory ({exc})") from None
-            data = _load(Path(tmp) / "fp32.ckpt")
-    else:
-        data = _load(path)
-    if "encoder" in data and "state_dict" in data and "cellshard" not in data:
-        return data  # already exported
-    hparams = data.get("datamodule_hyper_parameters") or {}
-    data_path = hparams.get("path") if isinstance(hparams.get("path"), str) else None
-    extra = data.get("cellshard")
-    if extra is None:
-        raise ConfigError(f"--ckpt {path}: not a cellshard checkpoint (no 'cellshard' entry)")
-    states = {
-        k.removeprefix("model.").replace("_orig_mod.", ""): v
-        for k, v in data["state_dict"].items()
-        if k.startswith("model.")
-    }
-    return {
-        "state_dict": states,
-        "encoder": extra["encoder"],
-        "vocab_sha256": extra.get("vocab_sha256"),
-        "data_path": data_path,  # the shard set trained on: its vocab.csv and gene_medians.csv
-    }
-
-
-def load_model(ckpt: str | Path) -> tuple[CellEncoder, dict[str, Any]]:
-    """(the encoder in eval mode, the plain checkpoint: encoder config, vocab hash, training data path)."""
-    plain = _plain(ckpt)
-    model = CellEncoder(EncoderConfig(**plain["encoder"]))
-    model.load_state_dict({k: v.float() for k, v in plain["state_dict"].items()})
-    return model.eval(), plain
-
-
-def training_files(plain: dict[str, Any], data: str | None, ckpt: str) -> tuple[Path, Path]:
-    """The vocabulary and medians the model was trained with: those of ``data`` when given, else the
-    copies a run writes beside its checkpoints, else those of the shard set the run read."""
-    path = Path(ckpt)
-    beside = path if path.is_dir() else path.parent
-    candidates = [data] if data else [str(beside), plain.get("data_path")]
-    for where in filter(None, candidates):
-        vocab, medians = Path(where) / "vocab.csv", Path(where) / "gene_medians.csv"
-        if vocab.is_file() and medians.is_file():
-            return vocab, medians
-    looked = ", ".join(str(c) for c in candidates if c)
-    raise ConfigError(
-        f"--ckpt {ckpt}: cannot find the vocab.csv and gene_medians.csv it was trained with (looked in {looked}); "
-        "pass --data with the shard set the model was trained on"
-    )
-
-
 def _same_tokens(a: Path, b: Path) -> bool:
     """Whether two vocabularies map every gene id to the same token (their files may differ in bytes:
     names, order, line endings)."""
@@ -225,85 +141,6 @@ def embed_h5ad(
     adata.write_h5ad(tmp_file)
     tmp_file.replace(target)
     return target, int(adata.n_obs - len(names))
-
-
-def export_checkpoint(ckpt: str | Path, out: str | Path, data: str | None = None) -> Path:
-    """A model users can load (``training.load_encoder``): ``out`` a directory with ``model.pt`` (weights,
-    encoder config, vocabulary hash), ``config.json``, ``vocab.csv``, ``gene_medians.csv`` and a README
-    card (architecture, training data, metrics). ``out`` ending in ``.pt``: the weights file alone."""
-    import json
-    import shutil
-
-    plain = _plain(ckpt)
-    out = Path(out)
-    if out.suffix == ".pt":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_name(out)
-        torch.save(plain, tmp)
-        tmp.replace(out)
-        return out
-    vocab, medians = training_files(plain, data, str(ckpt))
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"--out {out}: exists and is not empty; choose a new directory")
-    stage = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    weights = {k: plain[k] for k in ("state_dict", "encoder", "vocab_sha256")}
-    torch.save(weights, stage / EXPORTED_WEIGHTS)
-    (stage / "config.json").write_text(json.dumps(plain["encoder"], indent=1) + "\n")
-    shutil.copyfile(vocab, stage / "vocab.csv")
-    shutil.copyfile(medians, stage / "gene_medians.csv")
-    (stage / "README.md").write_text(_model_card(Path(ckpt), plain))
-    if out.exists():
-        out.rmdir()
-    stage.replace(out)  # the directory appears whole or not at all
-    return out
-
-
-def _model_card(ckpt: Path, plain: dict[str, Any]) -> str:
-    """What the exported model is, what it was trained on and how it did (from the run's files)."""
-    import json
-
-    import pandas as pd
-
-    enc = plain["encoder"]
-    n_params = sum(int(v.numel()) for v in plain["state_dict"].values())
-    lines = [
-        "# cellshard encoder",
-        "",
-        f"A masked-gene-model transformer encoder: {enc.get('n_layers')} layers, d_model {enc.get('d_model')}, "
-        f"{enc.get('n_heads')} heads, {enc.get('max_positions')} positions, vocabulary {enc.get('vocab_size')}; "
-        f"{n_params:,} parameters. Exported from `{ckpt.name}`.",
-        "",
-        "```python",
-        "import anndata as ad, training",
-        "encoder = training.load_encoder('THIS_DIRECTORY')",
-        "X = encoder.embed(ad.read_h5ad('mine.h5ad'), layer='counts')  # (cells, d_model), rows in obs order",
-        "```",
-        "",
-        "## Training data",
-        "",
-    ]
-    data = plain.get("data_path")
-    index = Path(data) / "index.json" if data else None
-    if index is not None and index.is_file():
-        m = json.loads(index.read_text())
-        lines.append(f"- shard set `{data}`: {m.get('n_cells', 0):,} cells, {m.get('n_tokens', 0):,} tokens")
-        lines.append(f"- build `{m.get('build_id', '?')[:16]}`, vocabulary sha256 `{plain.get('vocab_sha256')}`")
-    else:
-        lines.append(f"- vocabulary sha256 `{plain.get('vocab_sha256')}` (the shard set is not at hand)")
-    run = ckpt.parent.parent if ckpt.is_file() else ckpt.parent
-    history = run / "history.csv"
-    lines += ["", "## Metrics", ""]
-    if history.is_file():
-        h = pd.read_csv(history)
-        for col in ("train/loss", "val/loss", "val/masked_accuracy"):
-            if col in h.columns and h[col].notna().any():
-                last = h.dropna(subset=[col]).iloc[-1]
-                lines.append(f"- {col}: {float(last[col]):.4g} at step {int(last['step'])}")
-    else:
-        lines.append("- the run's history.csv is not beside the checkpoint: no metrics recorded here")
-    return "\n".join(lines) + "\n"
 
 
 def _same_vocab_as_training(plain: dict[str, Any], data: str) -> bool:

@@ -41,8 +41,8 @@ def _untrained_probe(run: Path, data: dict[str, Any], label: str, pooling: str) 
 
     from shards.loading.readers import ShardSetReader
 
+    from ..checkpoints import load_model
     from ..model import CellEncoder
-    from ..tools import load_model
     from .embed import cell_metadata, embed_cells
 
     trained, _ = load_model(run / "checkpoints" / "last.ckpt")
