@@ -43,6 +43,24 @@ def _same_tokens(a: Path, b: Path) -> bool:
     )
 
 
+def _context(model: CellEncoder, context_length: int | None) -> int:
+    """The context to embed with: the model's positions unless a shorter one is asked for."""
+    n = context_length or model.cfg.max_positions
+    if n > model.cfg.max_positions:
+        raise ConfigError(f"--context-length {n} exceeds the model's {model.cfg.max_positions} positions")
+    return n
+
+
+def _write_h5ad(adata: Any, out: str) -> Path:
+    """Write ``adata`` to ``out`` atomically (a temporary sibling, then a rename)."""
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(target).with_suffix(".h5ad")
+    adata.write_h5ad(tmp)
+    tmp.replace(target)
+    return target
+
+
 def embed_file(
     model: CellEncoder,
     vocab: Path,
@@ -61,9 +79,7 @@ def embed_file(
     into a temporary shard set, which is then embedded."""
     import subprocess
 
-    n = context_length or model.cfg.max_positions
-    if n > model.cfg.max_positions:
-        raise ConfigError(f"--context-length {n} exceeds the model's {model.cfg.max_positions} positions")
+    n = _context(model, context_length)
     with tempfile.TemporaryDirectory(prefix="cellshard-embed-") as tmp:
         shards = Path(tmp) / "shards"
         cmd = [sys.executable, "-m", "ingest", "build", "--input", str(source), "--out", str(shards)]
@@ -135,12 +151,7 @@ def embed_h5ad(
     adata = ad.read_h5ad(source)
     adata.obsm["X_cellshard"] = place_rows(adata.obs_names, names, x, f"--h5ad {h5ad}")
     adata.uns["cellshard"] = {"checkpoint": str(ckpt), "pooling": pooling, "vocab": str(vocab)}
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_file = tmp_name(target).with_suffix(".h5ad")
-    adata.write_h5ad(tmp_file)
-    tmp_file.replace(target)
-    return target, int(adata.n_obs - len(names))
+    return _write_h5ad(adata, out), int(adata.n_obs - len(names))
 
 
 def _same_vocab_as_training(plain: dict[str, Any], data: str) -> bool:
@@ -187,9 +198,7 @@ def embed(
                 "`ingest build --vocab <checkpoint dir>/vocab.csv --gene-medians "
                 "<checkpoint dir>/gene_medians.csv`"
             )
-        n = context_length or model.cfg.max_positions
-        if n > model.cfg.max_positions:
-            raise ConfigError(f"--context-length {n} exceeds the model's {model.cfg.max_positions} positions")
+        n = _context(model, context_length)
         ids, x = embed_cells(
             model,
             reader,
@@ -211,12 +220,7 @@ def embed(
     obs.index = obs.index.astype(str)
     adata = ad.AnnData(obs=obs, obsm={"X_cellshard": np.concatenate(x_all)})
     adata.uns["cellshard"] = {"checkpoint": str(ckpt), "pooling": pooling, "data": str(data)}
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(target).with_suffix(".h5ad")
-    adata.write_h5ad(tmp)
-    tmp.replace(target)
-    return target
+    return _write_h5ad(adata, out)
 
 
 def _obs_table(frames):

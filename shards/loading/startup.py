@@ -24,6 +24,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from functools import lru_cache
+from pathlib import Path
 from types import FrameType
 
 import psutil
@@ -45,7 +46,7 @@ class WorkerStartupError(ShardError):
 def _guarded_lines(path: str) -> tuple[tuple[int, int], ...]:
     """Line ranges of ``if __name__ == "__main__":`` blocks at the top level of a source file."""
     try:
-        tree = ast.parse(open(path, encoding="utf-8").read())
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
     except (OSError, SyntaxError, ValueError):
         return ()
     spans = []
