@@ -60,6 +60,21 @@ def parser() -> ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_subcommand("inspect", inspect, help="summarize a shard set")
     sub.add_subcommand("synth", _synth_parser(), help="write a synthetic corpus")
+    pub = ArgumentParser(
+        description="Copy a finished shard set to object storage (s3://, gs://, any fsspec URL), verified "
+        "first, the manifest last (readers see no set or a whole one). Rerun to finish an interrupted copy."
+    )
+    pub.add_argument("path", type=str, help="the local shard set")
+    pub.add_argument("url", type=str, help="where to put it, e.g. s3://bucket/shards/census-2025-01-30")
+    pub.add_argument("--replace", action="store_true", help="overwrite a different set already at the URL")
+    pub.add_argument(
+        "--storage-options",
+        type=str,
+        default=None,
+        help='fsspec options as JSON, e.g. \'{"client_kwargs": {"endpoint_url": "http://minio:9000"}}\' '
+        "(credentials come from the usual environment; AWS_ENDPOINT_URL works too)",
+    )
+    sub.add_subcommand("publish", pub, help="copy a shard set to object storage, manifest last")
     return p
 
 
@@ -126,7 +141,25 @@ def _cmd_synth(ns: Namespace) -> int:
     return 0
 
 
-COMMANDS = {"build": _cmd_build, "verify": _cmd_verify, "inspect": _cmd_inspect, "synth": _cmd_synth}
+def _cmd_publish(ns: Namespace) -> int:
+    from .publish import publish
+
+    try:
+        options = json.loads(ns.storage_options) if ns.storage_options else None
+    except json.JSONDecodeError as exc:
+        raise IngestError(f"--storage-options: not JSON ({exc})") from None
+    sent = publish(ns.path, ns.url, replace=ns.replace, storage_options=options)
+    print(f"{ns.url}: {'already published' if sent == 0 else f'{sent} file(s) sent, manifest last'}")
+    return 0
+
+
+COMMANDS = {
+    "build": _cmd_build,
+    "verify": _cmd_verify,
+    "inspect": _cmd_inspect,
+    "synth": _cmd_synth,
+    "publish": _cmd_publish,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

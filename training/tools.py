@@ -72,6 +72,7 @@ def embed_file(
     context_length: int | None = None,
     device: str = "cpu",
     input_options: list[str] | None = None,
+    progress: bool = False,
 ) -> tuple[list[str], Any]:
     """(obs names, float32 embeddings) of an h5ad file's cells that have tokens, tokenized exactly as for
     training: ``ingest build`` with the model's ``--vocab``/``--gene-medians`` (``input_options`` such as
@@ -97,6 +98,7 @@ def embed_file(
             batch_size=batch_size,
             value_bins=model.cfg.value_bins,
             device=device,
+            progress=f"embedding {source.name}" if progress else None,
         )
     return [str(i).split(":", 1)[1] for i in ids], x
 
@@ -125,6 +127,7 @@ def embed_h5ad(
     context_length: int | None = None,
     device: str = "cpu",
     input_options: list[str] | None = None,
+    progress: bool = False,
 ) -> tuple[Path, int]:
     """A copy of the user's AnnData (same obs_names, order, obs, var, X and layers) with
     ``.obsm["X_cellshard"]``: (the file written, cells without an embedding). Cells with no counts on
@@ -147,6 +150,7 @@ def embed_h5ad(
         context_length=context_length,
         device=device,
         input_options=input_options,
+        progress=progress,
     )
     adata = ad.read_h5ad(source)
     adata.obsm["X_cellshard"] = place_rows(adata.obs_names, names, x, f"--h5ad {h5ad}")
@@ -173,9 +177,16 @@ def embed(
     context_length: int | None = None,
     limit: int | None = None,
     device: str = "cpu",
+    obs_columns: str = "all",
+    progress: bool = False,
 ) -> Path:
+    """A shard set's cells embedded: ``.obs`` holds the stored metadata columns (``obs_columns``: ``all``
+    or a comma-separated list), the split, and where each cell came from (``source_file`` and
+    ``obs_name`` for h5ad inputs, ``source_uri`` and ``soma_joinid`` for SOMA and the Census)."""
     import anndata as ad
     import numpy as np
+
+    from shards.format.provenance import cell_sources
 
     model, plain = load_model(ckpt)
     model.to(device)
@@ -208,9 +219,12 @@ def embed(
             limit=limit,
             value_bins=model.cfg.value_bins,
             device=device,
+            progress=f"embedding {s}" if progress else None,
         )
-        meta = cell_metadata(reader, ids)
+        meta = _select_columns(cell_metadata(reader, ids), obs_columns, data)
         meta["split"] = s
+        for name, values in cell_sources(ids, reader.manifest["source"]).items():
+            meta[name] = values.to_numpy()
         ids_all.append(ids)
         x_all.append(x)
         meta_all.append(meta)
@@ -221,6 +235,20 @@ def embed(
     adata = ad.AnnData(obs=obs, obsm={"X_cellshard": np.concatenate(x_all)})
     adata.uns["cellshard"] = {"checkpoint": str(ckpt), "pooling": pooling, "data": str(data)}
     return _write_h5ad(adata, out)
+
+
+def _select_columns(meta: Any, obs_columns: str, data: str) -> Any:
+    """The stored metadata columns asked for (``all`` or a comma-separated list)."""
+    if obs_columns == "all":
+        return meta
+    names = [c.strip() for c in obs_columns.split(",") if c.strip()]
+    missing = [c for c in names if c not in meta.columns]
+    if missing:
+        raise ConfigError(
+            f"--obs-columns {missing[0]!r}: not stored in {data} (stored: {', '.join(meta.columns)}; "
+            "`ingest build --obs-columns` stores more)"
+        )
+    return meta[names].copy()
 
 
 def _obs_table(frames):
@@ -256,11 +284,19 @@ def _parser() -> ArgumentParser:
         "--allow-non-ensembl-ids", action="store_true", help="with --h5ad: gene ids that are not Ensembl ids"
     )
     e.add_argument("--split", type=str, default="all", help="with --data: train, val or all")
+    e.add_argument(
+        "--obs-columns",
+        type=str,
+        default="all",
+        help="with --data: the stored metadata columns to keep in .obs (all, or a comma-separated list); "
+        "source_file/obs_name (or source_uri/soma_joinid) and split are always added",
+    )
     e.add_argument("--pooling", type=str, default="cls", help="cls or mean")
     e.add_argument("--batch-size", type=int, default=64, help="cells per forward pass")
     e.add_argument("--context-length", type=int, default=None, help="default: the model's")
     e.add_argument("--limit", type=int, default=None, help="with --data: at most this many cells per split")
     e.add_argument("--device", type=str, default="auto", help="auto (cuda if available, else cpu), cpu, cuda:0 ...")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
     x = ArgumentParser(
         description="A model users can load with training.load_encoder: a directory with the weights, config.json, "
         "vocab.csv, gene_medians.csv and a README card (from a .ckpt or a ZeRO-3 checkpoint directory)."
@@ -310,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                     context_length=a.context_length,
                     device=device,
                     input_options=opts,
+                    progress=not a.quiet,
                 )
                 if missing:
                     print(f"warning: {missing} cell(s) have no counts on the model's genes: NaN rows", file=sys.stderr)
@@ -317,7 +354,21 @@ def main(argv: list[str] | None = None) -> int:
             elif a.data is None:
                 raise ConfigError("embed: give --h5ad (your AnnData) or --data (a shard set)")
             else:
-                print(embed(a.ckpt, a.data, a.out, a.split, a.pooling, a.batch_size, a.context_length, a.limit, device))
+                print(
+                    embed(
+                        a.ckpt,
+                        a.data,
+                        a.out,
+                        a.split,
+                        a.pooling,
+                        a.batch_size,
+                        a.context_length,
+                        a.limit,
+                        device,
+                        a.obs_columns,
+                        progress=not a.quiet,
+                    )
+                )
     except (ConfigError, ShardError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

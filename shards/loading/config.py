@@ -45,6 +45,9 @@ class LoaderConfig:
     """Shuffle window: consecutive cells read per lane (a window holds ``lanes * lane_cells`` cells)."""
     return_cell_ids: bool = False
     """Put each batch's cell ids in ``batch["cell_id"]`` (for callbacks that log or audit the cells)."""
+    obs_columns: list[str] | None = None
+    """Metadata columns of each cell to put in ``batch["obs"]`` (e.g. ``[cell_type, donor_id]``): a dict
+    of lists (numeric columns: 1-D tensors), in batch order; read per shard, never held for the corpus."""
     masking: bool = True
     """Mask genes for the masked-gene objective; ``False`` (inference: embedding cells) gives the tokens as
     stored, ``labels`` all -100."""

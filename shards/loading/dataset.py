@@ -23,17 +23,20 @@ import torch
 from torch.utils.data import IterableDataset
 
 from ..errors import ShardError
+from ..format.records import METADATA_COLUMNS
 from ..plan.elastic import start_position
 from ..plan.grouping import slot_groups
 from ..plan.mixing import Stream
 from ..plan.state import LoaderState, Resume, Stage
 from ..plan.topology import Topology
 from ..plan.worker import WorkerPlan, plan_worker
+from ..storage.remote import redact
 from . import pool
 from .collate import Collator
 from .config import LoaderConfig
 from .device import DeviceCollator, pack_ragged
 from .hashing import cell_hashes, salted
+from .obs import ObsColumns
 from .panels import PanelFilter
 from .readahead import ReadAhead
 from .runs import RunReader
@@ -115,6 +118,7 @@ class ShardedCellDataset(IterableDataset):
         mixed = self.cells.sampled or len(streams) > 1 or cfg.vocab_join != "same" or cfg.group_by or cfg.panels
         self._mix = mix_identity(self.reader, cfg, self.panels, bool(mixed))
         self.runs = RunReader(self.reader, cfg.on_error)
+        self.obs = None if not cfg.obs_columns else self._obs_columns(cfg.obs_columns)
         self._rank = (rank, world_size) if rank is not None else None
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._batches = 0  # yielded in the current stage of the epoch by this process (worker)
@@ -123,6 +127,19 @@ class ShardedCellDataset(IterableDataset):
         self._cache: RepeatCache | None = None
         self._transport: tuple[int, int] | None = None  # (loader token, slots per worker): see use_transport
         self._ring: SlotRing | None = None  # this worker's slots (made in the worker)
+
+    def _obs_columns(self, names: list[str]) -> ObsColumns:
+        """``batch["obs"]``'s reader; each column must be stored in every shard (checked on the first)."""
+        readers = getattr(self.reader, "readers", [self.reader])
+        for r in readers:
+            stored = [*METADATA_COLUMNS, *r.manifest.get("source", {}).get("obs_columns", [])]
+            missing = [n for n in names if n not in stored]
+            if missing:
+                raise ShardError(
+                    f"obs_columns: {missing[0]!r} is not stored in {redact(r.root)} (columns: {', '.join(stored)}; "
+                    "more with `ingest build --obs-columns`)"
+                )
+        return ObsColumns(names, self.reader, self.runs.skipped_shards)
 
     @property
     def skipped_cells(self) -> int:
@@ -361,6 +378,8 @@ class ShardedCellDataset(IterableDataset):
             batch = self.collator(genes, offsets, ids, pads, epoch, counts=counts, copies=copies, alloc=alloc)
         if self.config.return_cell_ids:
             batch["cell_id"] = ids.tolist()
+        if self.obs is not None:
+            batch["obs"] = self.obs(np.concatenate([part.take_keys() for part in parts]))
         return ring.wrap(batch) if ring is not None else batch
 
     def _worker_ring(self) -> SlotRing | None:

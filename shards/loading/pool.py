@@ -58,12 +58,13 @@ class Pool:
         for p, rows in live:
             window, pos = self.parts.pop(p)
             tokens, offsets = take_rows(window.tokens, window.offsets, rows)
-            pieces.append((tokens, offsets, window.ids[rows], window.pads[rows], window.copies[rows], pos[rows]))
+            keys = window.take_keys_at(rows)
+            pieces.append((tokens, offsets, window.ids[rows], window.pads[rows], window.copies[rows], pos[rows], keys))
         lengths = np.concatenate([np.diff(piece[1]) for piece in pieces])
         tokens = np.concatenate([piece[0] for piece in pieces], axis=1)
-        ids, pads, copies, pos = (np.concatenate([piece[i] for piece in pieces]) for i in (2, 3, 4, 5))
+        ids, pads, copies, pos, keys = (np.concatenate([piece[i] for piece in pieces]) for i in (2, 3, 4, 5, 6))
         offsets = np.concatenate([[0], np.cumsum(lengths)])
-        self.add(Window(tokens, offsets, ids, pads, copies, np.zeros(0, np.int64)), pos)
+        self.add(Window(tokens, offsets, ids, pads, copies, np.zeros(0, np.int64), keys), pos)
 
 
 def first_window(slot: SlotPlan, mine: GroupedBatches, start: int) -> int:

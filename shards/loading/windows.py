@@ -50,6 +50,8 @@ class Window:
     pads: np.ndarray
     copies: np.ndarray
     rows: np.ndarray
+    keys: np.ndarray | None = None
+    """``(shard << 32) | cell`` of each read cell (where it lies in the set: for metadata columns)."""
 
     def with_rows(self, rows: np.ndarray) -> Window:
         return replace(self, rows=rows)
@@ -59,6 +61,16 @@ class Window:
         tokens, offsets = take_rows(self.tokens, self.offsets, self.rows)
         rows = self.rows
         return tokens, np.diff(offsets), self.ids[rows], self.pads[rows], self.copies[rows]
+
+    def take_keys(self) -> np.ndarray:
+        """The ``(shard << 32) | cell`` keys of the rows, in their order."""
+        return self.take_keys_at(self.rows)
+
+    def take_keys_at(self, rows: np.ndarray) -> np.ndarray:
+        """The ``(shard << 32) | cell`` keys of read rows ``rows``."""
+        if self.keys is None:
+            raise ValueError("this window was read without cell keys")
+        return self.keys[rows]
 
 
 def _keys(shard: np.ndarray, cell: np.ndarray) -> np.ndarray:
@@ -139,13 +151,14 @@ def read_window(
     """Window ``k`` of ``slot``: its cells in read order, ``rows`` in served (shuffled) order.
     ``read_run(shard, start, stop)`` returns ``(tokens (2, T), offsets, ids, bad)``."""
     order = slot.window_positions(k)  # shuffled span-relative positions
-    pieces, pos_index, copies = [], [], []
+    pieces, pos_index, copies, keys = [], [], [], []
     for lo, hi in slot.window_ranges(k):
         at = slot.to_sequence(np.arange(lo, hi))  # index into the stage's sequence; beyond it: pad repeats
         pad = at >= len(seq)
         epoch_pos = seq[np.where(pad, at - len(seq), at) % len(seq)]
         shard, cell, _ = plan.locate(epoch_pos)
         copies.append(plan.copies(epoch_pos))
+        keys.append(_keys(shard, cell))
         step = np.diff(cell)
         cuts = np.flatnonzero((np.diff(shard) != 0) | (step < 1) | (step > READ_GAP + 1)) + 1
         hit = cache.held(shard, cell) if cache else None
@@ -170,7 +183,7 @@ def read_window(
     ids_all, pads_all = np.concatenate([p[2] for p in pieces]), np.concatenate([p[3] for p in pieces])
     span_pos = np.concatenate(pos_index)  # ascending: lanes are read in order
     rows = np.searchsorted(span_pos, order)  # served order -> row of the window's read
-    return Window(genes, offsets, ids_all, pads_all, np.concatenate(copies), rows)
+    return Window(genes, offsets, ids_all, pads_all, np.concatenate(copies), rows, np.concatenate(keys))
 
 
 def slot_cells(plan: EpochPlan, seq: np.ndarray, slot: SlotPlan, first_window: int) -> tuple[np.ndarray, np.ndarray]:

@@ -113,3 +113,39 @@ def test_a_build_failing_on_bad_input_leaves_nothing_that_blocks_the_corrected_c
     fixed = _scanpy_style(tmp_path)
     assert _build(fixed, out, *args, "--layer", "counts") == 0
     assert load_manifest(out)["n_cells"] == N
+
+
+def test_publish_copies_a_verified_set_with_the_manifest_last(zarr_set, wds_set, tmp_path, monkeypatch):
+    """``ingest publish``: the copy reads as the original; a rerun sends nothing; another build at the URL
+    is refused without --replace; a damaged local set is refused before anything is sent."""
+    import shutil
+    from pathlib import Path
+
+    import fsspec.implementations.local
+
+    from ingest.errors import IngestError
+    from ingest.publish import publish
+    from shards.format.verify import verify_shard_set
+
+    target = tmp_path / "bucket" / "set"
+    order: list[str] = []
+    put = fsspec.implementations.local.LocalFileSystem.put_file
+    monkeypatch.setattr(
+        fsspec.implementations.local.LocalFileSystem,
+        "put_file",
+        lambda self, lpath, rpath, **kw: (order.append(Path(rpath).name), put(self, lpath, rpath, **kw))[1],
+    )
+    sent = publish(zarr_set, f"file://{target}")
+    assert sent == len(order) > 2 and order[-1] == "index.json" and "index.json" not in order[:-1]
+    assert verify_shard_set(target) == []
+    assert publish(zarr_set, f"file://{target}") == 0  # already there
+    with pytest.raises(IngestError, match="holds another shard set"):
+        publish(wds_set, f"file://{target}")
+    assert publish(wds_set, f"file://{target}", replace=True) > 0
+    assert load_manifest(target)["build_id"] == load_manifest(wds_set)["build_id"]
+    damaged = tmp_path / "damaged"
+    shutil.copytree(zarr_set, damaged)
+    (damaged / "vocab.csv").write_text("gene_id,token\n")
+    with pytest.raises(IngestError, match="fault"):
+        publish(damaged, f"file://{tmp_path / 'elsewhere'}")
+    assert not (tmp_path / "elsewhere").exists()

@@ -107,3 +107,23 @@ def test_a_worker_that_dies_while_starting_raises_within_seconds(zarr_set, tmp_p
     assert proc.stdout.startswith("WorkerStartupError a DataLoader worker (pid"), proc.stdout
     assert "died while starting" in proc.stdout
     assert seconds < 60
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_without_restarts_stops_the_job_within_seconds(zarr_set, tmp_path):
+    """torchrun without ``--max-restarts``: a rank SIGKILLed mid-step (the other waits in an all-reduce)
+    ends the whole job with a non-zero exit, seconds after the death, naming the failed rank."""
+
+    from tests.training.test_training_runs import _args
+
+    stamp = tmp_path / "killed-at"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    cmd += ["--monitor-interval=0.5", "-m", "training", "fit", *_args(zarr_set, tmp_path / "run", steps=30)]
+    cmd += ["--trainer.strategy", "ddp", "--data.val_split", "null", "--data.num_workers", "0"]
+    cmd += ["--trainer.callbacks+=tests.training.helpers.KillAt", "--trainer.callbacks.step", "3"]
+    cmd += ["--trainer.callbacks.rank", "1", "--trainer.callbacks.stamp", str(stamp)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    ended = time.time()
+    assert proc.returncode != 0 and stamp.exists(), proc.stderr[-3000:]
+    assert ended - float(stamp.read_text()) < 20, proc.stderr[-3000:]
+    assert "local_rank: 1" in proc.stderr and "Signal 9 (SIGKILL)" in proc.stderr, proc.stderr[-3000:]

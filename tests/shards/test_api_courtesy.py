@@ -53,3 +53,54 @@ def test_inference_mode_gives_tokens_as_stored(zarr_set):
     off = masked["labels"] == -100
     assert np.array_equal(masked["input_ids"][off].numpy(), plain["input_ids"][off].numpy())
     assert np.array_equal(masked["attention_mask"].numpy(), plain["attention_mask"].numpy())
+
+
+def _metadata_by_id(path) -> dict[str, dict]:
+    from shards.loading.readers import ShardSetReader
+
+    reader = ShardSetReader(str(path), "train")
+    import pandas as pd
+
+    table = pd.concat([reader.metadata(i) for i in range(len(reader.shards))]).set_index("cell_id")
+    return table.to_dict("index")
+
+
+@pytest.mark.parametrize("mode", MODES, ids=list(MODES))
+def test_obs_columns_follow_each_cell(zarr_set, mode):
+    """``batch["obs"]`` holds each served cell's own metadata, in batch order, in every batching mode."""
+    truth = _metadata_by_id(zarr_set)
+    opts = {"batch_size": 16, "context_length": 64, "rank": 1, "world_size": 2, "return_cell_ids": True}
+    ds = ShardedCellDataset(zarr_set, obs_columns=["cell_type", "donor_id", "n_genes"], **opts, **MODES[mode])
+    checked = 0
+    for batch in ds:
+        obs = batch["obs"]
+        assert len(obs["cell_type"]) == len(batch["cell_id"]) == len(obs["n_genes"])
+        assert obs["n_genes"].dtype.is_floating_point is False
+        for i, cell in enumerate(batch["cell_id"]):
+            row = truth[cell]
+            assert obs["cell_type"][i] == row["cell_type"] and obs["donor_id"][i] == row["donor_id"]
+            assert int(obs["n_genes"][i]) == row["n_genes"]
+            checked += 1
+    assert checked > 0
+
+
+def test_obs_columns_reach_the_main_process_through_workers(zarr_set):
+    truth = _metadata_by_id(zarr_set)
+    ds = ShardedCellDataset(
+        zarr_set,
+        batch_size=16,
+        context_length=64,
+        rank=0,
+        world_size=1,
+        obs_columns=["cell_type"],
+        return_cell_ids=True,
+    )
+    batch = next(iter(CellDataLoader(ds, num_workers=1)))
+    assert batch["obs"]["cell_type"] == [truth[c]["cell_type"] for c in batch["cell_id"]]
+
+
+def test_obs_columns_unknown_is_refused_with_the_stored_ones(zarr_set):
+    from shards.errors import ShardError
+
+    with pytest.raises(ShardError, match=r"obs_columns: 'batch' is not stored .*cell_type"):
+        ShardedCellDataset(zarr_set, batch_size=16, context_length=64, rank=0, world_size=1, obs_columns=["batch"])

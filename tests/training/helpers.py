@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -61,11 +62,13 @@ class RecordCells(pl.Callback):
 class KillAt(pl.Callback):
     """SIGKILL this rank right after optimizer step ``step`` on the first attempt (a crashed node)."""
 
-    def __init__(self, step: int, rank: int) -> None:
-        self.step, self.rank = step, rank
+    def __init__(self, step: int, rank: int, stamp: str | None = None) -> None:
+        self.step, self.rank, self.stamp = step, rank, stamp
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
         if trainer.global_step == self.step and trainer.global_rank == self.rank and _attempt() == 0:
+            if self.stamp:  # when the rank died (wall clock), for tests of how fast the others stop
+                Path(self.stamp).write_text(repr(time.time()))
             os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -68,6 +68,8 @@ def test_readme_quickstart_own_h5ad(tmp_path):
     # about this package's design) reaches the user
     for noise in ("Tip: For seamless cloud logging", "LeafSpec", "You have overridden `on_after_batch_transfer`"):
         assert noise not in proc.stdout + proc.stderr, noise
+    # the bar counts steps toward max_steps, and names no epoch bound of a step-limited run
+    assert "step 60/60" in proc.stdout + proc.stderr and "/-2" not in proc.stdout + proc.stderr
     out = ad.read_h5ad(tmp_path / "mine-embedded.h5ad")
     # their AnnData: same cells in the same order, their obs and var, their layers, plus the embedding
     assert list(out.obs_names) == list(user.obs_names)
@@ -101,6 +103,20 @@ def test_readme_quickstart_own_h5ad(tmp_path):
     other = ad.read_h5ad(again)
     assert list(other.obs_names) == list(user.obs_names[::-3])
     np.testing.assert_allclose(other.obsm["X_cellshard"], out[other.obs_names].obsm["X_cellshard"], atol=1e-5)
+    # from the shard set: the columns asked for, and each cell's source file and obs name, which join the
+    # rows back to the user's AnnData (the same vectors as embedding their file directly)
+    from_set = tmp_path / "set-embedded.h5ad"
+    embed = [sys.executable, "-m", "training", "embed", "--ckpt", "my-run/checkpoints/last.ckpt", "--data"]
+    embed += ["my-shards", "--obs-columns", "cell_type", "--out", str(from_set)]
+    shown = subprocess.run(embed, cwd=tmp_path, env=env, check=True, capture_output=True, text=True, timeout=300)
+    assert "embedding train: 100%" in shown.stderr and "embedding val: 100%" in shown.stderr  # progress bars
+    cells = ad.read_h5ad(from_set)
+    assert list(cells.obs.columns) == ["cell_type", "split", "source_file", "obs_name"]
+    assert set(cells.obs["source_file"]) == {"mine.h5ad"} and set(cells.obs["split"]) == {"train", "val"}
+    assert cells.n_obs == user.n_obs and set(cells.obs["obs_name"]) == set(user.obs_names)
+    names = cells.obs["obs_name"].to_numpy()
+    assert (cells.obs["cell_type"].to_numpy() == user.obs.loc[names, "cell_type"].to_numpy()).all()
+    np.testing.assert_allclose(cells.obsm["X_cellshard"], out[names].obsm["X_cellshard"], atol=1e-5)
 
 
 @pytest.mark.slow
@@ -150,3 +166,68 @@ def test_history_from_tensorboard_event_files(tmp_path):
     h = load_tensorboard_history(tmp_path / "tb")
     assert h["step"].tolist() == [0, 1, 2, 3]
     np.testing.assert_allclose(h["train/loss"], [3.0, 2.5, 2.2, 1.8])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_readme_quickstart_census_cluster_up_to_the_launch(tmp_path):
+    """The README's Census-on-a-cluster block as it stands, on this machine: a Census-shaped copy on disk
+    as the mirror, moto's S3 server as the bucket (``AWS_ENDPOINT_URL``), one node of two CPU ranks, and
+    ``tiny`` in place of ``geneformer-10m``, a split by cell (few donors) (the only edits). Rank 1 is killed
+    once mid-run: torchrun restarts both ranks from the newest checkpoint and the run finishes."""
+    from moto.server import ThreadedMotoServer
+
+    release = "2025-01-30"
+    synth = [sys.executable, "-m", "ingest", "synth", "--cells", "3000", "--genes", "800", "--datasets", "3"]
+    synth += ["--seed", "5", "--out", str(tmp_path / "corpus" / "c.h5ad"), "--quiet"]
+    subprocess.run([*synth, "--census-out", str(tmp_path / "census" / release / "soma")], check=True, cwd=ROOT)
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        env |= {"PYTHONPATH": str(ROOT), "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+        env |= {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+        import s3fs
+
+        s3fs.S3FileSystem(client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"]}, key="test", secret="test").mkdir(
+            "cells"
+        )
+        env |= {"CENSUS": str(tmp_path / "census"), "SHARDS": "s3://cells/census", "RUN": str(tmp_path / "run")}
+        env |= {"WORKERS": "2", "NODES": "1", "GPUS": "2", "HEAD": "127.0.0.1"}
+        block = readme_block("census-cluster")
+        tiny = "configs/train/tiny.yaml --trainer.max_steps 12 --every_n_steps 4 --data.num_workers 0"
+        tiny += " --trainer.callbacks+=tests.training.helpers.KillAt --trainer.callbacks.step 6"
+        tiny += " --trainer.callbacks.rank 1 --trainer.enable_progress_bar false"
+        assert block.count("configs/train/geneformer-10m.yaml") == 1 and block.count(":29500") == 1
+        block = block.replace("configs/train/geneformer-10m.yaml", tiny).replace(":29500", f":{_free_port()}")
+        block = block.replace(" --census-uri", " --split-by cell --census-uri")  # 3,000 cells have few donors
+        proc = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", block],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+        # the dry run wrote nothing; the build was published manifest and all; training read it from S3
+        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"]}, key="test", secret="test")
+        assert fs.exists("cells/census/index.json") and "manifest last" in out
+        # the kill at step 6 restarted both ranks from the step-4 checkpoint, and the run reached step 12
+        assert "checkpoints/last.ckpt: step 4, epoch 0" in out, out[-4000:]  # the restarted attempt's resume
+        import torch
+
+        last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        assert last["global_step"] == 12 and (tmp_path / "run" / "history.csv").is_file()
+    finally:
+        server.stop()

@@ -416,3 +416,11 @@ def test_the_resume_line_says_exact_or_elastic():
     elastic = resume_line("r/last.ckpt", 90, 1, ResumeInfo(1, 40, False, 1, 2, 64, 2, 1, 32))
     assert "elastic: world size 2 -> 1, workers 1 -> 2, batch 32 -> 64" in elastic
     assert "afresh" in resume_line("x", 3, 0, None)
+
+
+def test_progress_description_has_no_bogus_epoch_bound():
+    from training.fit.progress import train_description
+
+    assert train_description(0, -1, 5, 300) == "Epoch 0 · step 5/300"  # step-limited: was "Epoch 0/-2"
+    assert train_description(2, 10, 40, -1) == "Epoch 2/9"
+    assert train_description(1, None, 7, 0) == "Epoch 1"

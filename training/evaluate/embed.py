@@ -6,6 +6,7 @@ shard by shard, with the reader's vectorized range reads.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -60,8 +61,13 @@ def embed_cells(
     limit: int | None = None,
     value_bins: int = 0,
     device: str | torch.device = "cpu",
+    progress: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(cell ids, float32 embeddings) of the split's cells."""
+    """(cell ids, float32 embeddings) of the split's cells; ``progress``: a bar on stderr with this label."""
+    from tqdm import tqdm
+
+    total = int(reader.shard_cells.sum()) if limit is None else min(limit, int(reader.shard_cells.sum()))
+    bar = tqdm(total=total, unit="cell", desc=progress, disable=progress is None, file=sys.stderr)
     collator = Collator(reader.vocab(), context_length, 0, value_bins=value_bins, masking=False)
     was = model.training
     model.eval()
@@ -72,6 +78,8 @@ def embed_cells(
         hidden = model.encode(batch["input_ids"].to(device), mask, values)
         out.append(pool(hidden.float(), mask, pooling).cpu().numpy())
         ids.append(cell_ids)
+        bar.update(len(cell_ids))
+    bar.close()
     model.train(was)
     d = model.cfg.d_model
     return (

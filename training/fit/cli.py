@@ -41,6 +41,7 @@ from .data import CREDENTIAL_KEYS, CellDataModule
 from .history import write_history
 from .module import CellshardModule
 from .preemption import REQUEUE_EXIT, Preemption
+from .progress import StepProgressBar
 from .quiet import quiet_known_noise
 from .strategies import resolve_trainer_options, restart_hazard
 
@@ -230,6 +231,8 @@ class CellshardCLI(LightningCLI):
         if cfg.data.val_split is None and cfg.checkpoint.monitor == "val/loss":
             cfg.checkpoint.monitor = None  # no validation: keep last only
             cfg.checkpoint.save_top_k = 1
+        if cfg.data.val_split is None:
+            cfg.trainer.limit_val_batches = 0  # no validation loop at all (not an empty one)
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         """The Trainer of the config, its options resolved (strategies, node counts), with the run's own
@@ -257,6 +260,8 @@ class CellshardCLI(LightningCLI):
         if trainer_config.get("logger") not in (False, None):
             extra.append(LearningRateMonitor(logging_interval="step"))
         extra.append(Preemption())
+        if trainer_config.get("enable_progress_bar", True) is not False:
+            extra.append(StepProgressBar())
         deepspeed = "DeepSpeed" in type(trainer_config.get("strategy")).__name__
         if cfg.get("async_checkpoint") and deepspeed:
             raise ConfigError("async_checkpoint does not apply to DeepSpeed (it writes its own checkpoints)")

@@ -4,7 +4,9 @@ other warning still reaches the user.
 Each entry is a message that asks for no action here: a log tip advertising a hosted logger; a
 deprecation inside Lightning's own pytree helper (torch renamed ``LeafSpec``; nothing in a user's code
 calls it); the notice that the LightningModule's ``on_after_batch_transfer`` is used although a
-DataModule is given, which is this package's design (device-side collate lives in the module).
+DataModule is given, which is this package's design (device-side collate lives in the module); the
+advice to log ``val/*`` with ``sync_dist=True`` under DDP, which the module does not need (it logs
+validation metrics already reduced over every rank, identical on all of them).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ _LOG_PREFIXES = ("💡 Tip: For seamless cloud logging",)
 _WARNING_MESSAGES = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"You have overridden `on_after_batch_transfer` in `LightningModule` but have passed in a `LightningDataModule`",
+    r"It is recommended to use `self.log\('val/[a-z_]+', \.\.\., sync_dist=True\)`",
 )
 
 
