@@ -42,6 +42,13 @@ def _synth_parser() -> ArgumentParser:
     p.add_argument("--files", type=int, default=1, help="split the datasets over this many files")
     p.add_argument("--cell-types", type=int, default=12, help="distinct cell types")
     p.add_argument("--layout", type=str, default="counts", help="counts (in X) or cellxgene (raw.X)")
+    p.add_argument(
+        "--profile",
+        type=str,
+        default="basic",
+        help="basic (each type has private marker genes: easy) or atlas (lineage/type/state hierarchy on "
+        "co-regulated gene modules, dataset and donor batch effects, ambient RNA: what pretraining must learn)",
+    )
     p.add_argument("--census-out", type=str, default=None, help="also write a Census-shaped SOMA copy to this dir")
     p.add_argument("--census-version", type=str, default="2025-01-30", help="build date recorded in that copy")
     p.add_argument("--quiet", action="store_true", help="no progress output")

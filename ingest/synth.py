@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from shards.storage.atomic import atomic_file
 
 from .errors import IngestError
+from .synth_atlas import atlas_cells, atlas_world
 
 __all__ = ["SynthSpec", "synthesize"]
 
@@ -73,6 +74,7 @@ class SynthSpec:
     cell_types: int = 12
     layout: str = "counts"  # counts in X; "cellxgene": log-normalized X and counts in raw.X
     chunk_cells: int = 4_096
+    profile: str = "basic"  # "atlas": synth_atlas (hierarchical types, modules, batch effects, ambient RNA)
 
     def validate(self) -> None:
         if self.cells < 1 or self.genes < 100 or self.datasets < 1:
@@ -83,6 +85,8 @@ class SynthSpec:
             raise IngestError(f"--files {self.files}: must be between 1 and --datasets ({self.datasets})")
         if not 1 <= self.cell_types <= len(_CELL_TYPES):
             raise IngestError(f"--cell-types must be between 1 and {len(_CELL_TYPES)}")
+        if self.profile not in ("basic", "atlas"):
+            raise IngestError(f"--profile {self.profile!r}: choose basic or atlas")
         if self.layout not in ("counts", "cellxgene"):
             raise IngestError(f"--layout {self.layout!r}: choose counts or cellxgene")
 
@@ -132,6 +136,9 @@ def _gene_table(spec: SynthSpec) -> pd.DataFrame:
 
 def _cells(spec: SynthSpec, world: dict, d: int, n: int, chunk: int, panel: np.ndarray):
     """Counts (CSR over the panel's columns) and obs rows for ``n`` cells of dataset ``d``."""
+    if spec.profile == "atlas":
+        counts, obs = atlas_cells(spec.seed, world, d, n, chunk, panel, _ORGANISMS[spec.organism][0])
+        return sp.csr_matrix(counts), obs
     ds = world["datasets"][d]
     rng = np.random.default_rng([spec.seed, 1, d, chunk])
     types = rng.choice(spec.cell_types, size=n, p=ds["types"])
@@ -222,7 +229,7 @@ def synthesize(spec: SynthSpec, out: Path) -> list[tuple[Path, int]]:
     spec.validate()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    world = _world(spec)
+    world = atlas_world(spec.seed, spec.genes, spec.datasets, spec.cells) if spec.profile == "atlas" else _world(spec)
     genes = _gene_table(spec)
     written = []
     for i in range(spec.files):

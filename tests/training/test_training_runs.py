@@ -324,6 +324,12 @@ def test_tiny_learns_the_synthetic_corpus(zarr_set, tmp_path):
     assert summary["cells_per_sec"] > 0 and 0 <= summary["data_wait_frac"] < 1
     assert summary["majority_accuracy"] < summary["untrained_probe_accuracy"] <= 1  # reported beside it
     assert "beats the frequency-only baseline" in proc.stdout
+    # the evidence: the embedding beside PCA-50 and an untrained encoder on held-out donors, same cells
+    c = summary["comparison"]
+    assert c["held_out_donors"] >= 1 and c["donors"] > c["held_out_donors"]
+    for name in ("pretrained", "untrained", "pca50"):
+        assert 0 <= c[name]["linear"] <= 1 and 0 <= c[name]["knn"] <= 1 and 0 <= c[name]["mixing"] <= 1
+    assert "PCA-50 log1p-CP10k" in proc.stdout and "donor mixing" in proc.stdout
 
 
 @pytest.mark.slow

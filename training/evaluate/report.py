@@ -34,24 +34,15 @@ def _last(history: pd.DataFrame, column: str) -> float | None:
     return float(values.iloc[-1]) if len(values) else None
 
 
-def _untrained_probe(run: Path, data: dict[str, Any], label: str, pooling: str) -> float:
-    """The same probe on a freshly initialised encoder of the same shape: how much of the probe's
-    accuracy the inputs alone give (on the synthetic corpus, most of it)."""
-    import torch
+def _comparison(run: Path, data: dict[str, Any], split: str, label: str, pooling: str, notes: list[str]):
+    """The embedding against PCA-50 and an untrained encoder on held-out donors (``evidence``), or a note."""
+    from .evidence import evidence
 
-    from shards.loading.readers import ShardSetReader
-
-    from ..checkpoints import load_model
-    from ..model import CellEncoder
-    from .embed import cell_metadata, embed_cells
-
-    trained, _ = load_model(run / "checkpoints" / "last.ckpt")
-    torch.manual_seed(0)
-    model = CellEncoder(trained.cfg)
-    reader = ShardSetReader(data["path"], data.get("val_split") or "val")
-    ids, x = embed_cells(model, reader, context_length=trained.cfg.max_positions, pooling=pooling)
-    labels = cell_metadata(reader, ids)[label].astype(str).to_numpy()
-    return linear_probe(x, labels, ids)["accuracy"]
+    try:
+        return evidence(run / "checkpoints" / "last.ckpt", data["path"], split, label, pooling=pooling)
+    except ValueError as exc:
+        notes.append(f"comparison with PCA-50 and an untrained encoder on held-out donors: {exc}")
+        return None
 
 
 def compare_losses(history: pd.DataFrame, reference: str | Path) -> dict[str, Any]:
@@ -111,7 +102,7 @@ def run_report(
 
         embeddings = str(run / "val-cells.h5ad")
         embed(str(run / "checkpoints" / "last.ckpt"), data["path"], embeddings, split="val")
-    probe, untrained, cells = None, None, None
+    probe, untrained, cells, comparison = None, None, None, None
     if embeddings is not None:
         import anndata as ad
 
@@ -120,7 +111,9 @@ def run_report(
             labels = cells.obs[label].astype(str).to_numpy()
             probe = linear_probe(cells.obsm["X_cellshard"], labels, cells.obs_names.to_numpy())
             if has_val:
-                untrained = _untrained_probe(run, data, label, cells.uns.get("cellshard", {}).get("pooling", "cls"))
+                pooling = cells.uns.get("cellshard", {}).get("pooling", "cls")
+                comparison = _comparison(run, data, val_split, label, pooling, notes)
+                untrained = comparison["untrained"]["linear"] if comparison else None
         else:
             columns = ", ".join(c for c in cells.obs.columns if c != "split") or "none"
             notes.append(f"--label {label}: not a column of the cells' metadata (columns: {columns}); no probe")
@@ -137,6 +130,7 @@ def run_report(
         "majority_accuracy": probe["majority"] if probe else None,
         "untrained_probe_accuracy": untrained,
         "probe_cells": probe["cells"] if probe else 0,
+        "comparison": comparison,
         "cells_per_sec": float(np.mean(steady["perf/cells_per_sec"]))
         if len(steady) and "perf/cells_per_sec" in steady
         else None,
@@ -176,8 +170,9 @@ def format_report(s: dict[str, Any]) -> str:
     if s["probe_accuracy"] is not None:
         lines.append(
             f"  cell-type linear probe {pct(s['probe_accuracy'])} vs majority class {pct(s['majority_accuracy'])} "
-            f"({s['probe_cells']} cells; an untrained encoder of the same shape: {pct(s['untrained_probe_accuracy'])})"
+            f"({s['probe_cells']} cells, split by cell)"
         )
+    lines += comparison_lines(s.get("comparison"))
     if s["cells_per_sec"] is not None:
         lines.append(
             f"  throughput {s['cells_per_sec']:.0f} cells/s, data wait {pct(s['data_wait_frac'])} of step time"
@@ -187,6 +182,25 @@ def format_report(s: dict[str, Any]) -> str:
     lines += [f"  not computed: {note}" for note in s.get("notes", [])]
     lines += _reference_lines(s.get("same_as_reference"))
     return "\n".join(lines)
+
+
+def comparison_lines(c: dict[str, Any] | None) -> list[str]:
+    """The three embeddings side by side (see ``compare``)."""
+    if not c:
+        return []
+    lines = [
+        f"  {c['label']} on {c['held_out_cells']} cells of {c['held_out_donors']} held-out donors "
+        f"(probes fitted on the other {c['donors'] - c['held_out_donors']}; {c['pooling']} pooling):",
+        f"    {'embedding':<22} {'linear probe':>12} {'kNN (15)':>9} {'donor mixing':>13}",
+    ]
+    names = {"pretrained": "pretrained", "untrained": "untrained encoder", "pca50": "PCA-50 log1p-CP10k"}
+    for key, name in names.items():
+        r = c[key]
+        lines.append(f"    {name:<22} {100 * r['linear']:>11.1f}% {100 * r['knn']:>8.1f}% {r['mixing']:>13.2f}")
+    best = max(c["untrained"]["linear"], c["pca50"]["linear"])
+    verdict = "beats" if c["pretrained"]["linear"] > best else "does NOT beat"
+    lines.append(f"    the pretrained embedding {verdict} both baselines (linear probe)")
+    return lines
 
 
 def _reference_lines(c: dict[str, Any] | None) -> list[str]:
