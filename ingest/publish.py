@@ -26,7 +26,9 @@ __all__ = ["publish"]
 MANIFEST = "index.json"
 
 
-def publish(local: str | Path, url: str, *, replace: bool = False, storage_options: dict[str, Any] | None = None) -> int:
+def publish(
+    local: str | Path, url: str, *, replace: bool = False, storage_options: dict[str, Any] | None = None
+) -> int:
     """Upload the set at ``local`` to ``url``; the number of files sent (0: already published)."""
     root = Path(local)
     if not (root / MANIFEST).is_file():
