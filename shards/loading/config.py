@@ -45,6 +45,9 @@ class LoaderConfig:
     """Shuffle window: consecutive cells read per lane (a window holds ``lanes * lane_cells`` cells)."""
     return_cell_ids: bool = False
     """Put each batch's cell ids in ``batch["cell_id"]`` (for callbacks that log or audit the cells)."""
+    mask_prob: float = 0.15
+    """Share of each cell's gene tokens masked for the objective (``max(1, round(p * n))`` of them; BERT's
+    80/10/10 replacement), as Geneformer (0.15); in (0, 1)."""
     obs_columns: list[str] | None = None
     """Metadata columns of each cell to put in ``batch["obs"]`` (e.g. ``[cell_type, donor_id]``): a dict
     of lists (numeric columns: 1-D tensors), in batch order; read per shard, never held for the corpus."""
@@ -125,6 +128,8 @@ class LoaderConfig:
             raise ShardError(f"collate_on={self.collate_on!r}: choose host or device")
         if self.lanes < 1 or self.lane_cells < 1:
             raise ShardError(f"lanes={self.lanes}, lane_cells={self.lane_cells}: must be at least 1")
+        if not 0 < self.mask_prob < 1:
+            raise ShardError(f"mask_prob={self.mask_prob}: must be in (0, 1)")
         if self.value_bins == 1 or self.value_bins < 0:
             raise ShardError(f"value_bins={self.value_bins}: use 0 (off) or at least 2")
         if (self.cache_dir is None) != (self.cache_bytes is None):

@@ -110,7 +110,12 @@ class ShardedCellDataset(IterableDataset):
         self.cells = EpochCells(self.reader, streams, cfg)
         try:
             self.collator = Collator(
-                self.reader.vocab(), cfg.context_length, cfg.seed, value_bins=cfg.value_bins, masking=cfg.masking
+                self.reader.vocab(),
+                cfg.context_length,
+                cfg.seed,
+                mask_prob=cfg.mask_prob,
+                value_bins=cfg.value_bins,
+                masking=cfg.masking,
             )
         except ValueError as exc:
             raise ShardError(str(exc)) from None

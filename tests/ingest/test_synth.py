@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
 from ingest import SynthSpec, synthesize
@@ -57,3 +58,32 @@ def test_mouse_files_and_cellxgene_layout(tmp_path):
 def test_bad_synth_options():
     with pytest.raises(IngestError, match="--organism"):
         synthesize(SynthSpec(cells=10, organism="danio_rerio"), "x.h5ad")
+
+
+def test_atlas_profile_is_hierarchical_batchy_and_deterministic(tmp_path):
+    """``--profile atlas``: each type in one lineage, states within types, donors nested in datasets,
+    Census-like detection, and dataset effects strong enough to move PCA (the calibration's premise)."""
+    from training.evaluate.compare import log1p_cp10k_pca
+
+    spec = SynthSpec(cells=3000, genes=2000, datasets=3, seed=5, profile="atlas")
+    ((path, n),) = synthesize(spec, tmp_path / "a.h5ad")
+    a = ad.read_h5ad(path)
+    assert n == a.n_obs == 3000
+    assert a.obs.groupby("cell_type", observed=True)["lineage"].nunique().max() == 1
+    assert all(s.startswith(t) for s, t in zip(a.obs["cell_state"], a.obs["cell_type"], strict=True))
+    assert a.obs.groupby("donor_id", observed=True)["dataset_id"].nunique().max() == 1
+    assert a.obs["donor_id"].nunique() >= 3 * 8
+    genes = np.diff(a.X.tocsr().indptr)
+    assert 200 < np.median(genes) < 2000
+    # the first principal component of log1p-CP10k separates datasets more than it does lineages
+    x = a.X.tocsr()
+    pc1 = log1p_cp10k_pca(x.indices, x.data, x.indptr, x.shape[1], n_components=2)[:, 0]
+
+    def spread(column: str) -> float:
+        means = pd.Series(pc1).groupby(a.obs[column].to_numpy()).mean()
+        return float(means.std())
+
+    assert spread("dataset_id") > spread("lineage")
+    ((again, _),) = synthesize(spec, tmp_path / "b.h5ad")
+    b = ad.read_h5ad(again)
+    assert (a.X != b.X).nnz == 0 and a.obs.reset_index(drop=True).equals(b.obs.reset_index(drop=True))

@@ -386,6 +386,10 @@ trainer:
     assert list(run.rglob("offline-run-*"))
     h = history(run)
     assert h["val/probe_accuracy"].dropna().size == 2 and h["val/probe_majority"].dropna().size == 2
+    # beside PCA-50 and an untrained encoder (computed once: the same at both probes) on held-out donors
+    for name in ("pretrained", "untrained", "pca50"):
+        assert h[f"val/compare_{name}_linear"].dropna().size == 2
+    assert h["val/compare_pca50_linear"].dropna().nunique() == 1 == h["val/compare_untrained_knn"].dropna().nunique()
     assert (run / "checkpoints" / "last.ckpt").is_file()
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["global_step"] == 10  # optimizer steps: 20 batches with accumulation over 2

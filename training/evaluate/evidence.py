@@ -17,7 +17,7 @@ from ..model import CellEncoder
 from .compare import compare, log1p_cp10k_pca
 from .embed import cell_metadata, embed_cells
 
-__all__ = ["evidence", "read_counts"]
+__all__ = ["Baselines", "evidence", "read_counts"]
 
 
 def read_counts(reader: ShardSetReader, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -36,6 +36,53 @@ def read_counts(reader: ShardSetReader, limit: int) -> tuple[np.ndarray, np.ndar
     return genes, counts, offsets, np.concatenate([p[3] for p in parts])
 
 
+class Baselines:
+    """PCA-50 of log1p-CP10k and an untrained encoder of ``cfg``'s shape on the first ``limit`` cells of a
+    split, with their labels and donors: computed once, then any number of embeddings compared to them
+    (the ``LinearProbe`` callback compares the model as it trains)."""
+
+    def __init__(
+        self,
+        reader: ShardSetReader,
+        cfg: Any,
+        label: str,
+        *,
+        pooling: str = "cls",
+        limit: int = 4000,
+        seed: int = 0,
+        donor_column: str = "donor_id",
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.reader, self.label, self.pooling, self.seed = reader, label, pooling, seed
+        self.opts = {"context_length": cfg.max_positions, "pooling": pooling, "limit": limit}
+        self.opts |= {"value_bins": cfg.value_bins, "device": device}
+        genes, counts, offsets, self.ids = read_counts(reader, limit)
+        meta = cell_metadata(reader, self.ids)
+        for column in (label, donor_column):
+            if column not in meta.columns:
+                raise ValueError(f"{column!r} is not stored with the cells (columns: {', '.join(meta.columns)})")
+        self.labels, self.donors = meta[label].to_numpy(), meta[donor_column].to_numpy()
+        self.pca = log1p_cp10k_pca(genes, counts, offsets, reader.vocab().size, seed=seed)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            untrained = CellEncoder(cfg).to(device)
+        _, self.untrained = self.embed(untrained)
+
+    def embed(self, model: CellEncoder) -> tuple[np.ndarray, np.ndarray]:
+        ids, x = embed_cells(model, self.reader, **self.opts)
+        if not np.array_equal(ids, self.ids):
+            raise RuntimeError("the cells were embedded in another order than they were read")
+        return ids, x
+
+    def compare(self, model: CellEncoder) -> dict[str, Any]:
+        """``compare`` of ``model``'s embedding with the two baselines, on the same cells and donor split."""
+        _, x = self.embed(model)
+        result = compare(
+            {"pretrained": x, "untrained": self.untrained, "pca50": self.pca}, self.labels, self.donors, self.seed
+        )
+        return {"label": self.label, "pooling": self.pooling, **result}
+
+
 def evidence(
     ckpt: str | Path,
     data: str,
@@ -50,24 +97,13 @@ def evidence(
     """``compare`` of the checkpoint's embedding, an untrained encoder's and PCA-50 of log1p-CP10k on
     the first ``limit`` cells of ``split``, labelled by ``label``, split by ``donor_column``."""
     model, _ = load_model(ckpt)
-    reader = ShardSetReader(data, split)
-    n = model.cfg.max_positions
-    opts = {"context_length": n, "pooling": pooling, "limit": limit, "value_bins": model.cfg.value_bins}
-    ids, trained = embed_cells(model, reader, **opts)
-    torch.manual_seed(seed)
-    _, untrained = embed_cells(CellEncoder(model.cfg), reader, **opts)
-    genes, counts, offsets, read_ids = read_counts(reader, limit)
-    if not np.array_equal(read_ids, ids):
-        raise RuntimeError("the counts were read in another order than the embeddings")
-    pca = log1p_cp10k_pca(genes, counts, offsets, reader.vocab().size, seed=seed)
-    meta = cell_metadata(reader, ids)
-    for column in (label, donor_column):
-        if column not in meta.columns:
-            raise ValueError(f"{column!r} is not stored with the cells (columns: {', '.join(meta.columns)})")
-    result = compare(
-        {"pretrained": trained, "untrained": untrained, "pca50": pca},
-        meta[label].to_numpy(),
-        meta[donor_column].to_numpy(),
-        seed,
+    baselines = Baselines(
+        ShardSetReader(data, split),
+        model.cfg,
+        label,
+        pooling=pooling,
+        limit=limit,
+        seed=seed,
+        donor_column=donor_column,
     )
-    return {"label": label, "pooling": pooling, **result}
+    return baselines.compare(model)

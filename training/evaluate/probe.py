@@ -50,6 +50,7 @@ class LinearProbe(pl.Callback):
         label: str = "cell_type",
         pooling: str = "cls",
         batch_size: int = 128,
+        baselines: bool = True,
     ) -> None:
         """
         Args:
@@ -58,11 +59,15 @@ class LinearProbe(pl.Callback):
             label: the metadata column to predict.
             pooling: cls or mean.
             batch_size: cells per forward pass.
+            baselines: also compare the embedding with PCA-50 of log1p-CP10k and an untrained encoder of
+                the same shape, on held-out donors (``evidence.Baselines``; computed once per run).
         """
         self.every, self.max_cells, self.label = every_n_steps, max_cells, label
         self.pooling, self.batch_size = pooling, batch_size
         self._last = -1
         self.results: list[dict[str, Any]] = []
+        self.baselines = baselines
+        self._baselines: Any = None
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.global_step // self.every == self._last // self.every:
@@ -92,6 +97,8 @@ class LinearProbe(pl.Callback):
         pl_module.log_dict(
             {"val/probe_accuracy": result["accuracy"], "val/probe_majority": result["majority"]}, rank_zero_only=True
         )
+        if self.baselines:
+            self._compare(reader, trainer, pl_module, result)
         log.info(
             "linear probe (%s) at step %d: accuracy %.3f, majority class %.3f, %d cells",
             self.label,
@@ -100,3 +107,31 @@ class LinearProbe(pl.Callback):
             result["majority"],
             result["cells"],
         )
+
+    def _compare(self, reader: ShardSetReader, trainer: pl.Trainer, pl_module: pl.LightningModule, result) -> None:
+        """The embedding beside PCA-50 and an untrained encoder on held-out donors (logged as
+        ``val/compare_<embedding>_<score>``); a set without two donors in the split says so once."""
+        from .evidence import Baselines
+
+        if self._baselines is None:
+            try:
+                self._baselines = Baselines(
+                    reader,
+                    pl_module.model.cfg,
+                    self.label,
+                    pooling=self.pooling,
+                    limit=self.max_cells,
+                    device=pl_module.device,
+                )
+            except ValueError as exc:
+                log.warning("LinearProbe: no comparison with PCA-50 and an untrained encoder (%s)", exc)
+                self.baselines = False
+                return
+        comparison = self._baselines.compare(pl_module.model)
+        result["comparison"] = comparison
+        metrics = {
+            f"val/compare_{name}_{score}": comparison[name][score]
+            for name in ("pretrained", "untrained", "pca50")
+            for score in ("linear", "knn", "mixing")
+        }
+        pl_module.log_dict(metrics, rank_zero_only=True)
