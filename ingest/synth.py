@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from shards.storage.atomic import atomic_file
 
 from .errors import IngestError
-from .synth_atlas import atlas_cells, atlas_world
+from .synth_atlas import ATLAS, AtlasParams, atlas_cells, atlas_world
 
 __all__ = ["SynthSpec", "synthesize"]
 
@@ -75,6 +75,7 @@ class SynthSpec:
     layout: str = "counts"  # counts in X; "cellxgene": log-normalized X and counts in raw.X
     chunk_cells: int = 4_096
     profile: str = "basic"  # "atlas": synth_atlas (hierarchical types, modules, batch effects, ambient RNA)
+    atlas: AtlasParams = ATLAS  # the atlas profile's generative parameters (Python API; the CLI uses these)
 
     def validate(self) -> None:
         if self.cells < 1 or self.genes < 100 or self.datasets < 1:
@@ -229,7 +230,8 @@ def synthesize(spec: SynthSpec, out: Path) -> list[tuple[Path, int]]:
     spec.validate()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    world = atlas_world(spec.seed, spec.genes, spec.datasets, spec.cells) if spec.profile == "atlas" else _world(spec)
+    atlas = spec.profile == "atlas"
+    world = atlas_world(spec.seed, spec.genes, spec.datasets, spec.cells, spec.atlas) if atlas else _world(spec)
     genes = _gene_table(spec)
     written = []
     for i in range(spec.files):

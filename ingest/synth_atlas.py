@@ -60,6 +60,7 @@ class AtlasParams:
     ambient: tuple[float, float] = (1.5, 30.0)  #: Beta(a, b) share of reads from the dataset's soup
     dispersion: float = 0.3  #: NB phi: variance = mu + phi mu^2
     donors_per_dataset: tuple[int, int] = (8, 15)
+    panel: tuple[float, float] = (0.7, 0.95)  #: share of genes a dataset measures (uniform range)
 
 
 ATLAS = AtlasParams()
@@ -118,7 +119,7 @@ def atlas_world(seed: int, genes: int, datasets: int, cells: int, params: AtlasP
             {
                 "id": str(uuid.UUID(bytes=rng.bytes(16), version=4)),
                 "n": int(n_per[d]),
-                "panel": np.sort(rng.choice(g, size=int(g * rng.uniform(0.7, 0.95)), replace=False)),
+                "panel": np.sort(rng.choice(g, size=int(g * rng.uniform(*p.panel)), replace=False)),
                 "assay": _ASSAYS[rng.integers(len(_ASSAYS))],
                 "tissue": tissue,
                 "tissue_general": tissue_general,

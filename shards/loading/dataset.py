@@ -355,7 +355,7 @@ class ShardedCellDataset(IterableDataset):
     def _start_cache(self, cells, worker: WorkerPlan, k: int) -> None:
         """A sampled epoch's repeats are read once per slot and held until their last use."""
         self._cache = None
-        if cells.cells is not None and self.config.repeat_cache_bytes:
+        if cells.sampled and self.config.repeat_cache_bytes:
             cache = RepeatCache(*slot_cells(cells, worker.seq, worker.slot, k), self.config.repeat_cache_bytes)
             self._cache = cache if cache else None
 

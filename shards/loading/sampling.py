@@ -16,7 +16,7 @@ import torch
 
 from ..errors import ShardError
 from ..plan.epoch import EpochPlan, plan_epoch
-from ..plan.mixing import Stream, draw_counts, sampled_plan, stream_counts
+from ..plan.mixing import Stream, draw_counts, run_plan, run_start, sampled_plan, stream_counts
 from ..plan.weighting import class_weights, curriculum_alpha, draw_probabilities
 from .config import LoaderConfig
 from .panels import PanelFilter
@@ -63,6 +63,10 @@ class EpochCells:
             return plan
         sizes = reader.stream_sizes()
         wanted = stream_counts(sizes, [s.kind() for s in reader.streams], cfg.num_samples)
+        if cfg.weighting is None and not cfg.replacement:  # runs: O(shards), the same epoch cell for cell
+            starts = [run_start(sizes[k], np.random.default_rng([cfg.seed, epoch, 2, k])) for k in range(len(sizes))]
+            shards = reader.stream_shard_counts()
+            return run_plan(reader.shard_cells, shards, wanted.tolist(), starts, seed=cfg.seed, epoch=epoch)
         counts = []
         for k, n in enumerate(wanted.tolist()):
             cells = reader.stream_cells(k)

@@ -113,6 +113,10 @@ class MultiReader:
         """Stream ``k``'s cells in the joint cell numbering (shard after shard)."""
         return slice(int(self.cell_starts[self._first[k]]), int(self.cell_starts[self._first[k + 1]]))
 
+    def stream_shard_counts(self) -> list[int]:
+        """Shards of each stream (in this split): stream ``k``'s follow stream ``k - 1``'s."""
+        return np.diff(self._first).tolist()
+
     def stream_sizes(self) -> list[int]:
         """Cells of each stream (in this split)."""
         return np.diff(self.cell_starts[self._first]).tolist()

@@ -28,6 +28,11 @@ class EpochPlan:
     is unit ``u``'s shard, ``unit_cells[u]`` its size and ``cells`` the ascending cell indices of every
     unit, concatenated in serving order (a shard may appear in several units: its repeats);
     ``unit_copy[u]`` is which copy of its cells unit ``u`` serves (0: their first serving this epoch).
+
+    A sampled epoch of *runs* (``mixing.run_plan``: uniform draws without replacement) names its units'
+    cells without a per-cell array: cell ``j`` of unit ``u`` is ``unit_first[u] + j``, plus ``unit_gap[u]``
+    from ``j = unit_hole[u]`` on (a run that wraps around inside its shard skips the cells between its
+    end and its start). Memory is then O(units), not O(cells).
     """
 
     shard_order: np.ndarray
@@ -38,6 +43,18 @@ class EpochPlan:
     unit_cells: np.ndarray | None = None
     cells: np.ndarray | None = None
     unit_copy: np.ndarray | None = None
+    unit_first: np.ndarray | None = None
+    unit_hole: np.ndarray | None = None
+    unit_gap: np.ndarray | None = None
+
+    @property
+    def sampled(self) -> bool:
+        """Does the epoch serve drawn units (not every shard once, whole)?"""
+        return self.unit_cells is not None
+
+    def _unit_cells(self, k: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Cell index in its shard of offset ``j`` of unit ``k`` (run units)."""
+        return self.unit_first[k] + j + np.where(j >= self.unit_hole[k], self.unit_gap[k], 0)
 
     @cached_property
     def _starts(self) -> np.ndarray:
@@ -56,6 +73,8 @@ class EpochPlan:
         k = np.searchsorted(self._starts, wrapped, side="right") - 1
         if self.cells is not None:
             return self.shard_order[k], self.cells[wrapped].astype(np.int64), is_pad
+        if self.unit_first is not None:
+            return self.shard_order[k], self._unit_cells(k, wrapped - self._starts[k]), is_pad
         return self.shard_order[k], wrapped - self._starts[k], is_pad
 
     def copies(self, positions: np.ndarray) -> np.ndarray:
@@ -72,7 +91,10 @@ class EpochPlan:
         parts = []
         for u, shard in enumerate(self.shard_order.tolist()):
             values = np.asarray(per_shard(int(shard)))
-            if self.cells is None:
+            if self.unit_first is not None:
+                size = int(self._starts[u + 1] - self._starts[u])
+                parts.append(values[self._unit_cells(np.full(size, u), np.arange(size))])
+            elif self.cells is None:
                 parts.append(values)
             else:
                 parts.append(values[self.cells[self._starts[u] : self._starts[u + 1]]])

@@ -29,7 +29,16 @@ import numpy as np
 from ..errors import ShardError
 from .epoch import EpochPlan
 
-__all__ = ["STREAM_KINDS", "Stream", "apportion", "draw_counts", "sampled_plan", "stream_counts"]
+__all__ = [
+    "STREAM_KINDS",
+    "Stream",
+    "apportion",
+    "draw_counts",
+    "run_plan",
+    "run_start",
+    "sampled_plan",
+    "stream_counts",
+]
 
 #: how a stream says what it contributes per epoch ("natural": all of it, once)
 STREAM_KINDS = ("natural", "weight", "repeat", "choose")
@@ -217,3 +226,87 @@ def sampled_plan(
     gather = np.repeat(unit_start[perm] - new_start, size) + np.arange(int(size.sum()))
     cells_in_order = buffer[gather]
     return EpochPlan(unit_shard[perm], shard_cells, 1, 0, policy, size, cells_in_order, unit_copy[perm])
+
+
+def run_start(size: int, rng: np.random.Generator) -> int:
+    """The start of a uniform draw's cyclic run: the one value ``draw_counts`` takes of ``rng`` for a
+    draw without weights and without replacement."""
+    return int(rng.integers(size))
+
+
+def run_plan(
+    shard_cells: np.ndarray,
+    stream_shards: Sequence[int],
+    wanted: Sequence[int],
+    starts: Sequence[int],
+    *,
+    seed: int,
+    epoch: int,
+    policy: str = "drop",
+) -> EpochPlan:
+    """``sampled_plan`` of uniform draws without replacement, in O(units) memory instead of O(cells).
+
+    Stream ``k`` holds the next ``stream_shards[k]`` shards and contributes ``wanted[k]`` cells: each of
+    its cells ``wanted // size`` times and the ``wanted % size`` cells of a cyclic run from ``starts[k]``
+    once more (``draw_counts`` without weights, whose counts these are). Copy ``j`` of a shard is then
+    the whole shard or one run (two pieces when the run wraps around inside the shard), so a unit is
+    (first cell, hole, gap) instead of its cells; the units, their order and their permutation are
+    ``sampled_plan``'s exactly, so the epoch is the same, cell for cell.
+    """
+    shard_cells = np.asarray(shard_cells, dtype=np.int64)
+    cell_start = np.concatenate([[0], np.cumsum(shard_cells)])
+    bounds = np.concatenate([[0], np.cumsum(np.asarray(stream_shards, dtype=np.int64))])
+    if bounds[-1] != len(shard_cells):
+        raise ShardError(f"streams hold {int(bounds[-1])} shards, the set {len(shard_cells)}")
+    stream_of = np.repeat(np.arange(len(wanted)), np.diff(bounds))
+    lo_cell = cell_start[bounds[:-1]]  # each stream's first cell (global)
+    size = cell_start[bounds[1:]] - lo_cell
+    full, rest = np.divmod(np.asarray(wanted, dtype=np.int64), np.maximum(size, 1))
+    # each stream's run [start, start + rest) in its own cells, as up to two global intervals
+    run_lo = lo_cell + np.asarray(starts, dtype=np.int64)
+    run_hi = np.minimum(run_lo + rest, lo_cell + size)
+    wrap_hi = lo_cell + np.maximum(0, np.asarray(starts) + rest - size)  # the wrapped part [lo, wrap_hi)
+    s_lo, s_hi = cell_start[:-1], cell_start[1:]
+    a = np.clip(run_lo[stream_of], s_lo, s_hi)  # the part of the run from its start, in each shard
+    b = np.clip(run_hi[stream_of], s_lo, s_hi)
+    c = np.clip(lo_cell[stream_of], s_lo, s_hi)  # the wrapped part, in each shard
+    d = np.clip(wrap_hi[stream_of], s_lo, s_hi)
+    first_piece, second_piece = np.maximum(b - a, 0), np.maximum(d - c, 0)
+    shards, sizes, copies, firsts, holes, gaps = [], [], [], [], [], []
+    for j in range(int(full.max()) + 1 if len(full) else 0):
+        whole = full[stream_of] > j
+        partial = (full[stream_of] == j) & (rest[stream_of] > 0)
+        n_part = first_piece + second_piece
+        take = whole | (partial & (n_part > 0))
+        idx = np.flatnonzero(take)
+        if not len(idx):
+            continue
+        is_whole = whole[idx]
+        # a partial unit's cells ascending: the wrapped piece [c, d) comes first when both exist
+        has_wrap = second_piece[idx] > 0
+        first = np.where(is_whole, 0, np.where(has_wrap, c[idx], a[idx]) - s_lo[idx])
+        hole = np.where(is_whole | ~has_wrap | (first_piece[idx] == 0), np.iinfo(np.int64).max, second_piece[idx])
+        gap = np.where(hole == np.iinfo(np.int64).max, 0, a[idx] - d[idx])
+        shards.append(idx)
+        sizes.append(np.where(is_whole, shard_cells[idx], n_part[idx]))
+        copies.append(np.full(len(idx), j, dtype=np.int32))
+        firsts.append(first)
+        holes.append(hole)
+        gaps.append(gap)
+    if not shards:
+        raise ShardError("the epoch draws no cells")
+    unit_shard, unit_size, unit_copy = np.concatenate(shards), np.concatenate(sizes), np.concatenate(copies)
+    perm = np.random.default_rng([seed, epoch, 1]).permutation(len(unit_shard))
+    return EpochPlan(
+        unit_shard[perm],
+        shard_cells,
+        1,
+        0,
+        policy,
+        unit_size[perm],
+        None,
+        unit_copy[perm],
+        np.concatenate(firsts)[perm],
+        np.concatenate(holes)[perm],
+        np.concatenate(gaps)[perm],
+    )

@@ -20,14 +20,37 @@ from .slots import SlotPlan, plan_slots
 from .state import Stage
 from .topology import Topology
 
-__all__ = ["SlotOptions", "WorkerPlan", "plan_worker"]
+__all__ = ["Identity", "SlotOptions", "WorkerPlan", "plan_worker"]
+
+
+class Identity:
+    """The sequence of a stage with no stage before it: position ``i`` is epoch position ``i``. Indexing
+    returns the positions themselves, so a worker holds no array of the epoch's size (at 160M cells an
+    ``arange`` is 1.3 GB in every loader process)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int) -> None:
+        self.n = int(n)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, at: np.ndarray | int) -> np.ndarray:
+        at = np.asarray(at, dtype=np.int64)
+        if at.size and (at.min() < 0 or at.max() >= self.n):
+            raise IndexError(f"positions outside 0:{self.n}")
+        return at
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        return np.arange(self.n, dtype=dtype or np.int64)  # only for callers that need the array itself
 
 
 @dataclass(frozen=True)
 class WorkerPlan:
     """What one (rank, worker) serves of the current stage of an epoch, and where it starts."""
 
-    seq: np.ndarray  # the stage's sequence: epoch positions still to serve, in order
+    seq: np.ndarray | Identity  # the stage's sequence: epoch positions still to serve, in order
     slots: tuple[SlotPlan, ...]  # every slot of the stage (grouped batches are planned over all of them)
     index: int  # this worker's slot: rank * max(workers, 1) + role
     ends: np.ndarray  # end offset of each of the slot's batches in its serving order
@@ -77,10 +100,12 @@ def plan_worker(
     """
     o = options
     window = {"seed": o.seed, "epoch": epoch, "lanes": o.lanes, "lane_cells": o.lane_cells}
-    seq = np.arange(n_cells)
+    seq: np.ndarray | Identity = Identity(n_cells)
     if stages:  # an elastic resume: only what the earlier stages did not serve
         seq = remaining_sequence(n_cells, stages, tokens=tokens, **window)
-    balance = tokens[seq] if o.balance_tokens and tokens is not None else None
+    balance = None
+    if o.balance_tokens and tokens is not None:
+        balance = tokens if isinstance(seq, Identity) else tokens[seq]
     world = {"world_size": topology.world_size, "num_workers": topology.num_workers, "batch_size": o.batch_size}
     slots = plan_slots(
         len(seq), **world, **window, policy=o.remainder, stage=len(stages), tokens=balance, chunk_cells=o.balance_chunk

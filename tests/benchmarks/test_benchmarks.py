@@ -157,3 +157,17 @@ def test_target_ratios_compare_loaders_at_one_context():
     got = {what: value for what, value, _ in ratios(results)}
     assert got["cellshard Zarr / tiledbsoma-ml ExperimentDataset"] == 2.5  # 5,000 (1 worker, 2,048) / 2,000
     assert got["cellshard Zarr / min(I/O, collate limit)"] == 5000 / 8000
+
+
+def test_every_sampling_mode_plans_with_its_invariants_at_small_scale():
+    """``benchmarks.scale_modes`` at a small size, in this process: each mode's invariants hold (the full
+    size, 160M cells x 1,024 ranks, is run by hand and committed with its table)."""
+    from benchmarks.scale_modes import MODES, ModeSpec, run_mode, table
+
+    spec = ModeSpec(cells=400_000, shards=200, ranks=16, workers=2, elastic_ranks=12, classes=50)
+    rows = [run_mode(mode, spec) for mode in MODES]
+    for r in rows:
+        assert r["equal_batches"] and r.get("exact_count", True), r
+        assert r.get("elastic_exact", True) and r["plan_seconds"] >= 0 and r["batches_per_slot"] > 0, r
+    text = table(rows, spec)
+    assert all(f"| {mode} |" in text for mode in MODES)

@@ -135,3 +135,38 @@ def test_a_rank_resume_gives_each_worker_the_role_the_round_robin_left_it(total,
         assert role == (total + w) % k and served == worker_batches(total, workers)[role]
     assert start_position(Resume(3, 7, per_rank=False), 3, k - 1, workers) == ((), k - 1, 7)
     assert start_position(Resume(2, total), 3, 0, workers) == ((), 0, 0)  # another epoch: from its start
+
+
+@given(
+    sizes=st.lists(st.integers(1, 40), min_size=1, max_size=12),
+    cut=st.integers(0, 12),
+    factors=st.tuples(st.floats(0.0, 3.5), st.floats(0.05, 3.5)),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=200, deadline=None)
+def test_run_plans_are_the_per_cell_plans_cell_for_cell(sizes, cut, factors, seed):
+    """``run_plan`` (O(units)) serves exactly what ``sampled_plan`` over ``draw_counts`` serves: the same
+    (shard, cell, copy) at every position, for one or two streams, repeats, partial runs and wraps."""
+    from shards.plan.mixing import draw_counts, run_plan, run_start, sampled_plan
+
+    shard_cells = np.asarray(sizes, dtype=np.int64)
+    cut = min(cut, len(sizes) - 1) if len(sizes) > 1 else 0
+    streams = [cut, len(sizes) - cut] if cut else [len(sizes)]
+    starts_at = np.concatenate([[0], np.cumsum(streams)])
+    counts, wanted, starts = [], [], []
+    for k, _ in enumerate(streams):
+        size = int(shard_cells[starts_at[k] : starts_at[k + 1]].sum())
+        n = max(1, round(factors[k % 2] * size))
+        counts.append(draw_counts(n, None, size, replacement=False, rng=np.random.default_rng([seed, k])))
+        wanted.append(n)
+        starts.append(run_start(size, np.random.default_rng([seed, k])))
+    old = sampled_plan(shard_cells, np.concatenate(counts), seed=seed, epoch=1)
+    new = run_plan(shard_cells, streams, wanted, starts, seed=seed, epoch=1)
+    assert new.n_cells == old.n_cells and new.cells is None
+    at = np.arange(old.n_cells + 5)  # and pad positions past the end
+    for a, b in zip(old.locate(at), new.locate(at), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(old.copies(at), new.copies(at))
+    np.testing.assert_array_equal(
+        old.gather(lambda s: np.arange(sizes[s]) * 7 + s), new.gather(lambda s: np.arange(sizes[s]) * 7 + s)
+    )
