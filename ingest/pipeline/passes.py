@@ -28,7 +28,7 @@ from ..ragged import take_ragged
 from ..split import SPLIT_NAMES, assign_split
 from ..tokenize import TokenMap, rank_value_encode, rows_with_tokens
 
-__all__ = ["GENES_PER_CELL_EDGES", "SKIP_REASONS", "FileTask", "finalize_shard", "pass1_unit", "pass2_unit"]
+__all__ = ["GENES_PER_CELL_EDGES", "SKIP_REASONS", "FileTask", "finalize_shard", "pass1_unit", "pass2_unit", "split_keys"]
 
 #: status codes of pass 1, per source row
 KEPT, ZERO_COUNTS, NO_GENES = 0, 1, 2
@@ -51,7 +51,7 @@ class FileTask:
     val_fraction: float
 
 
-def _split_keys(src, task: FileTask, a: int, b: int) -> np.ndarray:
+def split_keys(src, task: FileTask, a: int, b: int) -> np.ndarray:
     if task.split_by == "cell":
         return src.obs_frame(a, b, [])["cell_id"].to_numpy()
     frame = src.obs_frame(a, b, [task.split_by])
@@ -75,7 +75,7 @@ def pass1_unit(task: FileTask, unit, block_cells: int, token_median: dict[int, f
             has = rows_with_tokens(csr, eligible)
             st = np.where(n_counts <= 0, ZERO_COUNTS, np.where(has, KEPT, NO_GENES)).astype(np.uint8)
             status.append(st)
-            split.append(assign_split(_split_keys(src, task, a, b), task.seed, task.val_fraction))
+            split.append(assign_split(split_keys(src, task, a, b), task.seed, task.val_fraction))
             if hist is not None:
                 hist.add(csr, task.col_hrow, n_counts, np.flatnonzero(st == KEPT))
             fault_point("pass1-block")

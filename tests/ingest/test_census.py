@@ -401,6 +401,12 @@ def test_dry_run_counts_and_writes_nothing(census, obs, tmp_path):
     assert plan["cells_matched"] == int((~obs["is_primary_data"].astype(bool)).sum()) > 0
     assert plan["source"]["census_version"] == plan["source"]["resolved_version"] == VERSION
     assert plan["genes"] == 1200 and not out.exists()
+    # the split check runs in the dry run too, on every matched cell's key (the build repeats it on the
+    # cells with counts after its first pass): a split by donor of a few donors fails here, not later
+    few = ["build", "--census-uri", str(census), "--out", str(out), "--split-by", "donor_id"]
+    res = run_cli(*few, "--val-fraction", "0.002", "--dry-run")
+    assert res.returncode == 1 and "--split-by donor_id sends" in res.stderr and not out.exists(), res.stderr
+    assert "Traceback" not in res.stderr
 
 
 @pytest.mark.slow
