@@ -198,10 +198,11 @@ def test_readme_quickstart_census_cluster_up_to_the_launch(tmp_path):
         env |= {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
         import s3fs
 
-        s3fs.S3FileSystem(client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"]}, key="test", secret="test").mkdir(
-            "cells"
+        bucket = f"quickstart-{tmp_path.name.lower().replace('_', '-')}"[:60]  # moto's state is per process
+        s3fs.S3FileSystem(client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"]}, key="test", secret="test").makedirs(
+            bucket, exist_ok=True
         )
-        env |= {"CENSUS": str(tmp_path / "census"), "SHARDS": "s3://cells/census", "RUN": str(tmp_path / "run")}
+        env |= {"CENSUS": str(tmp_path / "census"), "SHARDS": f"s3://{bucket}/census", "RUN": str(tmp_path / "run")}
         env |= {"WORKERS": "2", "NODES": "1", "GPUS": "2", "HEAD": "127.0.0.1"}
         block = readme_block("census-cluster")
         tiny = "configs/train/tiny.yaml --trainer.max_steps 12 --every_n_steps 4 --data.num_workers 0"
@@ -222,7 +223,7 @@ def test_readme_quickstart_census_cluster_up_to_the_launch(tmp_path):
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
         # the dry run wrote nothing; the build was published manifest and all; training read it from S3
         fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"]}, key="test", secret="test")
-        assert fs.exists("cells/census/index.json") and "manifest last" in out
+        assert fs.exists(f"{bucket}/census/index.json") and "manifest last" in out
         # the kill at step 6 restarted both ranks from the step-4 checkpoint, and the run reached step 12
         assert "checkpoints/last.ckpt: step 4, epoch 0" in out, out[-4000:]  # the restarted attempt's resume
         import torch
