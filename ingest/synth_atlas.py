@@ -54,7 +54,7 @@ class AtlasParams:
     dataset_shift: float = 0.5  #: ... by N(0, this)
     donor_genes: float = 0.2
     donor_shift: float = 0.3
-    depth_median: float = 6_000.0  #: UMIs of a median cell
+    depth_median: float = 10_000.0  #: UMIs of a median cell
     depth_sd: float = 0.55  #: per cell
     dataset_depth_sd: float = 0.45
     ambient: tuple[float, float] = (1.5, 30.0)  #: Beta(a, b) share of reads from the dataset's soup

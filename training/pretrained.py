@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from .checkpoints import load_model, training_files
+from .embedding import embed_file, place_rows
 from .model import CellEncoder
-from .tools import embed_file, place_rows
 
 __all__ = ["PretrainedEncoder", "load_encoder"]
 

@@ -28,7 +28,15 @@ from ..ragged import take_ragged
 from ..split import SPLIT_NAMES, assign_split
 from ..tokenize import TokenMap, rank_value_encode, rows_with_tokens
 
-__all__ = ["GENES_PER_CELL_EDGES", "SKIP_REASONS", "FileTask", "finalize_shard", "pass1_unit", "pass2_unit", "split_keys"]
+__all__ = [
+    "GENES_PER_CELL_EDGES",
+    "SKIP_REASONS",
+    "FileTask",
+    "finalize_shard",
+    "pass1_unit",
+    "pass2_unit",
+    "split_keys",
+]
 
 #: status codes of pass 1, per source row
 KEPT, ZERO_COUNTS, NO_GENES = 0, 1, 2

@@ -98,7 +98,7 @@ def run_report(
             "(build the set with --val-fraction, or pass --embeddings)"
         )
     if embeddings is None and has_val:
-        from ..tools import embed
+        from ..embedding import embed
 
         embeddings = str(run / "val-cells.h5ad")
         embed(str(run / "checkpoints" / "last.ckpt"), data["path"], embeddings, split="val")
