@@ -171,3 +171,17 @@ def test_every_sampling_mode_plans_with_its_invariants_at_small_scale():
         assert r.get("elastic_exact", True) and r["plan_seconds"] >= 0 and r["batches_per_slot"] > 0, r
     text = table(rows, spec)
     assert all(f"| {mode} |" in text for mode in MODES)
+
+
+def test_a_large_index_over_one_data_shard_reads_as_a_set(zarr_set, tmp_path):
+    """``benchmarks.scale_processes.make_index``: a resealed index of repeated shards that the loader takes
+    (what the real-process atlas run streams from)."""
+    from benchmarks.scale_processes import make_index
+    from shards import ShardedCellDataset
+
+    n = make_index(zarr_set, tmp_path / "index", 50)
+    ds = ShardedCellDataset(tmp_path / "index", batch_size=16, context_length=64, rank=0, world_size=2)
+    one = json.loads((zarr_set / "index.json").read_text())
+    first = next(s for s in one["shards"] if s["split"] == "train")["n_cells"]
+    assert n == 50 * first and len(ds) == n // 2 // 16
+    assert next(iter(ds))["input_ids"].shape[0] == 16
