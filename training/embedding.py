@@ -172,7 +172,7 @@ def embed(
     context_length: int | None = None,
     limit: int | None = None,
     device: str = "cpu",
-    obs_columns: str = "all",
+    obs_columns: str | list[str] = "all",
     progress: bool = False,
 ) -> Path:
     """A shard set's cells embedded: ``.obs`` holds the stored metadata columns (``obs_columns``: ``all``
@@ -232,11 +232,12 @@ def embed(
     return _write_h5ad(adata, out)
 
 
-def _select_columns(meta: Any, obs_columns: str, data: str) -> Any:
-    """The stored metadata columns asked for (``all`` or a comma-separated list)."""
-    if obs_columns == "all":
+def _select_columns(meta: Any, obs_columns: str | list[str], data: str) -> Any:
+    """The stored metadata columns asked for (``all``, or names: a list, or comma-separated)."""
+    given = [obs_columns] if isinstance(obs_columns, str) else list(obs_columns)
+    names = [c.strip() for item in given for c in item.split(",") if c.strip()]
+    if names == ["all"]:
         return meta
-    names = [c.strip() for c in obs_columns.split(",") if c.strip()]
     missing = [c for c in names if c not in meta.columns]
     if missing:
         raise ConfigError(

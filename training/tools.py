@@ -49,9 +49,11 @@ def _parser() -> ArgumentParser:
     e.add_argument(
         "--obs-columns",
         type=str,
-        default="all",
-        help="with --data: the stored metadata columns to keep in .obs (all, or a comma-separated list); "
-        "source_file/obs_name (or source_uri/soma_joinid) and split are always added",
+        nargs="+",
+        default=["all"],
+        help="with --data: the stored metadata columns to keep in .obs (all, or names: space- or comma-separated, "
+        "as ingest build --obs-columns takes them); source_file/obs_name (or source_uri/soma_joinid) and split "
+        "are always added",
     )
     e.add_argument("--pooling", type=str, default="cls", help="cls or mean")
     e.add_argument("--batch-size", type=int, default=64, help="cells per forward pass")

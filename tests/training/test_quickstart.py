@@ -107,11 +107,11 @@ def test_readme_quickstart_own_h5ad(tmp_path):
     # rows back to the user's AnnData (the same vectors as embedding their file directly)
     from_set = tmp_path / "set-embedded.h5ad"
     embed = [sys.executable, "-m", "training", "embed", "--ckpt", "my-run/checkpoints/last.ckpt", "--data"]
-    embed += ["my-shards", "--obs-columns", "cell_type", "--out", str(from_set)]
+    embed += ["my-shards", "--obs-columns", "cell_type", "donor_id", "--out", str(from_set)]  # as ingest takes lists
     shown = subprocess.run(embed, cwd=tmp_path, env=env, check=True, capture_output=True, text=True, timeout=300)
     assert "embedding train: 100%" in shown.stderr and "embedding val: 100%" in shown.stderr  # progress bars
     cells = ad.read_h5ad(from_set)
-    assert list(cells.obs.columns) == ["cell_type", "split", "source_file", "obs_name"]
+    assert list(cells.obs.columns) == ["cell_type", "donor_id", "split", "source_file", "obs_name"]
     assert set(cells.obs["source_file"]) == {"mine.h5ad"} and set(cells.obs["split"]) == {"train", "val"}
     assert cells.n_obs == user.n_obs and set(cells.obs["obs_name"]) == set(user.obs_names)
     names = cells.obs["obs_name"].to_numpy()
