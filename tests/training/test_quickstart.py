@@ -224,6 +224,7 @@ def test_readme_quickstart_census_cluster_up_to_the_launch(tmp_path):
         # the dry run wrote nothing; the build was published manifest and all; training read it from S3
         fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"]}, key="test", secret="test")
         assert fs.exists(f"{bucket}/census/index.json") and "manifest last" in out
+        assert "Found credentials in environment variables" not in out  # the S3 client's INFO chatter
         # the kill at step 6 restarted both ranks from the step-4 checkpoint, and the run reached step 12
         assert "checkpoints/last.ckpt: step 4, epoch 0" in out, out[-4000:]  # the restarted attempt's resume
         import torch

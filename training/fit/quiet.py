@@ -7,6 +7,10 @@ calls it); the notice that the LightningModule's ``on_after_batch_transfer`` is 
 DataModule is given, which is this package's design (device-side collate lives in the module); the
 advice to log ``val/*`` with ``sync_dist=True`` under DDP, which the module does not need (it logs
 validation metrics already reduced over every rank, identical on all of them).
+
+The run logs at INFO (its own lines and Lightning's); the object-store clients' INFO lines (botocore's
+"Found credentials in environment variables", endpoint discovery) are raised to WARNING, so their
+warnings and errors still show.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ _WARNING_MESSAGES = (
 )
 
 
+_CHATTY_LOGGERS = ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3")
+
+
 class _DropPrefixes(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(_LOG_PREFIXES)
@@ -33,6 +40,8 @@ def quiet_known_noise() -> None:
     """Install the filters (idempotent)."""
     for message in _WARNING_MESSAGES:
         warnings.filterwarnings("ignore", message=message)
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.getLogger(name).level, logging.WARNING))
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropPrefixes) for f in logger.filters):
         logger.addFilter(_DropPrefixes())
