@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from shards.errors import ShardError
 from shards.loading.readers import ShardSetReader
 from shards.storage.atomic import tmp_name
@@ -95,7 +97,7 @@ def embed_file(
             device=device,
             progress=f"embedding {source.name}" if progress else None,
         )
-    return [str(i).split(":", 1)[1] for i in ids], x
+    return pd.Series(ids, dtype=object).astype(str).str.split(":", n=1).str[1].tolist(), x
 
 
 def place_rows(obs_names: Any, names: list[str], x: Any, where: str) -> Any:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 import torch
 
 __all__ = ["ObsColumns"]
@@ -54,18 +55,24 @@ class ObsColumns:
 
     def __call__(self, keys: np.ndarray) -> dict[str, Any]:
         shard, cell = keys >> 32, keys & 0xFFFFFFFF
-        values: dict[str, np.ndarray] = {name: np.empty(len(keys), dtype=object) for name in self.names}
-        for s in np.unique(shard).tolist():
-            at = np.flatnonzero(shard == s)
-            table = self._table(int(s))
-            for name in self.names:
-                values[name][at] = None if table is None else table[name][cell[at]]
-        return {name: _as_batch_value(v) for name, v in values.items()}
+        parts = [(np.flatnonzero(shard == s), self._table(int(s))) for s in np.unique(shard).tolist()]
+        return {name: _gather(name, parts, cell, len(keys)) for name in self.names}
 
 
-def _as_batch_value(values: np.ndarray) -> torch.Tensor | list[Any]:
-    """A numeric column (no missing value) as a tensor; anything else as a list of Python values."""
-    if len(values) and all(isinstance(v, (int, float, np.integer, np.floating)) for v in values):
-        kinds = {np.asarray(v).dtype.kind for v in values}
-        return torch.from_numpy(np.asarray(values.tolist(), dtype=np.float64 if "f" in kinds else np.int64))
-    return [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in values.tolist()]
+def _gather(name: str, parts: list, cell: np.ndarray, n: int) -> torch.Tensor | list[Any]:
+    """One column over the batch: a tensor when every piece is numeric (and no shard was skipped), else a
+    list with ``None`` where a value is missing (vectorized per shard, no check per value)."""
+    pieces = [(at, None if table is None else table[name][cell[at]]) for at, table in parts]
+    if all(v is not None and v.dtype.kind in "iuf" for _, v in pieces):
+        kind = np.result_type(*[v.dtype for _, v in pieces])
+        out = np.empty(n, dtype=np.float64 if kind.kind == "f" else np.int64)
+        for at, v in pieces:
+            out[at] = v
+        return torch.from_numpy(out)
+    out = np.full(n, None, dtype=object)
+    for at, v in pieces:
+        if v is not None:
+            v = v.astype(object)
+            v[pd.isna(v)] = None
+            out[at] = v
+    return out.tolist()

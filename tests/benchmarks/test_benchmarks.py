@@ -168,7 +168,7 @@ def test_every_sampling_mode_plans_with_its_invariants_at_small_scale():
     rows = [run_mode(mode, spec) for mode in MODES]
     for r in rows:
         assert r["equal_batches"] and r.get("exact_count", True), r
-        assert r.get("elastic_exact", True) and r["plan_seconds"] >= 0 and r["batches_per_slot"] > 0, r
+        assert r.get("elastic_exact", True) and r["batches_per_slot"] > 0, r
     text = table(rows, spec)
     assert all(f"| {mode} |" in text for mode in MODES)
 

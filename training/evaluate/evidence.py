@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from shards.loading.readers import ShardSetReader
@@ -74,9 +75,14 @@ class Baselines:
             raise RuntimeError("the cells were embedded in another order than they were read")
         return ids, x
 
-    def compare(self, model: CellEncoder) -> dict[str, Any]:
-        """``compare`` of ``model``'s embedding with the two baselines, on the same cells and donor split."""
-        _, x = self.embed(model)
+    def compare(self, model: CellEncoder, embedded: Any = None) -> dict[str, Any]:
+        """``compare`` of ``model``'s embedding with the two baselines, on the same cells and donor split.
+        ``embedded``: an AnnData of the model's embeddings indexed by cell id (``embed``'s output); when it
+        holds every cell here, its rows are used instead of embedding the cells again."""
+        if embedded is not None and pd.Index(self.ids.astype(str)).isin(embedded.obs_names).all():
+            x = np.asarray(embedded[self.ids.astype(str)].obsm["X_cellshard"])
+        else:
+            _, x = self.embed(model)
         result = compare(
             {"pretrained": x, "untrained": self.untrained, "pca50": self.pca}, self.labels, self.donors, self.seed
         )
@@ -93,9 +99,11 @@ def evidence(
     limit: int = 4000,
     seed: int = 0,
     donor_column: str = "donor_id",
+    embedded: Any = None,
 ) -> dict[str, Any]:
     """``compare`` of the checkpoint's embedding, an untrained encoder's and PCA-50 of log1p-CP10k on
-    the first ``limit`` cells of ``split``, labelled by ``label``, split by ``donor_column``."""
+    the first ``limit`` cells of ``split``, labelled by ``label``, split by ``donor_column``
+    (``embedded``: the checkpoint's embeddings already computed, see ``Baselines.compare``)."""
     model, _ = load_model(ckpt)
     baselines = Baselines(
         ShardSetReader(data, split),
@@ -106,4 +114,4 @@ def evidence(
         seed=seed,
         donor_column=donor_column,
     )
-    return baselines.compare(model)
+    return baselines.compare(model, embedded)

@@ -34,12 +34,14 @@ def _last(history: pd.DataFrame, column: str) -> float | None:
     return float(values.iloc[-1]) if len(values) else None
 
 
-def _comparison(run: Path, data: dict[str, Any], split: str, label: str, pooling: str, notes: list[str]):
-    """The embedding against PCA-50 and an untrained encoder on held-out donors (``evidence``), or a note."""
+def _comparison(run: Path, data: dict[str, Any], split: str, label: str, cells: Any, notes: list[str]):
+    """The embedding against PCA-50 and an untrained encoder on held-out donors (``evidence``; the
+    report's embeddings are reused, not computed again), or a note."""
     from .evidence import evidence
 
+    pooling = cells.uns.get("cellshard", {}).get("pooling", "cls")
     try:
-        return evidence(run / "checkpoints" / "last.ckpt", data["path"], split, label, pooling=pooling)
+        return evidence(run / "checkpoints" / "last.ckpt", data["path"], split, label, pooling=pooling, embedded=cells)
     except ValueError as exc:
         notes.append(f"comparison with PCA-50 and an untrained encoder on held-out donors: {exc}")
         return None
@@ -111,8 +113,7 @@ def run_report(
             labels = cells.obs[label].astype(str).to_numpy()
             probe = linear_probe(cells.obsm["X_cellshard"], labels, cells.obs_names.to_numpy())
             if has_val:
-                pooling = cells.uns.get("cellshard", {}).get("pooling", "cls")
-                comparison = _comparison(run, data, val_split, label, pooling, notes)
+                comparison = _comparison(run, data, val_split, label, cells, notes)
                 untrained = comparison["untrained"]["linear"] if comparison else None
         else:
             columns = ", ".join(c for c in cells.obs.columns if c != "split") or "none"
