@@ -21,6 +21,7 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,15 +29,17 @@ from typing import Any
 
 import numpy as np
 
+from shards.format.labels import LABELS_NAME, LabelCounts, read_label_counts, save_label_counts
 from shards.plan import Stage, stream_positions, worker_batches
+from shards.plan.drawing import StreamDraw, drawn_plan
 from shards.plan.epoch import plan_epoch
 from shards.plan.grouping import slot_groups
-from shards.plan.mixing import draw_counts, run_plan, run_start, sampled_plan, stream_counts
+from shards.plan.mixing import run_plan, run_start, stream_counts
 from shards.plan.topology import Topology
-from shards.plan.weighting import Weighting, class_weights, curriculum_alpha, draw_probabilities
+from shards.plan.weighting import Weighting, class_weights, curriculum_alpha
 from shards.plan.worker import SlotOptions, plan_worker
 
-__all__ = ["MODES", "ModeSpec", "run", "run_mode"]
+__all__ = ["MODES", "ModeSpec", "label_file", "run", "run_mode", "shard_sizes"]
 
 MODES = ("plain", "sampled", "replacement", "weighted", "curriculum", "mix", "grouped")
 TARGET_SECONDS, TARGET_MB = 2.0, 300.0
@@ -55,6 +58,14 @@ class ModeSpec:
 
 
 def _rss_mb() -> float:
+    """Peak RSS of this process image (``VmHWM``): ``ru_maxrss`` survives ``exec`` on Linux, so a child
+    started by a large parent would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -63,11 +74,34 @@ def _codes(n: int, classes: int, rng: np.random.Generator) -> np.ndarray:
     return rng.choice(classes, size=n, p=p / p.sum()).astype(np.int32)
 
 
-def _epoch_cells(mode: str, spec: ModeSpec, shard_cells: np.ndarray, codes: np.ndarray | None, epoch: int):
-    """(the epoch's plan, per-cell draw counts, or the drawn total of a run plan, or None): what
-    ``EpochCells.plan`` computes."""
+def label_file(spec: ModeSpec, shard_cells: np.ndarray, path: Path) -> Path:
+    """A ``labels.npz`` of Zipf-distributed classes over globally shuffled shards (each shard's counts a
+    multinomial draw), written as ingest writes it; made once per spec and reused by every mode."""
+    if path.is_file():
+        return path
+    rng = np.random.default_rng([spec.seed, 99])
+    p = 1.0 / np.arange(1, spec.classes + 1)
+    p /= p.sum()
+    indptr, codes, counts = [np.zeros(1, np.int64)], [], []
+    for lo in range(0, len(shard_cells), 2048):
+        block = np.stack([rng.multinomial(int(n), p) for n in shard_cells[lo : lo + 2048]])
+        shard, code = np.nonzero(block)
+        codes.append(code)
+        counts.append(block[shard, code])
+        indptr.append(indptr[-1][-1] + np.cumsum(np.count_nonzero(block, axis=1)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    values = [f"d{g:05d}" for g in range(spec.classes)]
+    missing = np.zeros(len(shard_cells), np.int32)
+    save_label_counts(
+        path.parent,
+        {"dataset_id": (values, np.concatenate(indptr), np.concatenate(codes), np.concatenate(counts), missing)},
+    )
+    return path
+
+
+def _epoch_cells(mode: str, spec: ModeSpec, shard_cells: np.ndarray, labels: LabelCounts | None, epoch: int):
+    """(the epoch's plan, the number of cells drawn or None): what ``EpochCells.plan`` computes."""
     n = int(shard_cells.sum())
-    rng = np.random.default_rng([spec.seed, epoch, 2, 0])
     if mode in ("plain", "grouped"):
         plan, _ = plan_epoch(shard_cells, world_size=1, num_workers=0, batch_size=1, seed=spec.seed, epoch=epoch)
         return plan, None
@@ -80,30 +114,38 @@ def _epoch_cells(mode: str, spec: ModeSpec, shard_cells: np.ndarray, codes: np.n
         starts = [run_start(size, np.random.default_rng([spec.seed, epoch, 2, k])) for k, size in enumerate(sizes)]
         plan = run_plan(shard_cells, streams, wanted.tolist(), starts, seed=spec.seed, epoch=epoch)
         return plan, int(wanted.sum())
-    if mode in ("weighted", "curriculum"):
+    if mode in ("weighted", "curriculum"):  # as EpochCells._drawn plans them, from the label counts
         w = Weighting("dataset_id", smoothing=1_000.0, curriculum_epochs=2 if mode == "curriculum" else 0)
-        per_class = class_weights(w, np.arange(spec.classes).astype(str).astype(object), np.bincount(codes), "sim")
-        probs = draw_probabilities(codes, per_class, curriculum_alpha(epoch + 1, w.curriculum_epochs))
-        counts = draw_counts(n, probs, n, replacement=False, rng=rng)
+        totals = labels.totals()
+        per_class = class_weights(w, labels.values.astype(object), totals, "sim")
+        per_class = per_class / float((per_class * totals).sum())
+        alpha = curriculum_alpha(epoch + 1, w.curriculum_epochs)
+        draw = StreamDraw(labels, per_class if alpha >= 1 else (1 - alpha) / n + alpha * per_class)
     else:
-        counts = draw_counts(n, None, n, replacement=mode == "replacement", rng=rng)
-    return sampled_plan(shard_cells, counts, seed=spec.seed, epoch=epoch), counts
+        draw = StreamDraw()
+    plan, _ = drawn_plan(
+        shard_cells, [len(shard_cells)], [n], [draw], replacement=mode == "replacement", seed=spec.seed, epoch=epoch
+    )
+    return plan, n
 
 
-def run_mode(mode: str, spec: ModeSpec) -> dict[str, Any]:
-    """One mode's figures, in this process (run it in a fresh one for its own peak RSS)."""
+def run_mode(mode: str, spec: ModeSpec, label_path: str | Path | None = None) -> dict[str, Any]:
+    """One mode's figures, in this process (run it in a fresh one for its own peak RSS); weighted modes
+    read their label counts from ``label_path`` (``label_file``)."""
     base = _rss_mb()
-    shard_cells = np.full(spec.shards, spec.cells // spec.shards, dtype=np.int64)
-    shard_cells[: spec.cells % spec.shards] += 1
+    shard_cells = shard_sizes(spec)
     rng = np.random.default_rng(spec.seed)
-    labelled = mode in ("weighted", "curriculum", "grouped")
     t0 = time.perf_counter()
-    codes = _codes(spec.cells, spec.classes, rng) if labelled else None  # the per-cell labels a process holds
+    codes = labels = None
+    if mode == "grouped":  # grouped batches still hold every cell's group (not per shard yet)
+        codes = _codes(spec.cells, spec.classes, rng)
+    elif mode in ("weighted", "curriculum"):  # read as a loader reads a local labels.npz
+        labels = read_label_counts(Path(label_path), "dataset_id", "sim")
     label_seconds = time.perf_counter() - t0
     options = SlotOptions(batch_size=spec.batch, seed=spec.seed, remainder="pad" if mode == "grouped" else "drop")
     topo = Topology(0, spec.ranks, 0, spec.workers)
     t0 = time.perf_counter()
-    plan, counts = _epoch_cells(mode, spec, shard_cells, codes, epoch=0)
+    plan, counts = _epoch_cells(mode, spec, shard_cells, labels, epoch=0)
     worker = plan_worker(plan.n_cells, topo, options, epoch=0, role=0)
     grouped_batches = None
     if mode == "grouped":
@@ -122,11 +164,8 @@ def run_mode(mode: str, spec: ModeSpec) -> dict[str, Any]:
         "equal_batches": len(batches) == 1,
         "batches_per_slot": grouped_batches if grouped_batches is not None else batches.pop(),
     }
-    if isinstance(counts, int):  # runs: the drawn total is the plan's size
+    if counts is not None:  # the drawn total is the plan's size
         out["exact_count"] = counts == plan.n_cells == (spec.cells // 2 if mode == "sampled" else spec.cells)
-    elif counts is not None:
-        out["exact_count"] = int(counts.sum()) == plan.n_cells == spec.cells
-        out["max_serves"] = int(counts.max())
     # elastic: half the epoch on `ranks`, the rest re-planned on `elastic_ranks`
     stage = Stage(spec.ranks, spec.workers, spec.batch, options.remainder, worker.slot.n_batches * spec.workers // 2)
     t0 = time.perf_counter()
@@ -153,11 +192,20 @@ def run_mode(mode: str, spec: ModeSpec) -> dict[str, Any]:
     return out
 
 
-def run(spec: ModeSpec, modes: tuple[str, ...] = MODES) -> list[dict[str, Any]]:
-    """Every mode in a fresh process of its own."""
+def shard_sizes(spec: ModeSpec) -> np.ndarray:
+    shard_cells = np.full(spec.shards, spec.cells // spec.shards, dtype=np.int64)
+    shard_cells[: spec.cells % spec.shards] += 1
+    return shard_cells
+
+
+def run(spec: ModeSpec, modes: tuple[str, ...] = MODES, work: Path | None = None) -> list[dict[str, Any]]:
+    """Every mode in a fresh process of its own (label counts written once, under ``work``)."""
     rows = []
+    work = work or Path(tempfile.gettempdir()) / f"scale-modes-{spec.cells}-{spec.shards}-{spec.classes}"
+    path = label_file(spec, shard_sizes(spec), work / LABELS_NAME)
     for mode in modes:
         cmd = [sys.executable, "-m", "benchmarks.scale_modes", "--one", mode, "--spec", json.dumps(asdict(spec))]
+        cmd += ["--labels", str(path)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
         if proc.returncode != 0:
             rows.append({"mode": mode, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]})
@@ -206,9 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     p.add_argument("--spec", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--labels", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.one:
-        print(json.dumps(run_mode(a.one, ModeSpec(**json.loads(a.spec)))))
+        print(json.dumps(run_mode(a.one, ModeSpec(**json.loads(a.spec)), a.labels)))
         return 0
     spec = ModeSpec(a.cells, a.shards, a.ranks, a.workers, elastic_ranks=a.elastic_ranks)
     rows = run(spec, tuple(a.modes))

@@ -34,6 +34,7 @@ def build_manifest(opts, out: Path, prepared, vocab, infos, summaries, dropped, 
     hist = np.zeros(len(GENES_PER_CELL_EDGES), dtype=np.int64)
     for s in shards:
         stats = s.pop("stats")
+        s.pop("labels", None)  # in labels.npz, not the manifest
         for k, v in stats["datasets"].items():
             datasets[k] = datasets.get(k, 0) + v
         hist += np.asarray(stats["genes_per_cell_hist"])

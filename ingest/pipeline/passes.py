@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
+from shards.format.labels import count_labels
 from shards.format.records import METADATA_COLUMNS, CellBlock
 from shards.format.registry import get_format
 from shards.storage.atomic import atomic_file, path_bytes, sha256_file, sha256_path, tree_digest, write_bytes_atomic
@@ -262,6 +263,7 @@ def finalize_shard(
             if shard_format.metadata_files
             else {}
         ),
+        "labels": count_labels(table),
         "stats": {
             "datasets": {str(k): int(v) for k, v in sorted(datasets.items(), key=lambda kv: str(kv[0]))},
             "genes_per_cell_hist": np.histogram(lengths, bins=np.r_[GENES_PER_CELL_EDGES, np.inf])[0].tolist(),

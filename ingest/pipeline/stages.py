@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from shards.format.labels import write_label_counts
 from shards.format.manifest import dump_manifest
 from shards.format.vocab import Vocabulary, vocab_to_csv
 from shards.storage.atomic import sha256_file, sha256_path, write_bytes_atomic
@@ -288,7 +289,8 @@ def finalize(ctx: BuildContext, pass2: Pass2, layout: Layout) -> dict[int, dict]
 
 
 def write_manifest(ctx: BuildContext, genes: GeneMap, pass1: Pass1, infos: dict[int, dict]) -> dict:
-    """``presence.parquet`` (when the source has a presence matrix), then ``index.json``, sealed: the commit."""
+    """``presence.parquet`` (when the source has a presence matrix) and ``labels.npz`` (per-shard label
+    counts), then ``index.json``, sealed: the commit."""
     prepared = ctx.prepared
     presence = None
     if prepared.presence is not None:
@@ -296,9 +298,12 @@ def write_manifest(ctx: BuildContext, genes: GeneMap, pass1: Pass1, infos: dict[
         presence = write_presence(
             prepared.presence, prepared.inputs[0].ids, genes.token_of, datasets, ctx.out / PRESENCE_NAME
         )
+    labels = write_label_counts(ctx.out, [infos[i].get("labels") for i in sorted(infos)])
     fault_point("manifest")
     manifest = build_manifest(
         ctx.opts, ctx.out, prepared, genes.vocab, infos, pass1.summaries, genes.dropped, ctx.build_id, presence
     )
+    if labels:
+        manifest["labels"] = labels
     dump_manifest(ctx.out, manifest)
     return manifest

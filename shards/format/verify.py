@@ -47,8 +47,8 @@ def verify_shard_set(directory: Path | str) -> list[Fault]:
     except ShardError as exc:
         return [Fault("index.json", str(exc))]
     faults: list[Fault] = []
-    for key in ("vocab", "gene_medians", "presence"):
-        if key not in manifest:  # presence.parquet exists only when the source has a presence matrix
+    for key in ("vocab", "gene_medians", "presence", "labels"):
+        if key not in manifest:  # presence.parquet and labels.npz are optional
             continue
         entry = manifest[key]
         path = root / entry["file"]

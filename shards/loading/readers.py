@@ -14,6 +14,7 @@ ends at a tar's last sample checks the end of the archive and the file size too.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,9 +27,11 @@ import pandas as pd
 
 from ..errors import ShardError
 from ..format.access import ShardAccess
+from ..format.labels import LabelCounts, read_label_counts
 from ..format.manifest import INDEX_NAME, load_manifest, parse_manifest
 from ..format.registry import ShardReader, get_format
 from ..format.vocab import Vocabulary, parse_vocab, read_vocab
+from ..storage.atomic import sha256_file
 from ..storage.cache import ShardCache
 from ..storage.remote import is_remote, open_filesystem, redact, with_retries
 
@@ -102,6 +105,24 @@ class ShardSetReader:
         """The file a manifest entry names (``vocab``, ``gene_medians``), local or fetched."""
         name = self.manifest[key]["file"]
         return self.fetch(name) if self.remote else (Path(self.root) / name).read_bytes()
+
+    def label_counts(self, column: str) -> LabelCounts | None:
+        """Per-shard counts of ``column``'s values over this split's shards (``labels.npz``), or None
+        when the set has none for it (built before the counts, or not a categorical column)."""
+        entry = self.manifest.get("labels")
+        if not entry or column not in entry["columns"]:
+            return None
+        # local: checked by streaming, then only this column's members are loaded; remote: fetched whole
+        data = self.read_file("labels") if self.remote else Path(self.root) / entry["file"]
+        digest = hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else sha256_file(data)
+        if digest != entry["sha256"]:
+            raise ShardError(
+                f"{redact(self.root)}/{entry['file']}: sha256 differs from the manifest (corrupt or modified); "
+                "restore it or rebuild the shard set"
+            )
+        where = {s["path"]: i for i, s in enumerate(self.manifest["shards"])}
+        counts = read_label_counts(data, column, redact(self.root))
+        return counts.select(np.array([where[s["path"]] for s in self.shards], dtype=np.int64))
 
     def vocab(self) -> Vocabulary:
         name = self.manifest["vocab"]["file"]

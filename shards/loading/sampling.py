@@ -1,13 +1,16 @@
 """The cells of an epoch, as the loader reads them: every shard once, or the draws of a mix.
 
-``EpochCells`` joins what the pure planners need (``plan.mixing``, ``plan.weighting``) with what only the
-shard set knows: the streams' sizes and the metadata labels that weights and groups are taken from.
-Labels are read once, in the main process, and handed to spawned DataLoader workers as shared memory
-(a tensor's storage), so a worker neither copies nor re-reads them.
+``EpochCells`` joins what the pure planners need (``plan.mixing``, ``plan.drawing``, ``plan.weighting``)
+with what only the shard set knows: the streams' sizes and the metadata labels that weights and groups
+are taken from. Weighted and with-replacement epochs plan from the per-shard label counts of
+``labels.npz`` (O(shards)); a unit's cells are drawn from its shard's own labels by the process that
+reads it. Grouped batches still need every cell's group: those codes are read once, in the main
+process, and handed to spawned workers as shared memory (a tensor's storage).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,9 +18,11 @@ import pandas as pd
 import torch
 
 from ..errors import ShardError
+from ..format.labels import LabelCounts
+from ..plan.drawing import StreamDraw, drawn_plan, unit_resolver
 from ..plan.epoch import EpochPlan, plan_epoch
-from ..plan.mixing import Stream, draw_counts, run_plan, run_start, sampled_plan, stream_counts
-from ..plan.weighting import class_weights, curriculum_alpha, draw_probabilities
+from ..plan.mixing import Stream, run_plan, run_start, stream_counts
+from ..plan.weighting import class_weights, curriculum_alpha
 from .config import LoaderConfig
 from .panels import PanelFilter
 from .streams import MultiReader
@@ -34,7 +39,7 @@ class EpochCells:
         if self.sampled:  # checked now, not in a worker: an impossible mix fails at construction
             stream_counts(reader.stream_sizes(), [s.kind() for s in streams], config.num_samples)
         w = config.weighting
-        self.weight_codes = self._codes(w.column) if w is not None else None
+        self.label_counts = self._label_counts(w.column) if w is not None else []
         self.group_codes = self._codes(config.group_by) if config.group_by else None
 
     def _codes(self, column: str) -> tuple[torch.Tensor, list[str]]:
@@ -67,21 +72,79 @@ class EpochCells:
             starts = [run_start(sizes[k], np.random.default_rng([cfg.seed, epoch, 2, k])) for k in range(len(sizes))]
             shards = reader.stream_shard_counts()
             return run_plan(reader.shard_cells, shards, wanted.tolist(), starts, seed=cfg.seed, epoch=epoch)
-        counts = []
-        for k, n in enumerate(wanted.tolist()):
-            cells = reader.stream_cells(k)
-            probs = None
-            where = f"stream {reader.names[k]} ({reader.readers[k].root})"
-            if cfg.weighting is not None:
-                codes, names = self.weight_codes
-                codes = codes.numpy()[cells]
-                counts_per_class = np.bincount(codes, minlength=len(names))
-                per_class = class_weights(cfg.weighting, np.asarray(names, dtype=object), counts_per_class, where)
-                alpha = curriculum_alpha(epoch, cfg.weighting.curriculum_epochs)
-                probs = draw_probabilities(codes, per_class, alpha)
-            rng = np.random.default_rng([cfg.seed, epoch, 2, k])
-            counts.append(draw_counts(n, probs, sizes[k], replacement=cfg.replacement, rng=rng, where=where))
-        return sampled_plan(reader.shard_cells, np.concatenate(counts), seed=cfg.seed, epoch=epoch)
+        return self._drawn(epoch, wanted.tolist())
+
+    def _drawn(self, epoch: int, wanted: list[int]) -> EpochPlan:
+        """A weighted or with-replacement epoch, planned per shard (``plan.drawing``): O(shards) here,
+        each unit's cells drawn from its shard's labels by the process that reads it."""
+        cfg, reader = self.config, self.reader
+        draws = []
+        alpha = curriculum_alpha(epoch, cfg.weighting.curriculum_epochs) if cfg.weighting is not None else 1.0
+        for k, size in enumerate(reader.stream_sizes()):
+            if cfg.weighting is None:
+                draws.append(StreamDraw())
+                continue
+            counts = self.label_counts[k]
+            totals = counts.totals()
+            per_class = class_weights(cfg.weighting, counts.values.astype(object), totals, self._where(k))
+            mass = float((per_class * totals).sum())
+            if mass <= 0:
+                raise ShardError(f"{self._where(k)}: every cell of the stream has weight 0; check weighting.table")
+            cls = per_class / mass if alpha >= 1.0 else (1.0 - alpha) / size + alpha * per_class / mass
+            draws.append(StreamDraw(counts, cls))
+        plan, per_stream = drawn_plan(
+            reader.shard_cells,
+            reader.stream_shard_counts(),
+            wanted,
+            draws,
+            replacement=cfg.replacement,
+            seed=cfg.seed,
+            epoch=epoch,
+            where=[self._where(k) for k in range(len(draws))],
+        )
+        stream_of = np.repeat(np.arange(len(draws)), reader.stream_shard_counts())
+        codes_of = self.shard_classes if cfg.weighting is not None else None
+        resolve = unit_resolver(plan, per_stream, stream_of, codes_of, seed=cfg.seed, epoch=epoch)
+        return dataclasses.replace(plan, resolver=resolve)
+
+    def _where(self, k: int) -> str:
+        return f"stream {self.reader.names[k]} ({self.reader.readers[k].root})"
+
+    def _label_counts(self, column: str) -> list[LabelCounts]:
+        """Every stream's per-shard counts of ``column`` (``labels.npz``); a set without them, or a shard
+        with cells that have no value, is an error that says what to do."""
+        out = []
+        for k, r in enumerate(self.reader.readers):
+            counts = r.label_counts(column)
+            if counts is None:
+                if column not in r.metadata(0).columns:
+                    raise ShardError(f"{self._where(k)}: no metadata column {column!r} to weight by (weighting.column)")
+                raise ShardError(
+                    f"{self._where(k)}: no per-shard counts of {column!r} (labels.npz): the set was built "
+                    "before them, or the column is not categorical; rebuild it with `ingest build` to weight by it"
+                )
+            if counts.missing.any():
+                at = int(np.flatnonzero(counts.missing)[0])
+                raise ShardError(
+                    f"{r.shards[at]['path']}: {int(counts.missing.sum())} cells have no {column} value; fill it at "
+                    "ingest or weight by another column"
+                )
+            out.append(counts)
+        return out
+
+    def shard_classes(self, shard: int) -> np.ndarray:
+        """The class codes (positions in the stream's ``labels.npz`` values) of one shard's cells."""
+        k = int(np.searchsorted(np.cumsum(self.reader.stream_shard_counts()), shard, side="right"))
+        values = self.label_counts[k].values
+        column = np.asarray(self.reader.column(shard, self.config.weighting.column)).astype(str)
+        codes = np.searchsorted(values, column)
+        bad = (codes >= len(values)) | (values[np.minimum(codes, len(values) - 1)] != column)
+        if bad.any():
+            raise ShardError(
+                f"{self.reader.shards[shard]['path']}: {self.config.weighting.column} value {column[bad][0]!r} is not "
+                "in the set's label counts (labels.npz); run `ingest verify`"
+            )
+        return codes
 
     def shard_groups(self, shard: int) -> np.ndarray:
         """The group codes of one shard's cells (``group_by``)."""

@@ -7,6 +7,7 @@ sequence maps to a (shard, cell) through ``EpochPlan.locate``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -33,6 +34,10 @@ class EpochPlan:
     cells without a per-cell array: cell ``j`` of unit ``u`` is ``unit_first[u] + j``, plus ``unit_gap[u]``
     from ``j = unit_hole[u]`` on (a run that wraps around inside its shard skips the cells between its
     end and its start). Memory is then O(units), not O(cells).
+
+    A *drawn* epoch (``drawing.drawn_plan``: weighted or with-replacement draws) knows each unit's size but
+    not its cells: ``resolver(u)`` gives unit ``u``'s ``(cells, copies)``, drawn from its shard's labels
+    when a process first needs them (``drawing.unit_resolver``). Memory: O(units) plus the units resolved.
     """
 
     shard_order: np.ndarray
@@ -46,6 +51,8 @@ class EpochPlan:
     unit_first: np.ndarray | None = None
     unit_hole: np.ndarray | None = None
     unit_gap: np.ndarray | None = None
+    unit_kind: np.ndarray | None = None
+    resolver: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None
 
     @property
     def sampled(self) -> bool:
@@ -71,6 +78,8 @@ class EpochPlan:
         is_pad = positions >= self.n_cells
         wrapped = np.where(is_pad, positions - self.n_cells, positions) % max(self.n_cells, 1)
         k = np.searchsorted(self._starts, wrapped, side="right") - 1
+        if self.resolver is not None:
+            return self.shard_order[k], self._resolved(k, wrapped - self._starts[k], 0), is_pad
         if self.cells is not None:
             return self.shard_order[k], self.cells[wrapped].astype(np.int64), is_pad
         if self.unit_first is not None:
@@ -84,14 +93,30 @@ class EpochPlan:
         if self.unit_copy is None:
             return np.zeros(len(positions), dtype=np.int32)
         wrapped = np.where(positions >= self.n_cells, positions - self.n_cells, positions) % max(self.n_cells, 1)
-        return self.unit_copy[np.searchsorted(self._starts, wrapped, side="right") - 1]
+        k = np.searchsorted(self._starts, wrapped, side="right") - 1
+        if self.resolver is not None:
+            return self._resolved(k, wrapped - self._starts[k], 1).astype(np.int32)
+        return self.unit_copy[k]
+
+    def _resolved(self, k: np.ndarray, offset: np.ndarray, which: int) -> np.ndarray:
+        """Cells (``which`` 0) or copies (1) at ``offset`` of units ``k`` of a drawn epoch."""
+        out = np.empty(len(k), dtype=np.int64)
+        order = np.argsort(k, kind="stable")
+        ks = k[order]
+        cuts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1], True]) if len(ks) else np.zeros(1, np.int64)
+        for a, b in itertools.pairwise(cuts):
+            at = order[a:b]
+            out[at] = self.resolver(int(ks[a]))[which][offset[at]]
+        return out
 
     def gather(self, per_shard: Callable[[int], np.ndarray]) -> np.ndarray:
         """A per-cell value (``per_shard(shard)[cell]``) at every position of the sequence, in order."""
         parts = []
         for u, shard in enumerate(self.shard_order.tolist()):
             values = np.asarray(per_shard(int(shard)))
-            if self.unit_first is not None:
+            if self.resolver is not None:
+                parts.append(values[self.resolver(u)[0]])
+            elif self.unit_first is not None:
                 size = int(self._starts[u + 1] - self._starts[u])
                 parts.append(values[self._unit_cells(np.full(size, u), np.arange(size))])
             elif self.cells is None:

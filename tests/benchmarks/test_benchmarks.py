@@ -159,13 +159,14 @@ def test_target_ratios_compare_loaders_at_one_context():
     assert got["cellshard Zarr / min(I/O, collate limit)"] == 5000 / 8000
 
 
-def test_every_sampling_mode_plans_with_its_invariants_at_small_scale():
+def test_every_sampling_mode_plans_with_its_invariants_at_small_scale(tmp_path):
     """``benchmarks.scale_modes`` at a small size, in this process: each mode's invariants hold (the full
     size, 160M cells x 1,024 ranks, is run by hand and committed with its table)."""
-    from benchmarks.scale_modes import MODES, ModeSpec, run_mode, table
+    from benchmarks.scale_modes import MODES, ModeSpec, label_file, run_mode, shard_sizes, table
 
     spec = ModeSpec(cells=400_000, shards=200, ranks=16, workers=2, elastic_ranks=12, classes=50)
-    rows = [run_mode(mode, spec) for mode in MODES]
+    labels = label_file(spec, shard_sizes(spec), tmp_path / "labels.npz")
+    rows = [run_mode(mode, spec, labels) for mode in MODES]
     for r in rows:
         assert r["equal_batches"] and r.get("exact_count", True), r
         assert r.get("elastic_exact", True) and r["batches_per_slot"] > 0, r

@@ -31,6 +31,13 @@ def test_http_reads_equal_local_reads(http_root, fmt):
     _same(_epoch(f"{url}/{fmt}"), _epoch(root / fmt))
 
 
+def test_a_weighted_epoch_over_http_equals_the_local_one(http_root):
+    """labels.npz is fetched and checked like the other files; the draw is the local one."""
+    url, root, _ = http_root
+    kw = {"weighting": {"column": "cell_type"}, "num_samples": 300}
+    _same(_epoch(f"{url}/wds", **kw), _epoch(root / "wds", **kw))
+
+
 def test_http_cache_is_bounded_and_checked(http_root, tmp_path):
     url, root, _ = http_root
     shard_bytes = max(p.stat().st_size for p in (root / "wds").glob("*.tar"))
