@@ -88,7 +88,11 @@ class SlotPlan:
     @cached_property
     def window_offsets(self) -> np.ndarray:
         """Stream offset at which each window starts (``n_windows + 1`` values)."""
-        sizes = [sum(hi - lo for lo, hi in self.window_ranges(k)) for k in range(self.n_windows)]
+        k = np.arange(self.n_windows, dtype=np.int64)[:, None]
+        base = np.arange(self.lanes, dtype=np.int64)[None, :] * self._lane_len
+        lo = base + k * self.lane_cells  # what ``window_ranges`` cuts, for every window at once
+        hi = np.minimum(base + np.minimum((k + 1) * self.lane_cells, self._lane_len), self.n_cells)
+        sizes = np.maximum(hi - lo, 0).sum(axis=1)
         return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
 
 

@@ -85,6 +85,38 @@ def test_an_elastic_resume_serves_the_rest_of_the_epoch_once(n, before, after, g
     assert len(np.unique(served)) == len(served) and len(rest) - len(served) < w1 * max(k1, 1) * b1
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(0, 6000),
+    stages=st.lists(
+        st.tuples(st.sampled_from([(1, 0), (2, 1), (3, 2), (4, 0), (2, 3)]), st.integers(1, 24), st.floats(0, 1)),
+        min_size=1,
+        max_size=3,
+    ),
+    lanes=st.integers(1, 4),
+    lane_cells=st.sampled_from([1, 7, 64, 256]),
+    seed=st.integers(0, 1000),
+)
+def test_remaining_runs_equal_the_remaining_positions(n, stages, lanes, lane_cells, seed):
+    """The elastic re-plan's runs (O(slots x window)) are the positions the dense reference leaves, in
+    the same order, after one to three stages of any worlds, batch sizes and progress."""
+    from shards.plan.elastic import Runs, _remaining_dense
+
+    done, m = [], n
+    for (world, workers), batch, frac in stages:
+        slots = plan_slots(m, world_size=world, num_workers=workers, batch_size=batch, seed=seed, epoch=1)
+        consumed = int(frac * slots[0].n_batches) * max(workers, 1)
+        done.append(Stage(world, workers, batch, "drop", consumed))
+        m = len(_remaining_dense(n, done, seed=seed, epoch=1, lanes=lanes, lane_cells=lane_cells))
+    runs = remaining_sequence(n, done, seed=seed, epoch=1, lanes=lanes, lane_cells=lane_cells)
+    dense = _remaining_dense(n, done, seed=seed, epoch=1, lanes=lanes, lane_cells=lane_cells)
+    assert isinstance(runs, Runs) and len(runs) == len(dense)
+    assert np.array_equal(np.asarray(runs), dense)
+    if len(dense):
+        at = np.random.default_rng(seed).integers(0, len(dense), 50)
+        assert np.array_equal(runs[at], dense[at])
+
+
 @settings(max_examples=120, deadline=None)
 @given(
     n=st.integers(0, 2500),
