@@ -33,7 +33,7 @@ from shards.format.labels import LABELS_NAME, LabelCounts, read_label_counts, sa
 from shards.plan import Stage, stream_positions, worker_batches
 from shards.plan.drawing import StreamDraw, drawn_plan
 from shards.plan.epoch import plan_epoch
-from shards.plan.grouping import slot_groups
+from shards.plan.grouping import bounded_group_batches, group_purity, slot_groups
 from shards.plan.mixing import run_plan, run_start, stream_counts
 from shards.plan.topology import Topology
 from shards.plan.weighting import Weighting, class_weights, curriculum_alpha
@@ -41,7 +41,8 @@ from shards.plan.worker import SlotOptions, plan_worker
 
 __all__ = ["MODES", "ModeSpec", "label_file", "run", "run_mode", "shard_sizes"]
 
-MODES = ("plain", "sampled", "replacement", "weighted", "curriculum", "mix", "grouped")
+MODES = ("plain", "sampled", "replacement", "weighted", "curriculum", "mix", "grouped", "grouped-bounded")
+POOLS = (1_024, 4_096, 16_384, 65_536)  # group_pool_cells whose purity the bounded mode reports
 TARGET_SECONDS, TARGET_MB = 2.0, 300.0
 
 
@@ -55,6 +56,7 @@ class ModeSpec:
     elastic_ranks: int = 768
     classes: int = 1_000
     seed: int = 0
+    group_pool_cells: int = 16_384
 
 
 def _rss_mb() -> float:
@@ -102,7 +104,7 @@ def label_file(spec: ModeSpec, shard_cells: np.ndarray, path: Path) -> Path:
 def _epoch_cells(mode: str, spec: ModeSpec, shard_cells: np.ndarray, labels: LabelCounts | None, epoch: int):
     """(the epoch's plan, the number of cells drawn or None): what ``EpochCells.plan`` computes."""
     n = int(shard_cells.sum())
-    if mode in ("plain", "grouped"):
+    if mode in ("plain", "grouped", "grouped-bounded"):
         plan, _ = plan_epoch(shard_cells, world_size=1, num_workers=0, batch_size=1, seed=spec.seed, epoch=epoch)
         return plan, None
     if mode in ("sampled", "mix"):  # uniform draws without replacement: runs, as the loader plans them
@@ -153,6 +155,15 @@ def run_mode(mode: str, spec: ModeSpec, label_path: str | Path | None = None) ->
         seq_codes = plan.gather(lambda s: codes[starts[s] : starts[s + 1]])
         mine = slot_groups(seq_codes, worker.seq, worker.slots, worker.index, spec.batch, options.remainder)
         grouped_batches = mine.n_batches
+    purity = None
+    if mode == "grouped-bounded":  # the slot's own groups (read from the shards it serves, here drawn)
+        slot = worker.slot
+        at = slot.to_sequence(stream_positions(slot, slot.n_cells))
+        touched = len(np.unique(plan.locate(worker.seq[at % plan.n_cells])[0]))
+        slot_labels = _codes(slot.n_cells, spec.classes, rng)
+        mine = bounded_group_batches(slot_labels, spec.batch, spec.group_pool_cells)
+        grouped_batches = mine.n_batches
+        purity = {p: group_purity(bounded_group_batches(slot_labels, spec.batch, p), slot_labels) for p in POOLS}
     plan_seconds = time.perf_counter() - t0
     plan_rss = _rss_mb() - base
     batches = {s.n_batches for s in worker.slots}
@@ -164,6 +175,10 @@ def run_mode(mode: str, spec: ModeSpec, label_path: str | Path | None = None) ->
         "equal_batches": len(batches) == 1,
         "batches_per_slot": grouped_batches if grouped_batches is not None else batches.pop(),
     }
+    if purity is not None:
+        out["purity"] = {str(p): v for p, v in purity.items()}
+        out["shards_read_for_groups"] = touched
+        out["pool_cells"] = spec.group_pool_cells
     if counts is not None:  # the drawn total is the plan's size
         out["exact_count"] = counts == plan.n_cells == (spec.cells // 2 if mode == "sampled" else spec.cells)
     # elastic: half the epoch on `ranks`, the rest re-planned on `elastic_ranks`
@@ -180,7 +195,7 @@ def run_mode(mode: str, spec: ModeSpec, label_path: str | Path | None = None) ->
     # checked independently (after the memory figure): the first stage's stream positions of every slot
     # and the re-planned sequence cover the epoch, none twice (grouped batches are served out of stream
     # order: their elastic resume is not this one, so it is not claimed)
-    if mode != "grouped":
+    if not mode.startswith("grouped"):
         per_worker = worker_batches(stage.batches, spec.workers)
         served = np.concatenate(
             [s.to_sequence(stream_positions(s, per_worker[s.slot % spec.workers] * spec.batch)) for s in worker.slots]
@@ -240,7 +255,17 @@ def table(rows: list[dict[str, Any]], spec: ModeSpec) -> str:
             f"{r['elastic_seconds']:.2f} | {_yes(r.get('elastic_exact'))} | "
             f"{'met' if r['meets_targets'] else 'missed'} |"
         )
-    return head + "\n".join(lines) + "\n"
+    text = head + "\n".join(lines) + "\n"
+    for r in rows:
+        if "purity" in r:
+            text += (
+                f"\n{r['mode']}: one slot's share of cells in a batch of their own group, by group_pool_cells "
+                f"(batch {spec.batch}, {spec.classes:,} Zipf groups; the slot reads the groups of "
+                f"{r['shards_read_for_groups']} shards): "
+                + ", ".join(f"{int(p):,}: {v:.3f}" for p, v in r["purity"].items())
+                + "\n"
+            )
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -98,6 +98,11 @@ class LoaderConfig:
     """Weight cells by a metadata column: ``{column, scheme, smoothing, table, default, curriculum_epochs}``."""
     group_by: str | None = None
     """A metadata column: every batch holds cells of one of its values (e.g. ``dataset_id``)."""
+    group_pool_cells: int | None = None
+    """``group_by`` with a bounded pool: at most this many cells wait for their group's batch, and when the
+    pool is full the largest group is topped up from the next (a mixed batch); equal batch counts without
+    reading every cell's group. None: the exact schedule (one group per batch; every cell's group is held
+    in every process, and the pool can hold groups x batch_size cells)."""
     panels: PanelSpec | None = None
     """Keep only a gene panel's tokens: ``{files: [csv | {path, organism}]}`` or ``{random_genes: N}``."""
 
@@ -140,6 +145,10 @@ class LoaderConfig:
             )
         if self.num_samples is not None and self.num_samples < 1:
             raise ShardError(f"num_samples={self.num_samples}: must be at least 1")
+        if self.group_pool_cells is not None and (self.group_by is None or self.group_pool_cells < self.batch_size):
+            raise ShardError(
+                f"group_pool_cells={self.group_pool_cells}: needs group_by and at least batch_size={self.batch_size}"
+            )
         if self.group_by is not None and self.token_budget is not None:
             raise ShardError("group_by and token_budget do not combine: grouped batches have batch_size cells")
 

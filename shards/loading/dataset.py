@@ -25,8 +25,9 @@ from torch.utils.data import IterableDataset
 from ..errors import ShardError
 from ..format.records import METADATA_COLUMNS
 from ..plan.elastic import start_position
-from ..plan.grouping import slot_groups
+from ..plan.grouping import bounded_group_batches, slot_groups
 from ..plan.mixing import Stream
+from ..plan.slots import stream_positions
 from ..plan.state import LoaderState, Resume, Stage
 from ..plan.topology import Topology
 from ..plan.worker import WorkerPlan, plan_worker
@@ -198,7 +199,8 @@ class ShardedCellDataset(IterableDataset):
         tokens = None
         if cfg.balance_tokens or cfg.token_budget:
             tokens = cells.gather(self.reader.cell_tokens).astype(np.int64)
-        codes = cells.gather(self.cells.shard_groups) if cfg.group_by is not None else None
+        exact_groups = cfg.group_by is not None and cfg.group_pool_cells is None
+        codes = cells.gather(self.cells.shard_groups) if exact_groups else None
         total = 0
         for role in range(max(workers, 1)):
             topo = Topology(rank, world, role, workers)
@@ -327,9 +329,15 @@ class ShardedCellDataset(IterableDataset):
     def _grouped(self, cells, worker: WorkerPlan, epoch: int) -> Iterator[dict[str, Any]]:
         """Grouped batches (``plan.grouping``): windows are read in order and each cell waits in a pool
         until the batch of its group that takes it is served (``pool``)."""
-        codes = cells.gather(self.cells.shard_groups)
         cfg = self.config
-        mine = slot_groups(codes, worker.seq, worker.slots, worker.index, cfg.batch_size, cfg.remainder)
+        if cfg.group_pool_cells is None:
+            codes = cells.gather(self.cells.shard_groups)
+            mine = slot_groups(codes, worker.seq, worker.slots, worker.index, cfg.batch_size, cfg.remainder)
+        else:  # bounded: only this slot's groups, read from the shards it serves
+            slot, n = worker.slot, len(worker.seq)
+            at = slot.to_sequence(stream_positions(slot, slot.n_cells))
+            labels = self.cells.slot_groups(cells, worker.seq[np.where(at >= n, at - n, at) % n])
+            mine = bounded_group_batches(labels, cfg.batch_size, cfg.group_pool_cells)
         if worker.start >= mine.n_batches:
             return
         first = pool.first_window(worker.slot, mine, worker.start)

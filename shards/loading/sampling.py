@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,9 @@ from .config import LoaderConfig
 from .panels import PanelFilter
 from .streams import MultiReader
 
-__all__ = ["EpochCells", "mix_identity"]
+__all__ = ["LARGE_EXACT_GROUPS", "EpochCells", "mix_identity"]
+
+LARGE_EXACT_GROUPS = 10_000_000  # cells: past this, exact grouped batches warn (memory per process, pads)
 
 
 class EpochCells:
@@ -40,7 +43,19 @@ class EpochCells:
             stream_counts(reader.stream_sizes(), [s.kind() for s in streams], config.num_samples)
         w = config.weighting
         self.label_counts = self._label_counts(w.column) if w is not None else []
-        self.group_codes = self._codes(config.group_by) if config.group_by else None
+        self.group_codes = None
+        if config.group_by and config.group_pool_cells is None:  # the exact schedule: every cell's group
+            n = int(sum(reader.stream_sizes()))
+            if n > LARGE_EXACT_GROUPS:
+                warnings.warn(
+                    f"group_by={config.group_by!r} over {n:,} cells: the exact schedule holds every cell's group "
+                    f"in every loader process (~{4 * n / 2**20:,.0f} MB each) and pads every group's last batch "
+                    "in every slot; set group_pool_cells (e.g. 16384) for a bounded pool",
+                    stacklevel=2,
+                )
+            self.group_codes = self._codes(config.group_by)
+        elif config.group_by:  # bounded: a slot reads its own shards' groups; check the column exists
+            self._check_column(config.group_by, "group_by")
 
     def _codes(self, column: str) -> tuple[torch.Tensor, list[str]]:
         """Every cell's value of a metadata column as a code (all streams, shard after shard), and the
@@ -146,6 +161,27 @@ class EpochCells:
             )
         return codes
 
+    def _check_column(self, column: str, option: str) -> None:
+        for k, r in enumerate(self.reader.readers):
+            entry = r.manifest.get("labels") or {}
+            if column not in entry.get("columns", ()) and column not in r.metadata(0).columns:
+                raise ShardError(f"{self._where(k)}: no metadata column {column!r} ({option})")
+
+    def slot_groups(self, plan: EpochPlan, positions: np.ndarray) -> np.ndarray:
+        """Group codes (local to these cells) of epoch ``positions``: each shard's group column is read
+        once, for the shards these positions touch only."""
+        shard, cell, _ = plan.locate(positions)
+        values = np.empty(len(positions), dtype=object)
+        order = np.argsort(shard, kind="stable")
+        cuts = np.flatnonzero(np.diff(shard[order])) + 1
+        for part in np.split(order, cuts) if len(order) else []:
+            column = np.asarray(self.reader.column(int(shard[part[0]]), self.config.group_by))
+            values[part] = column[cell[part]]
+        if pd.isna(values).any():
+            at = int(shard[np.flatnonzero(pd.isna(values))[0]])
+            raise ShardError(f"{self.reader.shards[at]['path']}: cells without a {self.config.group_by} value")
+        return pd.factorize(values.astype(str))[0].astype(np.int64)
+
     def shard_groups(self, shard: int) -> np.ndarray:
         """The group codes of one shard's cells (``group_by``)."""
         starts = self.reader.cell_starts
@@ -162,6 +198,7 @@ def mix_identity(reader: MultiReader, config: LoaderConfig, panels: PanelFilter 
         "num_samples": config.num_samples,
         "replacement": config.replacement,
         "group_by": config.group_by,
+        **({"group_pool_cells": config.group_pool_cells} if config.group_pool_cells is not None else {}),
         "weighting": config.weighting.as_dict() if config.weighting else None,
         "panels": panels.spec if panels else None,
     }

@@ -12,6 +12,14 @@ to resume and the same on every machine:
   ``pad`` adds zero-weight repeats of a slot's first batch, ``drop`` cuts every slot to the shortest.
 
 Under ``pad`` every cell is served exactly once (plus flagged repeats); under ``drop`` at most once.
+
+That schedule needs every slot's labels in every process (to equalize) and its pool can hold up to
+(groups x batch) cells. ``bounded_group_batches`` is the atlas-scale alternative (``group_pool_cells``):
+a pool of at most ``pool_cells`` cells, full one-group batches whenever a bucket holds a batch, and when
+the pool is full the largest bucket topped up from the next largest (a mixed batch). Every slot serves
+exactly ``n_cells / batch_size`` batches (equal counts with no label read), every cell exactly once, and
+a cell waits at most ``pool_cells + batch_size`` positions; the price is the share of mixed batches,
+which falls as the pool grows against (groups x batch) and is measured (``group_purity``).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import numpy as np
 
 from .slots import SlotPlan, stream_positions
 
-__all__ = ["GroupedBatches", "equalize", "group_batches", "slot_groups"]
+__all__ = ["GroupedBatches", "bounded_group_batches", "equalize", "group_batches", "group_purity", "slot_groups"]
 
 
 @dataclass(frozen=True)
@@ -117,3 +125,70 @@ def slot_groups(
         return codes[seq[np.where(at >= n, at - n, at) % n]]
 
     return equalize([group_batches(labels(s), batch_size, policy=policy) for s in slots], policy)[index]
+
+
+def bounded_group_batches(labels: np.ndarray, batch_size: int, pool_cells: int) -> GroupedBatches:
+    """One slot's batches from its cells' labels in serving order, with at most ``pool_cells`` cells
+    waiting. ``len(labels)`` must be a multiple of ``batch_size`` (a slot's share is)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    b, n = batch_size, len(labels)
+    if n % b:
+        raise ValueError(f"{n} cells are not a whole number of batches of {b}")
+    if pool_cells < b:
+        raise ValueError(f"group_pool_cells={pool_cells}: must be at least batch_size={b}")
+    codes, local = np.unique(labels, return_inverse=True)
+    buckets: list[list[np.ndarray]] = [[] for _ in codes]  # per group: arrays of waiting positions
+    size = np.zeros(len(codes), dtype=np.int64)
+    rows, groups = [], []
+
+    def take(g: int, k: int) -> np.ndarray:
+        waiting = np.concatenate(buckets[g])
+        buckets[g] = [waiting[k:]] if k < len(waiting) else []
+        size[g] -= k
+        return waiting[:k]
+
+    def emit() -> None:
+        """One batch: the largest bucket, topped up from the next largest when it holds fewer than b."""
+        order = np.argsort(-size, kind="stable")
+        need, parts = b, []
+        for g in order.tolist():
+            if not need or not size[g]:
+                break
+            k = min(need, int(size[g]))
+            parts.append(take(g, k))
+            need -= k
+        rows.append(np.concatenate(parts))
+        groups.append(int(codes[order[0]]))
+
+    held = 0
+    for lo in range(0, n, b):  # a batch's worth of cells enters the pool at a time
+        chunk = local[lo : lo + b]
+        present = np.unique(chunk)
+        for g in present.tolist():
+            at = lo + np.flatnonzero(chunk == g)
+            buckets[g].append(at)
+            size[g] += len(at)
+        held += len(chunk)
+        while (size >= b).any():  # full one-group batches first
+            g = int(np.argmax(size >= b))
+            rows.append(take(g, b))
+            groups.append(int(codes[g]))
+            held -= b
+        while held > pool_cells:
+            emit()
+            held -= b
+    while held:
+        emit()
+        held -= b
+    index = np.stack(rows) if rows else np.zeros((0, b), np.int64)
+    return GroupedBatches(index.astype(np.int64), np.zeros(index.shape, dtype=bool), np.asarray(groups, np.int64))
+
+
+def group_purity(batches: GroupedBatches, labels: np.ndarray) -> float:
+    """The share of a slot's cells that sit in a batch with their batch's group (1.0: every batch is of
+    one group)."""
+    if not batches.n_batches:
+        return 1.0
+    real = ~batches.pad
+    same = np.asarray(labels)[batches.index] == batches.group[:, None]
+    return float((same & real).sum() / real.sum())

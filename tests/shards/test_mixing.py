@@ -11,6 +11,7 @@ import collections
 import itertools
 import json
 import subprocess
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,7 +27,7 @@ from shards.loading.collate import Collator
 from shards.loading.loader import CellDataLoader
 from shards.loading.readers import ShardSetReader
 from shards.plan import plan_slots, stream_positions
-from shards.plan.grouping import equalize, group_batches
+from shards.plan.grouping import bounded_group_batches, equalize, group_batches, group_purity
 from shards.plan.mixing import apportion, draw_counts, sampled_plan, stream_counts
 from shards.plan.weighting import Weighting, class_weights, curriculum_alpha, draw_probabilities
 from tests.conftest import small_build
@@ -280,6 +281,52 @@ def test_grouped_batches_are_pure_and_balanced(sets, remainder):
     assert all(any(a != b for a, b in itertools.pairwise(g)) for g in per_rank)
 
 
+def test_bounded_group_batches_pure_function():
+    """Every position once, n / b batches, the pool bound kept; with a pool that fits every group's
+    partial batch, only the final drain mixes groups."""
+    rng = np.random.default_rng(5)
+    b = 8
+    for pool_cells, groups in ((8, 6), (24, 6), (1000, 6), (40, 30)):
+        labels = rng.zipf(1.5, 400) % groups
+        g = bounded_group_batches(labels, b, pool_cells)
+        assert g.n_batches == 50 and sorted(g.index.ravel().tolist()) == list(range(400))
+        ready = np.maximum.accumulate(g.ready)
+        read = -(-(ready + 1) // b) * b  # cells read when each batch is cut (a batch's worth at a time)
+        assert (read - b * np.arange(1, 51) <= pool_cells + b).all()  # waiting cells stay within the bound
+        mixed = (labels[g.index] != g.group[:, None]).any(axis=1)
+        if pool_cells >= groups * b:
+            assert mixed.sum() <= groups and not mixed[: 50 - groups].any()
+        assert group_purity(g, labels) == 1 - (labels[g.index] != g.group[:, None]).mean()
+    with pytest.raises(ValueError, match="at least batch_size"):
+        bounded_group_batches(np.zeros(16, int), 8, 4)
+
+
+def test_bounded_groups_read_no_label_up_front_and_balance_ranks(sets, monkeypatch):
+    """``group_pool_cells``: every rank the plain batch count, planned without any label; each slot reads
+    its own shards' groups when it starts; a pool that holds every group's partial batch (12 cell types x
+    16) keeps most batches to one group, a small pool fewer."""
+    group = metadata(sets["A"], "cell_type")
+    reads: list[int] = []
+    real = ShardSetReader.column
+    monkeypatch.setattr(ShardSetReader, "column", lambda self, i, name: reads.append(i) or real(self, i, name))
+    kw = {"batch_size": B, "context_length": 64, "seed": 4, "world_size": 2, "return_cell_ids": True}
+    plain = ShardedCellDataset(str(sets["A"]), rank=0, **kw)
+    pure = {}
+    for pool_cells in (2 * B, 16 * B):
+        datasets = [
+            ShardedCellDataset(str(sets["A"]), rank=r, group_by="cell_type", group_pool_cells=pool_cells, **kw)
+            for r in (0, 1)
+        ]
+        reads.clear()
+        assert [len(d) for d in datasets] == [len(plain)] * 2 and reads == []
+        ranks = [[b["cell_id"] for b in d] for d in datasets]
+        assert [len(r) for r in ranks] == [len(plain)] * 2 and reads
+        cells = [c for r in ranks for b in r for c in b]
+        assert len(cells) == len(set(cells)) == len(plain) * 2 * B  # every served cell once
+        pure[pool_cells] = sum(len({group[c] for c in b}) == 1 for r in ranks for b in r) / (2 * len(plain))
+    assert pure[16 * B] > 0.5 and pure[16 * B] > pure[2 * B], pure
+
+
 # -- gene panels ----------------------------------------------------------------------------------------
 def _unmasked(ds: ShardedCellDataset) -> ShardedCellDataset:
     ds.collator = Collator(ds.collator.vocab, ds.collator.context_length, masking=False)
@@ -340,6 +387,7 @@ MIXES = {
     },
     "weighting+curriculum": {"path": "A", "weighting": {"column": "cell_type", "curriculum_epochs": 2}, "epoch": 1},
     "grouped": {"path": "A", "group_by": "dataset_id", "remainder": "pad"},
+    "grouped-bounded": {"path": "A", "group_by": "cell_type", "group_pool_cells": 3 * B},
     "panel": {"path": "A", "panels": {"random_genes": 50}, "num_samples": 700},
 }
 
@@ -533,3 +581,14 @@ def test_report_refuses_a_mix_run_clearly(tmp_path):
     (tmp_path / "history.csv").write_text("step,train/loss\n0,1.0\n")
     with pytest.raises(ConfigError, match=r"trained on data\.streams"):
         run_report(tmp_path)
+
+
+def test_exact_groups_over_a_large_corpus_warn_and_name_the_bounded_pool(sets, monkeypatch):
+    import shards.loading.sampling as sampling
+
+    monkeypatch.setattr(sampling, "LARGE_EXACT_GROUPS", 100)
+    with pytest.warns(UserWarning, match="set group_pool_cells"):
+        ShardedCellDataset(str(sets["A"]), batch_size=B, context_length=64, group_by="cell_type")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ShardedCellDataset(str(sets["A"]), batch_size=B, context_length=64, group_by="cell_type", group_pool_cells=64)
