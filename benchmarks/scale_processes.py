@@ -31,7 +31,9 @@ MODES: dict[str, dict[str, Any]] = {
     "mix": {"streams": True},
     "replacement": {"replacement": True},
     "weighted": {"weighting": {"column": "cell_type", "smoothing": 100}},
+    "curriculum": {"weighting": {"column": "cell_type", "smoothing": 100, "curriculum_epochs": 2}},
     "grouped": {"group_by": "dataset_id", "remainder": "pad"},
+    "grouped-bounded": {"group_by": "dataset_id", "group_pool_cells": 4096},
 }
 
 
@@ -44,10 +46,20 @@ def make_index(small: Path, out: Path, copies: int) -> int:
     for f in small.iterdir():
         if f.name != "index.json" and not (out / f.name).exists():
             (out / f.name).symlink_to(f.resolve())
-    one = next(s for s in m["shards"] if s["split"] == "train")
+    at = [s["split"] for s in m["shards"]].index("train")
+    one = m["shards"][at]
     m["shards"] = [{**copy.deepcopy(one), "first_cell": i * one["n_cells"]} for i in range(copies)]
     m["n_cells"], m["n_tokens"] = copies * one["n_cells"], copies * one["n_tokens"]
     m["splits"] = {"train": {"n_cells": m["n_cells"], "n_shards": copies, "n_tokens": m["n_tokens"]}}
+    if m.get("labels"):  # the one shard's label counts, once per copy
+        from shards.format.labels import read_label_counts, save_label_counts
+
+        (out / "labels.npz").unlink(missing_ok=True)
+        table = {}
+        for col in m["labels"]["columns"]:
+            c = read_label_counts(small / "labels.npz", col, str(small)).select([at] * copies)
+            table[col] = (c.values.tolist(), c.indptr, c.codes, c.counts, c.missing)
+        m["labels"] = save_label_counts(out, table)
     m["checksum"] = manifest_checksum(m)
     (out / "index.json").write_text(json.dumps(m, sort_keys=True))
     return int(m["n_cells"])

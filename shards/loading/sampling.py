@@ -169,18 +169,21 @@ class EpochCells:
 
     def slot_groups(self, plan: EpochPlan, positions: np.ndarray) -> np.ndarray:
         """Group codes (local to these cells) of epoch ``positions``: each shard's group column is read
-        once, for the shards these positions touch only."""
+        once, for the shards these positions touch only, and coded per shard (no per-cell strings)."""
         shard, cell, _ = plan.locate(positions)
-        values = np.empty(len(positions), dtype=object)
+        out = np.empty(len(positions), dtype=np.int64)
+        code: dict[str, int] = {}
         order = np.argsort(shard, kind="stable")
         cuts = np.flatnonzero(np.diff(shard[order])) + 1
         for part in np.split(order, cuts) if len(order) else []:
-            column = np.asarray(self.reader.column(int(shard[part[0]]), self.config.group_by))
-            values[part] = column[cell[part]]
-        if pd.isna(values).any():
-            at = int(shard[np.flatnonzero(pd.isna(values))[0]])
-            raise ShardError(f"{self.reader.shards[at]['path']}: cells without a {self.config.group_by} value")
-        return pd.factorize(values.astype(str))[0].astype(np.int64)
+            at = int(shard[part[0]])
+            column = np.asarray(self.reader.column(at, self.config.group_by))
+            if pd.isna(column).any():
+                raise ShardError(f"{self.reader.shards[at]['path']}: cells without a {self.config.group_by} value")
+            values, inverse = np.unique(column.astype(str), return_inverse=True)
+            lut = np.array([code.setdefault(v, len(code)) for v in values.tolist()], dtype=np.int64)
+            out[part] = lut[inverse[cell[part]]]
+        return out
 
     def shard_groups(self, shard: int) -> np.ndarray:
         """The group codes of one shard's cells (``group_by``)."""

@@ -186,3 +186,7 @@ def test_a_large_index_over_one_data_shard_reads_as_a_set(zarr_set, tmp_path):
     first = next(s for s in one["shards"] if s["split"] == "train")["n_cells"]
     assert n == 50 * first and len(ds) == n // 2 // 16
     assert next(iter(ds))["input_ids"].shape[0] == 16
+    weighted = ShardedCellDataset(
+        tmp_path / "index", batch_size=16, context_length=64, weighting={"column": "cell_type"}
+    )
+    assert len(weighted) == n // 16 and weighted.cells.label_counts[0].n_shards == 50  # the copies' label counts
