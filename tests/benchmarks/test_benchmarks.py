@@ -170,6 +170,7 @@ def test_every_sampling_mode_plans_with_its_invariants_at_small_scale(tmp_path):
     for r in rows:
         assert r["equal_batches"] and r.get("exact_count", True), r
         assert r.get("elastic_exact", True) and r["batches_per_slot"] > 0, r
+        assert 0 <= r["token_imbalance"] < 0.2, r  # contiguous spans of random shards: a few percent
     text = table(rows, spec)
     assert all(f"| {mode} |" in text for mode in MODES)
 
