@@ -20,7 +20,7 @@ from shards.storage.atomic import tmp_name
 
 from .checkpoints import load_model, training_files
 from .errors import ConfigError
-from .evaluate.embed import cell_metadata, embed_cells
+from .evaluate.embed import DEFAULT_POOLING, cell_metadata, embed_cells
 from .model import CellEncoder
 
 __all__ = ["embed", "embed_file", "embed_h5ad", "place_rows"]
@@ -64,7 +64,7 @@ def embed_file(
     medians: Path,
     source: Path,
     *,
-    pooling: str = "cls",
+    pooling: str = DEFAULT_POOLING,
     batch_size: int = 64,
     context_length: int | None = None,
     device: str = "cpu",
@@ -119,7 +119,7 @@ def embed_h5ad(
     out: str,
     *,
     data: str | None = None,
-    pooling: str = "cls",
+    pooling: str = DEFAULT_POOLING,
     batch_size: int = 64,
     context_length: int | None = None,
     device: str = "cpu",
@@ -169,7 +169,7 @@ def embed(
     data: str,
     out: str,
     split: str = "all",
-    pooling: str = "cls",
+    pooling: str = DEFAULT_POOLING,
     batch_size: int = 64,
     context_length: int | None = None,
     limit: int | None = None,

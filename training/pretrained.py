@@ -18,6 +18,7 @@ import torch
 
 from .checkpoints import load_model, training_files
 from .embedding import embed_file, place_rows
+from .evaluate.embed import DEFAULT_POOLING
 from .model import CellEncoder
 
 __all__ = ["PretrainedEncoder", "load_encoder"]
@@ -44,7 +45,7 @@ class PretrainedEncoder:
         use_raw: bool = False,
         gene_id_column: str | None = None,
         allow_non_ensembl_ids: bool = False,
-        pooling: str = "cls",
+        pooling: str = DEFAULT_POOLING,
         batch_size: int = 64,
         context_length: int | None = None,
         device: str = "auto",

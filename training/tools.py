@@ -18,6 +18,7 @@ from shards.errors import ShardError
 
 from .embedding import embed, embed_h5ad
 from .errors import ConfigError
+from .evaluate.embed import DEFAULT_POOLING
 from .export import export_checkpoint
 
 __all__ = ["main"]
@@ -55,7 +56,7 @@ def _parser() -> ArgumentParser:
         "as ingest build --obs-columns takes them); source_file/obs_name (or source_uri/soma_joinid) and split "
         "are always added",
     )
-    e.add_argument("--pooling", type=str, default="cls", help="cls or mean")
+    e.add_argument("--pooling", type=str, default=DEFAULT_POOLING, help="mean (default) or cls")
     e.add_argument("--batch-size", type=int, default=64, help="cells per forward pass")
     e.add_argument("--context-length", type=int, default=None, help="default: the model's")
     e.add_argument("--limit", type=int, default=None, help="with --data: at most this many cells per split")

@@ -18,7 +18,12 @@ from shards.loading.readers import ShardSetReader
 
 from ..model import CellEncoder
 
-__all__ = ["cell_batches", "embed_cells", "pool"]
+__all__ = ["DEFAULT_POOLING", "cell_batches", "embed_cells", "pool"]
+
+#: the cell embedding's pooling: the mean over gene positions beat the <cls> position at every length of
+#: the atlas ablation (benchmarks/results/2026-12-04-atlas-ablation): <cls> has no objective of its own in
+#: masked-gene modelling
+DEFAULT_POOLING = "mean"
 
 
 def cell_batches(
@@ -56,7 +61,7 @@ def embed_cells(
     reader: ShardSetReader,
     *,
     context_length: int,
-    pooling: str = "cls",
+    pooling: str = DEFAULT_POOLING,
     batch_size: int = 64,
     limit: int | None = None,
     value_bins: int = 0,

@@ -16,7 +16,7 @@ from shards.loading.readers import ShardSetReader
 from ..checkpoints import load_model
 from ..model import CellEncoder
 from .compare import compare, log1p_cp10k_pca
-from .embed import cell_metadata, embed_cells
+from .embed import DEFAULT_POOLING, cell_metadata, embed_cells
 
 __all__ = ["Baselines", "evidence", "read_counts"]
 
@@ -48,7 +48,7 @@ class Baselines:
         cfg: Any,
         label: str,
         *,
-        pooling: str = "cls",
+        pooling: str = DEFAULT_POOLING,
         limit: int = 4000,
         seed: int = 0,
         donor_column: str = "donor_id",
@@ -95,7 +95,7 @@ def evidence(
     split: str = "val",
     label: str = "cell_type",
     *,
-    pooling: str = "cls",
+    pooling: str = DEFAULT_POOLING,
     limit: int = 4000,
     seed: int = 0,
     donor_column: str = "donor_id",

@@ -18,7 +18,7 @@ from shards.loading.hashing import cell_hashes
 from shards.loading.readers import ShardSetReader
 
 from ..errors import ConfigError
-from .embed import cell_metadata, embed_cells
+from .embed import DEFAULT_POOLING, cell_metadata, embed_cells
 
 __all__ = ["LinearProbe", "linear_probe"]
 
@@ -48,7 +48,7 @@ class LinearProbe(pl.Callback):
         every_n_steps: int = 500,
         max_cells: int = 4000,
         label: str = "cell_type",
-        pooling: str = "cls",
+        pooling: str = DEFAULT_POOLING,
         batch_size: int = 128,
         baselines: bool = True,
     ) -> None:

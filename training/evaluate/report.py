@@ -39,7 +39,7 @@ def _comparison(run: Path, data: dict[str, Any], split: str, label: str, cells: 
     report's embeddings are reused, not computed again), or a note."""
     from .evidence import evidence
 
-    pooling = cells.uns.get("cellshard", {}).get("pooling", "cls")
+    pooling = cells.uns.get("cellshard", {}).get("pooling", "cls")  # recorded by embed; cls: the old default
     try:
         return evidence(run / "checkpoints" / "last.ckpt", data["path"], split, label, pooling=pooling, embedded=cells)
     except ValueError as exc:
