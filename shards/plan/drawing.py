@@ -25,16 +25,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from ..errors import ShardError
-from ..format.labels import LabelCounts
 from .epoch import EpochPlan
 
 __all__ = [
     "ALL",
     "DRAW",
+    "ClassCounts",
     "StreamDraw",
     "class_inclusion",
     "drawn_plan",
@@ -47,12 +48,33 @@ __all__ = [
 ALL, DRAW = 0, 1  # a unit's kind: a layer of whole copies, or a shard's extra cells
 
 
+class ClassCounts(Protocol):
+    """Per-shard class counts (``format.labels.LabelCounts`` is one): all a drawn plan reads of them."""
+
+    def totals(self) -> np.ndarray: ...
+
+    def shard_sums(self, per_class: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class _OneClass:
+    """Every cell in one class: a uniform draw is a weighted draw with one weight."""
+
+    shard_cells: np.ndarray
+
+    def totals(self) -> np.ndarray:
+        return np.array([int(self.shard_cells.sum())])
+
+    def shard_sums(self, per_class: np.ndarray) -> np.ndarray:
+        return self.shard_cells.astype(np.float64) * float(per_class[0])
+
+
 @dataclass(frozen=True)
 class StreamDraw:
     """What one stream's draw needs: its shards' label counts and the draw weight of one cell of each
     class (None for both: every cell alike)."""
 
-    counts: LabelCounts | None = None
+    counts: ClassCounts | None = None
     per_class: np.ndarray | None = None
 
 
@@ -94,19 +116,6 @@ def systematic(expected: np.ndarray, u: float) -> np.ndarray:
     return np.diff(edges).astype(np.int64)
 
 
-def _single_class(shard_cells: np.ndarray) -> LabelCounts:
-    """Every cell in one class: a uniform draw is a weighted draw with one weight."""
-    n = len(shard_cells)
-    return LabelCounts(
-        "",
-        np.array([""]),
-        np.arange(n + 1, dtype=np.int64),
-        np.zeros(n, np.int32),
-        np.asarray(shard_cells, np.int32),
-        np.zeros(n, np.int32),
-    )
-
-
 def drawn_plan(
     shard_cells: np.ndarray,
     stream_shards: Sequence[int],
@@ -144,7 +153,7 @@ def drawn_plan(
     for k, (n, draw) in enumerate(zip(wanted, draws, strict=True)):
         lo, hi = int(bounds[k]), int(bounds[k + 1])
         cells = shard_cells[lo:hi]
-        counts = draw.counts if draw.per_class is not None else _single_class(cells)
+        counts = draw.counts if draw.per_class is not None else _OneClass(cells)
         p = np.asarray(draw.per_class, np.float64) if draw.per_class is not None else np.array([1.0 / cells.sum()])
         class_n = counts.totals()
         positive = int(class_n[p > 0].sum())
