@@ -40,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--big-steps", type=int, default=6, help="optimizer steps per geneformer-10m run")
     tr.add_argument("--feed-batches", type=int, default=300, help="batches per simulated-GPU run")
     tr.add_argument("--quick", action="store_true", help="leave out the geneformer-10m CPU runs")
+    tr.add_argument(
+        "--learn-steps",
+        type=int,
+        default=1500,
+        help="steps of the tiny run whose embedding is compared with PCA-50 and an untrained encoder (0: none)",
+    )
     tr.add_argument("--out", type=Path, required=True)
     rn = sub.add_parser("run", help="the whole suite in one run: results.json, REPORT.md, plots")
     rn.add_argument("--suite", dest="suite_name", choices=["tiny", "quick", "full"], default="quick")
@@ -68,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         # re-import (spawn imports __main__), adding ~140 MiB to every peak RSS the loader suite measures
         from . import train
 
-        results = train.run(args.data, args.out, args.steps, args.big_steps, args.feed_batches, args.quick)
+        results = train.run(
+            args.data, args.out, args.steps, args.big_steps, args.feed_batches, args.quick, args.learn_steps
+        )
         write_report(args.out, results, command, train.ratios(results))
     elif args.suite == "mixing":
         results = mixing.run(args.zarr, args.out, args.batch_size, args.context_length, args.rounds)

@@ -142,8 +142,11 @@ def atlas_world(seed: int, genes: int, datasets: int, cells: int, params: AtlasP
     }
 
 
-def atlas_cells(seed: int, world: dict, d: int, n: int, chunk: int, panel: np.ndarray, organism: str):
-    """Dense counts (n × panel genes, float32) and obs rows for ``n`` cells of dataset ``d``."""
+def atlas_cells(
+    seed: int, world: dict, d: int, n: int, chunk: int, panel: np.ndarray, organism: str, with_activity: bool = False
+):
+    """Dense counts (n × panel genes, float32) and obs rows for ``n`` cells of dataset ``d`` (and, with
+    ``with_activity``, each cell's latent module activities: what an ideal model could recover at best)."""
     ds, p = world["datasets"][d], world["params"]
     rng = np.random.default_rng([seed, 11, d, chunk])
     identity = rng.choice(len(world["activation"]), size=n, p=ds["types"])
@@ -178,4 +181,4 @@ def atlas_cells(seed: int, world: dict, d: int, n: int, chunk: int, panel: np.nd
             "suspension_type": ds["suspension"],
         }
     )
-    return counts, obs
+    return (counts, obs, activity) if with_activity else (counts, obs)

@@ -42,10 +42,23 @@ def test_loader_benchmark_smoke(zarr_set, wds_set, tmp_path):
 
 @pytest.mark.slow
 def test_train_benchmark_smoke(zarr_set, tmp_path):
-    args = ["train", "--data", str(zarr_set), "--steps", "6", "--feed-batches", "20", "--quick", "--out", str(tmp_path)]
-    assert main(args) == 0
+    args = ["train", "--data", str(zarr_set), "--steps", "6", "--feed-batches", "20", "--quick", "--learn-steps", "8"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "results.json").read_text())
     got = {(r["name"], r["metric"]): r["value"] for r in doc["results"]}
+    learn = [r for r in doc["results"] if r["group"] == "learn"]  # the report's comparison, in results.json
+    assert {(r["name"], r["metric"]) for r in learn} == {
+        (f"learn tiny 8 steps: {e}", m)
+        for e in ("pretrained", "untrained", "pca50")
+        for m in ("linear", "knn", "mixing")
+    }
+    assert all(0 <= r["value"] <= 1 for r in learn if r["metric"] != "mixing")
+    assert learn[0]["config"]["held_out_donors"] >= 1 and learn[0]["config"]["label"] == "cell_type"
+    pca = got[("learn tiny 8 steps: pca50", "linear")]
+    derived = {d["what"]: d for d in doc["derived"]}
+    ratio = derived["learn tiny 8 steps: linear probe on held-out donors, pretrained / PCA-50 of log1p-CP10k"]
+    assert ratio["value"] == pytest.approx(got[("learn tiny 8 steps: pretrained", "linear")] / pca)
+    assert ratio["met"] == (ratio["value"] > 1)
     for strategy in ("auto", "ddp", "deepspeed_stage_2"):
         procs = 1 if strategy == "auto" else 2
         assert got[(f"train tiny, {procs} proc, {strategy}", "cells_per_sec")] > 0
@@ -191,3 +204,32 @@ def test_a_large_index_over_one_data_shard_reads_as_a_set(zarr_set, tmp_path):
         tmp_path / "index", batch_size=16, context_length=64, weighting={"column": "cell_type"}
     )
     assert len(weighted) == n // 16 and weighted.cells.label_counts[0].n_shards == 50  # the copies' label counts
+
+
+def test_atlas_headroom(tmp_path):
+    """The calibration check draws the atlas as ``ingest synth`` would and scores PCA-k against a
+    supervised readout of every gene, on one donor split; a typo in an override is one clear line."""
+    from benchmarks import atlas_headroom
+
+    args = ["--cells", "800", "--genes", "600", "--label", "cell_type", "--set", "latent_sd=0.25"]
+    assert atlas_headroom.main([*args, "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    got = {r["metric"]: r["value"] for r in doc["results"] if r["name"] == "atlas cell_type"}
+    assert set(got) == {
+        "genes_per_cell",
+        "classes",
+        "pca10",
+        "pca20",
+        "pca50",
+        "pca50_knn",
+        "pca100",
+        "all_genes",
+        "latent",
+    }
+    assert got["classes"] == 12 and all(0 < got[k] <= 1 for k in ("pca10", "pca50", "all_genes"))
+    assert got["pca50"] > 1.5 / got["classes"]  # the types are there to be found
+    assert got["latent"] >= got["pca50"]  # counting noise and batch effects only lose information
+    (ratio,) = doc["derived"]
+    assert ratio["value"] == pytest.approx(got["pca50"] / got["all_genes"])
+    with pytest.raises(SystemExit, match="latent_sdd"):
+        atlas_headroom.main(["--set", "latent_sdd=1", "--out", str(tmp_path)])
