@@ -55,6 +55,61 @@ def test_flop_formula_matches_flop_counter():
     assert counter.get_total_flops() == pytest.approx(expected, rel=0.01)
 
 
+@pytest.mark.parametrize("cell_head", [False, True])
+def test_flop_formula_matches_flop_counter_with_cell_head(cell_head):
+    cfg = EncoderConfig(vocab_size=300, d_model=32, n_layers=2, n_heads=4, max_positions=64, cell_head=cell_head)
+    model = CellEncoder(cfg)
+    ids, mask, labels = _batch(b=3, n=24, vocab=300)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        out = model(ids, mask, labels)
+        loss = torch.nn.functional.cross_entropy(out[0], labels[labels >= 0])
+        (loss + out[2].sum() if cell_head else loss).backward()
+    assert len(out) == (3 if cell_head else 2)
+    expected = train_flops(cfg, 3, 24, int((labels >= 0).sum()))
+    assert counter.get_total_flops() == pytest.approx(expected, rel=0.01)
+
+
+def test_cell_objective_scores_each_cells_own_genes():
+    """``cell_gene_nll``: per cell, the mean -log p of its genes (masked ones by their label), over gene
+    positions only (not <cls>, <eos> or pads), checked against a loop; ``mean_pool`` skips the same."""
+    from training.model.encoder import cell_gene_nll, gene_positions, mean_pool
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.tensor([[2, 10, 11, 1, 3, 0], [2, 12, 1, 13, 14, 3]])  # <cls> genes (<mask>=1) <eos> <pad>
+    mask = ids != 0
+    labels = torch.full_like(ids, -100)
+    labels[0, 3], labels[1, 2] = 15, 16
+    logits = torch.randn(2, 20, generator=g)
+    logp = torch.log_softmax(logits, -1)
+    expect = torch.stack([-(logp[0, [10, 11, 15]]).mean(), -(logp[1, [12, 16, 13, 14]]).mean()])
+    assert torch.allclose(cell_gene_nll(logits, ids, mask, labels), expect)
+    assert gene_positions(mask).sum(1).tolist() == [3, 4]
+    hidden = torch.randn(2, 6, 4, generator=g)
+    assert torch.allclose(mean_pool(hidden, mask)[0], hidden[0, 1:4].mean(0))
+    assert torch.allclose(mean_pool(hidden, mask)[1], hidden[1, 1:5].mean(0))
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_cell_objective_trains_the_pooled_embedding():
+    """With ``model.cell_loss_weight`` the loss has a cell term whose gradient reaches the cell head and
+    the gene embedding; a negative weight is refused with the option's name."""
+    from training.fit.module import CellshardModule
+
+    with pytest.raises(ConfigError, match=r"model.cell_loss_weight"):
+        CellshardModule(vocab_size=40, d_model=16, n_layers=1, n_heads=2, max_positions=24, cell_loss_weight=-1.0)
+    m = CellshardModule(vocab_size=40, d_model=16, n_layers=1, n_heads=2, max_positions=24, cell_loss_weight=2.0)
+    ids, mask, labels = _batch(b=4, n=24, vocab=40)
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels, "loss_weight": torch.ones(4)}
+    num, cell, stats = m._sums(batch)
+    assert cell.item() > 0 and stats[4].item() == 4.0 and stats[3].item() == pytest.approx(cell.item())
+    loss = m.training_step(batch, 0)
+    assert loss.item() == pytest.approx((num / stats[1] + 2.0 * cell / 4).item(), rel=1e-5)
+    loss.backward()
+    assert m.model.cell_transform.weight.grad.abs().sum() > 0 and m.model.cell_bias.grad.abs().sum() > 0
+    off = CellshardModule(vocab_size=40, d_model=16, n_layers=1, n_heads=2, max_positions=24)
+    assert not hasattr(off.model, "cell_transform") and off._sums(batch)[2][4].item() == 0.0
+
+
 def test_padding_does_not_change_real_positions():
     cfg = EncoderConfig(vocab_size=50, d_model=16, n_layers=2, n_heads=2, max_positions=40)
     model = CellEncoder(cfg).eval()

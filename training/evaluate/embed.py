@@ -17,6 +17,7 @@ from shards import Collator
 from shards.loading.readers import ShardSetReader
 
 from ..model import CellEncoder
+from ..model.encoder import mean_pool
 
 __all__ = ["DEFAULT_POOLING", "cell_batches", "embed_cells", "pool"]
 
@@ -47,12 +48,7 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.
         return hidden[:, 0]
     if how != "mean":
         raise ValueError(f"pooling {how!r}: use cls or mean")
-    keep = attention_mask.clone()
-    keep[:, 0] = False  # <cls>
-    lengths = attention_mask.sum(1)
-    keep[torch.arange(len(keep)), lengths - 1] = False  # <eos>
-    w = keep.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * w).sum(1) / w.sum(1).clamp_min(1.0)
+    return mean_pool(hidden, attention_mask)
 
 
 @torch.no_grad()

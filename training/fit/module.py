@@ -55,6 +55,7 @@ class CellshardModule(pl.LightningModule):
         position_mode: str = "interpolate",
         compile: bool = False,
         vocab_sha256: str | None = None,
+        cell_loss_weight: float = 0.0,
     ) -> None:
         """
         Args:
@@ -75,11 +76,17 @@ class CellshardModule(pl.LightningModule):
             position_mode: ``interpolate`` or ``extend`` when the context length changes on resume.
             compile: wrap the encoder with ``torch.compile``.
             vocab_sha256: the vocabulary's hash; linked from the shard set, checked on resume.
+            cell_loss_weight: weight of the cell objective beside masked gene modelling (0 = off): the
+                mean-pooled cell embedding predicts the cell's genes through a head tied to the gene
+                embedding (scGPT's MVC idea for rank-value inputs). It trains the embedding that
+                ``training report`` probes; without it only the masked positions are trained.
         """
         super().__init__()
         self.save_hyperparameters()
         if vocab_size < 1:
             raise ConfigError("model.vocab_size is not set: it comes from the shard set (data.path)")
+        if not (cell_loss_weight >= 0.0 and math.isfinite(cell_loss_weight)):
+            raise ConfigError(f"model.cell_loss_weight={cell_loss_weight}: use a finite weight >= 0 (0 = off)")
         if position_mode not in ("interpolate", "extend"):
             raise ConfigError(f"model.position_mode={position_mode!r}: use interpolate or extend")
         self.optimizer_cfg = optimizer or OptimizerConfig()
@@ -94,11 +101,12 @@ class CellshardModule(pl.LightningModule):
                 max_positions=max_positions,
                 value_bins=value_bins,
                 dropout=dropout,
+                cell_head=cell_loss_weight > 0,
             )
             self.model = CellEncoder(self.cfg)
         except ValueError as exc:
             raise ConfigError(f"model: {exc}") from None
-        self._val_sums = torch.zeros(3, dtype=torch.float64)
+        self._val_sums = torch.zeros(5, dtype=torch.float64)
         self._rng_to_restore: Any = None
         self._resumed = False
         self.last_metrics: dict[str, Any] = {}
@@ -138,22 +146,30 @@ class CellshardModule(pl.LightningModule):
         return collate(batch)
 
     # -- steps -------------------------------------------------------------------------------------
-    def _sums(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weighted loss sum with grad, [loss sum, weight sum, weighted correct] detached)."""
-        logits, rows = self.model(batch["input_ids"], batch["attention_mask"], batch["labels"], batch.get("values"))
+    def _sums(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(weighted token loss sum and weighted cell loss sum, with grad; [token loss sum, token weight
+        sum, weighted correct, cell loss sum, cell weight sum] detached)."""
+        out = self.model(batch["input_ids"], batch["attention_mask"], batch["labels"], batch.get("values"))
+        logits, rows = out[0], out[1]
         labels = batch["labels"]
         target = labels[labels >= 0]
         w = batch["loss_weight"][rows].float()
         ce = F.cross_entropy(logits.float(), target, reduction="none")
         num = (ce * w).sum()
         correct = ((logits.argmax(-1) == target).float() * w).sum()
-        return num, torch.stack([num.detach(), w.sum(), correct.detach()]).double()
+        if len(out) > 2:  # the cell objective: one term per cell, weighted like its tokens
+            cw = batch["loss_weight"].float()
+            cell, cell_w = (out[2] * cw).sum(), cw.sum()
+        else:
+            cell = cell_w = torch.zeros((), device=num.device)
+        stats = torch.stack([num.detach(), w.sum(), correct.detach(), cell.detach(), cell_w])
+        return num, cell, stats.double()
 
     def _world(self) -> int:
         return self.trainer.world_size if self._trainer is not None else 1
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        num, sums = self._sums(batch)
+        num, cell, sums = self._sums(batch)
         world = self._world()
         if world > 1:  # the global token weight; also makes the logged figures global
             sums = sums.clone()
@@ -166,16 +182,20 @@ class CellshardModule(pl.LightningModule):
             "train/perplexity": torch.exp(mean.clamp_max(50.0)),
             "train/masked_accuracy": sums[2] / sums[1].clamp_min(1.0),
         }
+        weight = self.hparams.cell_loss_weight
+        if weight > 0:
+            loss = loss + weight * cell * world / sums[4].clamp_min(1.0).to(cell.dtype)
+            metrics["train/cell_loss"] = sums[3] / sums[4].clamp_min(1.0)
         self.log_dict(metrics, prog_bar=False, on_step=True, on_epoch=False, rank_zero_only=True)
         self.log("loss", mean, prog_bar=True, on_step=True, on_epoch=False, logger=False, rank_zero_only=True)
         self.last_metrics = metrics
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        self._val_sums = torch.zeros(5, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        _, sums = self._sums(batch)
+        _, _, sums = self._sums(batch)
         self._val_sums += sums.to(self._val_sums.device)
 
     def on_validation_epoch_end(self) -> None:
@@ -190,6 +210,8 @@ class CellshardModule(pl.LightningModule):
             "val/perplexity": math.exp(min(loss, 50.0)),
             "val/masked_accuracy": (sums[2] / sums[1]).item(),
         }
+        if sums[4] > 0:
+            metrics["val/cell_loss"] = (sums[3] / sums[4]).item()
         self.log_dict(metrics, prog_bar=True, sync_dist=False)  # already global on every rank
         self.last_metrics = {**self.last_metrics, **metrics}
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CellEncoder", "EncoderConfig", "extend_positions"]
+__all__ = ["CellEncoder", "EncoderConfig", "cell_gene_nll", "extend_positions", "gene_positions", "mean_pool"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class EncoderConfig:
     value_bins: int = 0  # > 0: add a value-bin embedding (scGPT-style inputs)
     dropout: float = 0.0
     norm_eps: float = 1e-5
+    cell_head: bool = False  # a head that predicts the cell's genes from its mean-pooled embedding
 
     @property
     def ffn(self) -> int:
@@ -72,6 +73,10 @@ class CellEncoder(nn.Module):
         self.head_transform = nn.Linear(cfg.d_model, cfg.d_model)
         self.head_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.head_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        if cfg.cell_head:
+            self.cell_transform = nn.Linear(cfg.d_model, cfg.d_model)
+            self.cell_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+            self.cell_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -107,17 +112,52 @@ class CellEncoder(nn.Module):
         h = self.head_norm(F.gelu(self.head_transform(hidden)))
         return F.linear(h, self.genes.weight, self.head_bias)
 
+    def cell_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits of mean-pooled cell embeddings (the cell head, tied to the gene embedding)."""
+        h = self.cell_norm(F.gelu(self.cell_transform(pooled)))
+        return F.linear(h, self.genes.weight, self.cell_bias)
+
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         labels: torch.Tensor,
         values: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits at the masked positions, the row of each) — the head runs only where labels are set."""
+    ) -> tuple[torch.Tensor, ...]:
+        """(logits at the masked positions, the row of each) — the head runs only where labels are set —
+        and, with the cell head, each cell's mean log-likelihood of its own genes (``cell_gene_nll``)."""
         hidden = self.encode(input_ids, attention_mask, values)
         where = labels >= 0
-        return self.logits(hidden[where]), where.nonzero()[:, 0]
+        out = (self.logits(hidden[where]), where.nonzero()[:, 0])
+        if not self.cfg.cell_head:
+            return out
+        cell = self.cell_logits(mean_pool(hidden, attention_mask))
+        return (*out, cell_gene_nll(cell, input_ids, attention_mask, labels))
+
+
+def gene_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """The positions that hold genes: not pads, not ``<cls>`` (first), not ``<eos>`` (last)."""
+    keep = attention_mask.clone()
+    keep[:, 0] = False
+    keep[torch.arange(len(keep), device=keep.device), attention_mask.sum(1) - 1] = False
+    return keep
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The cell embedding: the mean of the hidden states over gene positions."""
+    w = gene_positions(attention_mask).unsqueeze(-1).to(hidden.dtype)
+    return (hidden * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+
+def cell_gene_nll(
+    logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Per cell, the mean negative log-likelihood of its genes (masked ones included, by their label)
+    under the softmax of its cell logits: the embedding must say which genes the cell expresses most."""
+    genes = torch.where(labels >= 0, labels, input_ids)
+    keep = gene_positions(attention_mask).float()
+    logp = F.log_softmax(logits.float(), dim=-1).gather(1, genes)
+    return -(logp * keep).sum(1) / keep.sum(1).clamp_min(1.0)
 
 
 def extend_positions(weight: torch.Tensor, n: int, mode: str = "interpolate") -> torch.Tensor:

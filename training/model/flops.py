@@ -3,8 +3,8 @@
 The formula counts the matmuls (the FLOPs ``torch.utils.flop_counter.FlopCounterMode`` counts too;
 a test checks the two agree): per layer and token ``2·(4d² + 2·d·d_ff)`` for the projections and
 ``4·n·d`` for attention scores and values over a padded length ``n``; the tied head ``2·d² + 2·d·V``
-per masked token. Backward costs twice the forward. Elementwise work (norms, GELU, softmax) is left
-out, as is usual for MFU.
+per masked token, and with the cell head the same once per sequence. Backward costs twice the forward.
+Elementwise work (norms, GELU, softmax) is left out, as is usual for MFU.
 
 Peak table: dense (not 2:4-sparse) tensor-core figures from NVIDIA's datasheets. Lightning's table
 (``lightning.fabric.utilities.throughput``) mixes in sparse figures for some parts (H200, H100 NVL),
@@ -32,7 +32,7 @@ def train_flops(cfg: EncoderConfig, batch: int, length: int, masked: int) -> flo
     masked tokens in all."""
     d, f, tokens = cfg.d_model, cfg.ffn, batch * length
     layer = tokens * 2 * (4 * d * d + 2 * d * f) + 4 * batch * length * length * d
-    head = masked * (2 * d * d + 2 * d * cfg.vocab_size)
+    head = (masked + (batch if cfg.cell_head else 0)) * (2 * d * d + 2 * d * cfg.vocab_size)
     return 3.0 * (cfg.n_layers * layer + head)
 
 
