@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         "--learn-steps",
         type=int,
         default=1500,
-        help="steps of the tiny run whose embedding is compared with PCA-50 and an untrained encoder (0: none)",
+        help="steps of the demo recipe's run whose embedding is compared with PCA-50 and an untrained encoder "
+        "(0: none)",
     )
     tr.add_argument("--out", type=Path, required=True)
     rn = sub.add_parser("run", help="the whole suite in one run: results.json, REPORT.md, plots")

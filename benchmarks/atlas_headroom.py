@@ -7,8 +7,10 @@ probe as every report): PCA-k for several k, and a supervised logistic regressio
 standardised log1p-CP10k (fitted on the training donors: what a linear readout of *all* the data gets),
 and the same readout of each cell's latent module activities (``latent``: the generator's own state,
 before counting noise, ambient RNA and batch effects; an upper bound no embedding of counts reaches).
-When PCA-50 is at or above the supervised readout of the counts, the atlas leaves no room that a linear
-readout of the data can show, whatever the model.
+The target is room: PCA-50 below 0.9 of the latent ceiling (what a perfect reading of the cells'
+state would give). When PCA-50 is at or above the supervised readout of the counts as well, the atlas is
+PCA's own model and no embedding can beat PCA-50 by a clear margin on it, whatever the recipe (the
+calibration before 2026-12-05 was such an atlas).
 
 ``python -m benchmarks.atlas_headroom --out DIR [--cells 3000 --genes 8000 --label cell_type
 --set latent_sd=0.25 ...]``
@@ -101,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = {"label": label, "cells": args.cells, "genes": args.genes, "overrides": args.set}
         for metric, value in h.items():
             results.append(Result("headroom", f"atlas {label}", metric, value, "share", cfg))
-        derived.append((f"{label}: PCA-50 / supervised readout of all genes", h["pca50"] / h["all_genes"], "< 0.9"))
+        # room for an embedding to beat PCA-50: PCA-50 well below what the latent state allows
+        derived.append((f"{label}: PCA-50 / latent ceiling", h["pca50"] / h["latent"], "< 0.9"))
+        derived.append((f"{label}: PCA-50 / supervised readout of all genes", h["pca50"] / h["all_genes"], ""))
         print(f"{label}: " + ", ".join(f"{k} {v:.3f}" for k, v in h.items()), flush=True)
     command = "python -m benchmarks.atlas_headroom " + shlex.join(sys.argv[1:] if argv is None else argv)
     write_report(args.out, results, command, derived)

@@ -5,11 +5,11 @@ process, two DDP processes (torchrun) and DeepSpeed ZeRO-2 on two processes; cel
 are the ThroughputMonitor's figures (``history.csv``) after the first logging window. geneformer-10m
 runs at its real context (2,048) with a small batch: on CPU a step takes seconds.
 
-(b) Whether pretraining learns: ``tiny`` (the shipped recipe) pretrained for ``learn_steps`` steps, then
-``training.evaluate.evidence`` on the set's val cells: linear-probe and kNN accuracy and donor mixing of its
-embedding, of an untrained encoder of the same shape and of PCA-50 of log1p-CP10k, split by donor (the
-figures ``training report`` prints). Needs a val split with the label and ``donor_id`` columns; a set
-without them gets one line on stderr and no such figures.
+(b) Whether pretraining learns: ``demo`` (the shipped CPU recipe, ``configs/train/demo.yaml``) pretrained
+for ``learn_steps`` steps, then ``training.evaluate.evidence`` on the set's val cells: linear-probe and kNN
+accuracy and donor mixing of its embedding, of an untrained encoder of the same shape and of PCA-50 of
+log1p-CP10k, split by donor (the figures ``training report`` prints). Needs a val split with the label and
+``donor_id`` columns; a set without them gets one line on stderr and no such figures.
 
 (c) The loader against a simulated GPU: the real ``CellDataLoader`` feeds a GPU timeline whose steps
 take what an H100 (989 dense bf16 TFLOP/s) would need at 40% MFU for geneformer-10m and geneformer-106m
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 H100 = PEAK_TFLOPS["h100 sxm"]["bf16"] * 1e12
 MFU = 0.40
 MODELS = {  # architecture, per-GPU batch and context of the configs in configs/train/
-    "geneformer-10m": (dict(d_model=256, n_layers=6, n_heads=4, d_ff=512), 12, 2048),
+    "geneformer-10m": (dict(d_model=256, n_layers=6, n_heads=4, d_ff=512, cell_head=True), 12, 2048),
     "geneformer-106m": (dict(d_model=768, n_layers=12, n_heads=12, d_ff=3072), 8, 4096),
 }
 
@@ -112,7 +112,8 @@ EVIDENCE = ("pretrained", "untrained", "pca50")
 
 
 def _learn(data: Path, out: Path, steps: int, label: str = "cell_type") -> dict | None:
-    """``evidence`` of ``tiny`` pretrained ``steps`` steps on ``data`` (None, said on stderr, without labels)."""
+    """``evidence`` of the ``demo`` recipe pretrained ``steps`` steps on ``data`` (None, said on stderr,
+    without labels)."""
     from shards import ShardError
     from shards.loading.readers import ShardSetReader
     from training.evaluate.evidence import evidence
@@ -126,7 +127,7 @@ def _learn(data: Path, out: Path, steps: int, label: str = "cell_type") -> dict 
     if missing:
         print(f"benchmarks train: no learning evidence: {data} stores no {', '.join(missing)}", file=sys.stderr)
         return None
-    r = _fit(data, out, "tiny", 1, "auto", steps, [])
+    r = _fit(data, out, "demo", 1, "auto", steps, [])
     return {**evidence(out / "checkpoints" / "last.ckpt", str(data), "val", label), "wall_s": r["wall_s"]}
 
 
@@ -195,10 +196,10 @@ def run(
             ev = _learn(data, Path(tmp) / "run", learn_steps)
         if ev is not None:
             cfg = {k: ev[k] for k in ("label", "pooling", "cells", "donors", "held_out_donors", "held_out_cells")}
-            cfg |= {"model": "tiny", "steps": learn_steps, "wall_s": round(ev["wall_s"], 1)}
+            cfg |= {"model": "demo", "steps": learn_steps, "wall_s": round(ev["wall_s"], 1)}
             for emb in EVIDENCE:
                 for metric in ("linear", "knn", "mixing"):
-                    name = f"learn tiny {learn_steps} steps: {emb}"
+                    name = f"learn demo {learn_steps} steps: {emb}"
                     results.append(Result("learn", name, metric, ev[emb][metric], "share", cfg))
     runs = [
         ("tiny", 1, "auto", steps, []),

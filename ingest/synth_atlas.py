@@ -5,8 +5,11 @@ The ``basic`` profile gives each cell type strong private up/down genes: an untr
 separates them. Here the structure is that of a real atlas, and so are the nuisances:
 
 - **A hierarchy of identities**: lineage → type → state. Each level switches on gene *modules* (sets of
-  co-regulated genes with their own loadings), the lineage strongly, the type moderately and the state
-  weakly (``cell_state`` is a label too, finer and harder than ``cell_type``).
+  co-regulated genes with their own loadings): a lineage 3 large ones, a type 2 smaller ones as strongly
+  (marker sets of tens of genes), a state 1 weakly (``cell_state`` is a label too, finer and harder than
+  ``cell_type``). 48 types by default: more type directions than 50 principal components hold beside
+  lineage, state and batch, as in a real atlas (the argument from real data, with measured marker
+  strengths: benchmarks/results/2026-12-05-atlas-recipe/README.md).
 - **Gene-gene covariance**: every cell also has continuous activities on every module (a latent factor
   model: programmes that vary within a type, e.g. cycling or stress), so genes co-vary in blocks.
 - **Batch effects stronger than some type differences**: each dataset scales a large share of genes
@@ -30,7 +33,53 @@ import pandas as pd
 
 __all__ = ["ATLAS", "AtlasParams", "atlas_cells", "atlas_world"]
 
-_LINEAGES = ("lymphoid", "myeloid", "stromal", "epithelial", "neural", "erythroid")
+#: lineage → its types (Cell Ontology names); a lineage past the table, or a type past its row, is numbered
+_TYPES = {
+    "lymphoid": ("T cell", "B cell", "natural killer cell", "plasma cell", "innate lymphoid cell", "regulatory T cell"),
+    "myeloid": (
+        "classical monocyte",
+        "non-classical monocyte",
+        "macrophage",
+        "conventional dendritic cell",
+        "plasmacytoid dendritic cell",
+        "neutrophil",
+    ),
+    "stromal": ("fibroblast", "myofibroblast cell", "pericyte", "smooth muscle cell", "mesothelial cell", "adipocyte"),
+    "epithelial": ("keratinocyte", "hepatocyte", "basal cell", "ciliated cell", "goblet cell", "ionocyte"),
+    "neural": (
+        "neuron",
+        "astrocyte",
+        "oligodendrocyte",
+        "oligodendrocyte precursor cell",
+        "ependymal cell",
+        "Schwann cell",
+    ),
+    "erythroid": (
+        "erythrocyte",
+        "erythroblast",
+        "megakaryocyte",
+        "hematopoietic stem cell",
+        "common myeloid progenitor",
+        "mast cell",
+    ),
+    "endothelial": (
+        "endothelial cell of artery",
+        "vein endothelial cell",
+        "capillary endothelial cell",
+        "endothelial cell of lymphatic vessel",
+        "endocardial cell",
+        "endothelial tip cell",
+    ),
+    "muscle": (
+        "cardiac muscle cell",
+        "skeletal muscle fiber",
+        "skeletal muscle satellite cell",
+        "myoblast",
+        "fast muscle cell",
+        "slow muscle cell",
+    ),
+}
+_LINEAGES = tuple(_TYPES)
 _STATES = ("resting", "activated", "cycling", "stressed")
 
 
@@ -38,15 +87,15 @@ _STATES = ("resting", "activated", "cycling", "stressed")
 class AtlasParams:
     """The generative parameters (log scale unless said)."""
 
-    lineages: int = 4
-    types_per_lineage: int = 3
+    lineages: int = 8
+    types_per_lineage: int = 6
     states_per_type: int = 3
-    modules: int = 80  #: gene modules (co-regulated sets)
-    module_genes: tuple[int, int] = (30, 90)  #: genes per module (uniform range)
+    modules: int = 240  #: gene modules (co-regulated sets)
+    module_genes: tuple[int, int] = (15, 40)  #: genes per module (uniform range)
     lineage_modules: int = 3  #: modules a lineage switches on ...
     lineage_effect: float = 1.5  #: ... with this mean activation
     type_modules: int = 2
-    type_effect: float = 1.0
+    type_effect: float = 1.5
     state_modules: int = 1
     state_effect: float = 0.6
     latent_sd: float = 0.45  #: per-cell continuous activity on every module (covariance within a type)
@@ -67,11 +116,14 @@ ATLAS = AtlasParams()
 
 
 def _type_names(params: AtlasParams) -> tuple[list[str], list[str]]:
-    from .synth import _CELL_TYPES
-
-    n = params.lineages * params.types_per_lineage
-    names = [_CELL_TYPES[i] if i < len(_CELL_TYPES) else f"cell type {i}" for i in range(n)]
-    lineage = [_LINEAGES[i // params.types_per_lineage % len(_LINEAGES)] for i in range(n)]
+    """(type name, lineage name) of every type, lineage by lineage: names are unique."""
+    names, lineage = [], []
+    for lin in range(params.lineages):
+        lname = _LINEAGES[lin] if lin < len(_LINEAGES) else f"lineage {lin}"
+        row = _TYPES.get(lname, ())
+        for t in range(params.types_per_lineage):
+            names.append(row[t] if t < len(row) else f"{lname} type {t}")
+            lineage.append(lname)
     return names, lineage
 
 

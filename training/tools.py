@@ -19,6 +19,7 @@ from shards.errors import ShardError
 from .embedding import embed, embed_h5ad
 from .errors import ConfigError
 from .evaluate.embed import DEFAULT_POOLING
+from .evaluate.report import DEMO_MARGIN, baseline_shortfall, format_report, run_report
 from .export import export_checkpoint
 
 __all__ = ["main"]
@@ -76,6 +77,17 @@ def _parser() -> ArgumentParser:
     r.add_argument(
         "--reference", type=str, default=None, help="another run (e.g. uninterrupted): compare per-step train losses"
     )
+    r.add_argument(
+        "--must-beat-baselines",
+        type=float,
+        nargs="?",
+        const=DEMO_MARGIN,
+        default=None,
+        metavar="MARGIN",
+        help="exit 1 unless the pretrained embedding's held-out-donor linear probe is above both PCA-50's and the "
+        f"untrained encoder's by MARGIN (accuracy, 0-1; alone: {DEMO_MARGIN}, from the demo's measured run-to-run "
+        "spread)",
+    )
     sub.add_subcommand("embed", e, help="cell embeddings -> h5ad")
     sub.add_subcommand("report", r, help="summary of a run against baselines")
     sub.add_subcommand("export", x, help="checkpoint -> plain state dict")
@@ -86,10 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     try:
         if ns.command == "report":
-            from .evaluate.report import format_report, run_report
-
             r = ns.report
-            print(format_report(run_report(r.run, r.embeddings, r.label, r.reference)))
+            summary = run_report(r.run, r.embeddings, r.label, r.reference)
+            print(format_report(summary))
+            if r.must_beat_baselines is not None:
+                short = baseline_shortfall(summary.get("comparison"), r.must_beat_baselines)
+                if short:
+                    print(f"error: --must-beat-baselines {r.must_beat_baselines}: {short}", file=sys.stderr)
+                    return 1
         elif ns.command == "export":
             print(export_checkpoint(ns.export.ckpt, ns.export.out, ns.export.data))
         else:

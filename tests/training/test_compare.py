@@ -50,3 +50,18 @@ def test_pca_is_of_log1p_counts_per_10k():
     lib = dense.sum(1, keepdims=True)
     want = PCA(5, svd_solver="arpack", random_state=0).fit_transform(np.log1p(dense * 1e4 / np.maximum(lib, 1)))
     np.testing.assert_allclose(np.abs(got), np.abs(want), rtol=1e-3, atol=1e-3)  # up to each component's sign
+
+
+def test_the_demo_gate_names_the_baseline_it_misses():
+    """``report --must-beat-baselines``: passes only when the pretrained linear probe is above both
+    baselines by the margin; otherwise one line naming the stronger baseline and the gap."""
+    from training.evaluate.report import baseline_shortfall
+
+    def comparison(pretrained, untrained, pca):
+        return {k: {"linear": v} for k, v in (("pretrained", pretrained), ("untrained", untrained), ("pca50", pca))}
+
+    assert baseline_shortfall(comparison(0.70, 0.30, 0.60), 0.05) is None
+    short = baseline_shortfall(comparison(0.62, 0.30, 0.60), 0.05)
+    assert "PCA-50" in short and "+2.0 points" in short and "5.0 required" in short
+    assert "untrained encoder" in baseline_shortfall(comparison(0.50, 0.55, 0.40), 0.0)
+    assert "no comparison" in baseline_shortfall(None, 0.0)

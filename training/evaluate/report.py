@@ -24,7 +24,11 @@ from ..errors import ConfigError
 from .baseline import frequency_baseline
 from .probe import linear_probe
 
-__all__ = ["run_report"]
+__all__ = ["DEMO_MARGIN", "baseline_shortfall", "run_report"]
+
+#: how far above both baselines ``make demo``'s pretrained embedding must score (linear probe accuracy on
+#: held-out donors): the demo recipe's measured run-to-run spread (benchmarks/results/2026-12-05-atlas-recipe)
+DEMO_MARGIN = 0.02
 
 
 def _last(history: pd.DataFrame, column: str) -> float | None:
@@ -202,6 +206,22 @@ def comparison_lines(c: dict[str, Any] | None) -> list[str]:
     verdict = "beats" if c["pretrained"]["linear"] > best else "does NOT beat"
     lines.append(f"    the pretrained embedding {verdict} both baselines (linear probe)")
     return lines
+
+
+def baseline_shortfall(c: dict[str, Any] | None, margin: float) -> str | None:
+    """Why the pretrained embedding does not beat both baselines by ``margin`` (None when it does)."""
+    if not c:
+        return "no comparison was computed (it needs a val split with the label and donor_id columns; see notes)"
+    best = max(("pca50", "untrained"), key=lambda k: c[k]["linear"])
+    gap = c["pretrained"]["linear"] - c[best]["linear"]
+    if gap >= margin:
+        return None
+    name = {"pca50": "PCA-50", "untrained": "the untrained encoder"}[best]
+    return (
+        f"the pretrained embedding's linear probe ({100 * c['pretrained']['linear']:.1f}%) is {100 * gap:+.1f} points "
+        f"from {name}'s ({100 * c[best]['linear']:.1f}%), short of the {100 * margin:.1f} required: train longer "
+        "or check the recipe"
+    )
 
 
 def _reference_lines(c: dict[str, Any] | None) -> list[str]:
