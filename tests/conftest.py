@@ -23,15 +23,6 @@ from ingest import BuildOptions, SynthSpec, build, synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: the suite's longest file (a real 1,500-step pretraining, minutes): collected first, so that on two pytest
-#: workers (``--dist loadfile`` hands out files in collection order) the rest of the suite runs beside it
-#: rather than after it
-FIRST = "tests/training/test_learning_demo.py"
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    items.sort(key=lambda item: not item.nodeid.startswith(FIRST))  # stable: the rest keep their order
-
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> list[Path]:
