@@ -57,8 +57,8 @@ def test_flop_formula_matches_flop_counter():
     assert counter.get_total_flops() == pytest.approx(expected, rel=0.01)
 
 
-@pytest.mark.parametrize("cell_head", [False, True])
-def test_flop_formula_matches_flop_counter_with_cell_head(cell_head):
+def test_flop_formula_matches_flop_counter_with_cell_head():
+    cell_head = True  # without it: test_flop_formula_matches_flop_counter
     cfg = EncoderConfig(vocab_size=300, d_model=32, n_layers=2, n_heads=4, max_positions=64, cell_head=cell_head)
     model = CellEncoder(cfg)
     ids, mask, labels = _batch(b=3, n=24, vocab=300)

@@ -125,7 +125,7 @@ class CellEncoder(nn.Module):
         values: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """(logits at the masked positions, the row of each) — the head runs only where labels are set —
-        and, with the cell head, each cell's mean log-likelihood of its own genes (``cell_gene_nll``)."""
+        and, with the cell head, each cell's mean negative log-likelihood of its own genes (``cell_gene_nll``)."""
         hidden = self.encode(input_ids, attention_mask, values)
         where = labels >= 0
         out = (self.logits(hidden[where]), where.nonzero()[:, 0])
