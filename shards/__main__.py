@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         from .loading.loader import CellDataLoader
 
         ds = ShardedCellDataset(ns.path, ns.split, LoaderConfig(**options))
+        ds.require_batches(ns.workers, 0, lambda name: "--" + name.replace("_", "-"))
         loader = CellDataLoader(ds, num_workers=ns.workers, persistent_workers=True)
         for epoch in range(ns.epochs):
             ds.set_epoch(epoch)

@@ -61,12 +61,12 @@ class Prepared:
 
 
 def check_columns(columns: list[str], available: list[str], label: str, split_by: str, val_fraction: float) -> None:
-    for col in columns:
-        if col not in available:
-            raise IngestError(f"{label}: --obs-columns {col!r} is not an obs column (columns: {', '.join(available)})")
     named = split_by not in ("cell", "dataset_id", "donor_id")  # not a default that may be absent when unused
     if (val_fraction > 0 or named) and split_by not in ("cell", "dataset_id") and split_by not in available:
         raise IngestError(
             f"{label}: --split-by {split_by} but obs has no {split_by} column (columns: {', '.join(available)}); "
             "name one of them, or use dataset_id or cell"
         )
+    for col in columns:
+        if col not in available:
+            raise IngestError(f"{label}: --obs-columns {col!r} is not an obs column (columns: {', '.join(available)})")

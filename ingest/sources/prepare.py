@@ -28,11 +28,20 @@ from .h5ad import H5adInput, H5adSpec, InputOptions, expand_inputs
 __all__ = ["prepare_source"]
 
 
+def with_split_column(columns: list[str], split_by: str, val_fraction: float) -> list[str]:
+    """The obs columns to store, with the split column added when the set is split by a column that the
+    record's metadata does not already carry: a report holds out the same groups (``--group-by``)."""
+    from shards.format.records import METADATA_COLUMNS
+
+    keep = val_fraction > 0 and split_by not in ("cell", *METADATA_COLUMNS) and split_by not in columns
+    return [*columns, split_by] if keep else columns
+
+
 def _prepare_h5ad(opts) -> Prepared:
     from shards.storage.atomic import sha256_file
 
     in_opts = InputOptions(opts.layer, opts.use_raw, opts.gene_id_column)
-    columns = list(opts.obs_columns or [])
+    columns = with_split_column(list(opts.obs_columns or []), opts.split_by, opts.val_fraction)
     inputs, keys = [], []
     for p in expand_inputs(opts.input):
         src = H5adInput(p, in_opts)
@@ -138,6 +147,7 @@ def _prepare_soma(opts, work_params: dict | None) -> Prepared:
             f"{label}: measurement {opts.measurement!r} has no X layer {opts.x_layer!r} (layers: {layers})"
         )
     columns = list(CENSUS_DEFAULT_OBS_COLUMNS if opts.obs_columns is None and census else opts.obs_columns or [])
+    columns = with_split_column(columns, opts.split_by, opts.val_fraction)
     obs_names = [c for c in exp.obs.schema.names if c != "soma_joinid"]
     check_columns(columns, obs_names, label, opts.split_by, opts.val_fraction)
     var = read_var(exp, opts.measurement, opts.var_filter, label)

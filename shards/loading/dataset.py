@@ -14,7 +14,7 @@ resumes. Options are a ``LoaderConfig``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,16 +92,30 @@ class ShardedCellDataset(IterableDataset):
         world_size: int | None = None,
         **options: Any,
     ) -> None:
-        self.config = cfg = _options(config, options)
+        self.config = _options(config, options)
         if (rank is None) != (world_size is None):
             raise ShardError("pass both rank and world_size, or neither (then they are detected)")
         single = isinstance(path, (str, Path))
         streams = [Stream(str(path))] if single else [Stream.parse(s, f"streams[{i}]") for i, s in enumerate(path)]
-        self.path = str(path) if single else ",".join(s.path for s in streams)
+        self._source: tuple[bool, list[Stream]] = (single, streams)
         self.split = split
+        self._rank = (rank, world_size) if rank is not None else None
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._batches = 0  # yielded in the current stage of the epoch by this process (worker)
+        self._stages: tuple[Stage, ...] = ()  # finished stages of the current epoch (elastic resume)
+        self._resume: Resume | None = None
+        self._transport: tuple[int, int] | None = None  # (loader token, slots per worker): see use_transport
+        self._open()
+
+    def _open(self) -> None:
+        """Open the shard set(s): manifests, vocabulary, cell offsets, labels, the collator. Done in the
+        constructor and again in each DataLoader worker (see ``__getstate__``)."""
+        cfg = self.config
+        single, streams = self._source
+        self.path = streams[0].path if single else ",".join(s.path for s in streams)
         self.reader = MultiReader(
             streams,
-            split,
+            self.split,
             vocab_join=cfg.vocab_join,
             cache_dir=cfg.cache_dir,
             cache_bytes=cfg.cache_bytes,
@@ -125,13 +139,7 @@ class ShardedCellDataset(IterableDataset):
         self._mix = mix_identity(self.reader, cfg, self.panels, bool(mixed))
         self.runs = RunReader(self.reader, cfg.on_error)
         self.obs = None if not cfg.obs_columns else self._obs_columns(cfg.obs_columns)
-        self._rank = (rank, world_size) if rank is not None else None
-        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
-        self._batches = 0  # yielded in the current stage of the epoch by this process (worker)
-        self._stages: tuple[Stage, ...] = ()  # finished stages of the current epoch (elastic resume)
-        self._resume: Resume | None = None
         self._cache: RepeatCache | None = None
-        self._transport: tuple[int, int] | None = None  # (loader token, slots per worker): see use_transport
         self._ring: SlotRing | None = None  # this worker's slots (made in the worker)
 
     def _obs_columns(self, names: list[str]) -> ObsColumns:
@@ -172,10 +180,21 @@ class ShardedCellDataset(IterableDataset):
         ``token`` (``CellDataLoader`` calls this; ``transport`` says why). The main process is unaffected."""
         self._transport = (token, slots)
 
+    #: what a DataLoader worker receives: where the set is and how to read it, the run's position in the
+    #: epoch and the epoch counter itself (a shared-memory tensor: ``set_epoch`` reaches persistent workers)
+    _PICKLED = ("config", "_source", "split", "_rank", "_epoch", "_batches", "_stages", "_resume", "_transport")
+
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_ring"] = None  # a worker makes its own
-        return state
+        """A small spec, not the opened set: each worker re-opens the set itself (vocabulary, offsets,
+        labels). ``multiprocessing`` writes a spawned worker's start-up data into a pipe before torch
+        watches the worker; data larger than the pipe's buffer (64 KB) would block that write for ever if
+        the worker died first. This stays ~2 KB whatever the vocabulary, so torch's own liveness check
+        reports a worker that dies while starting."""
+        return {k: self.__dict__[k] for k in self._PICKLED}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._open()
 
     # -- epoch and topology --------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -210,6 +229,28 @@ class ShardedCellDataset(IterableDataset):
             else:
                 total += slot_groups(codes, w.seq, w.slots, w.index, cfg.batch_size, cfg.remainder).n_batches
         return total
+
+    def require_batches(self, num_workers: int, epoch: int | None = None, spell: Callable[[str], str] = str) -> int:
+        """``batches_per_rank``, refusing a plan of none: a training loop over epochs of no batches never
+        reaches its step count (it would spin for ever). The error names the batch size, the cells each
+        rank and worker gets and what to change; ``spell`` writes an option's name as the caller's user
+        knows it (``data.batch_size``, ``--batch-size``)."""
+        n = self.batches_per_rank(num_workers, epoch)
+        if n > 0:
+            return n
+        cfg = self.config
+        cells = self.cells.plan(self.epoch if epoch is None else int(epoch)).n_cells
+        world = self.topology().world_size
+        workers = max(int(num_workers), 1)
+        per_worker = cells // world // workers
+        size = f"{spell('token_budget')}={cfg.token_budget}" if cfg.token_budget else ""
+        size = size or f"{spell('batch_size')}={cfg.batch_size}"
+        raise ShardError(
+            f"{size}: 0 batches per rank in split {self.split!r} of {self.path} ({cells:,} cells over {world} "
+            f"rank(s) x {workers} loader worker(s): about {per_worker:,} cells each, and "
+            f"{spell('remainder')}={cfg.remainder!r} drops a partial batch); use {spell('batch_size')} <= "
+            f"{max(per_worker, 1):,}, {spell('remainder')}=pad, or fewer ranks or workers"
+        )
 
     def __len__(self) -> int:
         """Batches per rank in the current epoch, as this process would iterate them (``batches_per_rank``;

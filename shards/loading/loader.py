@@ -24,7 +24,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from ..errors import ShardError
 from ..plan.state import LoaderState, Resume, Stage
 from .dataset import ShardedCellDataset
-from .startup import check_main_guard, watch_startup
+from .startup import check_main_guard, startup_error
 from .transport import BufferedBatch, materialize, new_token, release_token
 
 __all__ = ["CellDataLoader", "ResumeInfo"]
@@ -134,14 +134,22 @@ class CellDataLoader(StatefulDataLoader):
             self._consumed, self._stages = 0, ()
         self._pending = None
         self._epoch_seen = epoch
-        if self.num_workers and (self._iterator is None or not self.persistent_workers):  # workers start now
+        starting = bool(self.num_workers) and (self._iterator is None or not self.persistent_workers)
+        if starting:  # workers start now
             check_main_guard(self.num_workers, self.multiprocessing_context.get_start_method(), sys._getframe(1))
-            with watch_startup(self.num_workers):
-                batches = super().__iter__()
-        else:
-            batches = super().__iter__()
         try:
-            for batch in batches:
+            batches = None
+            while True:
+                try:
+                    batches = super().__iter__() if batches is None else batches
+                    batch = next(batches)
+                except StopIteration:
+                    return
+                except RuntimeError as exc:  # torch's liveness check: a worker exited before its first batch
+                    if starting and "exited unexpectedly" in str(exc):
+                        raise startup_error(self.num_workers, exc) from exc
+                    raise
+                starting = False
                 self._consumed += 1
                 yield materialize(batch) if isinstance(batch, BufferedBatch) else batch
         finally:

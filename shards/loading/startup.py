@@ -1,42 +1,32 @@
 """Worker start-up that fails loudly: a spawned DataLoader worker that cannot start makes the loader
-raise within a second, naming the cause, instead of hanging.
+raise, naming the cause, instead of hanging.
 
-Two ways a spawned worker dies before it works, both of which hung the main process for ever:
+Two ways a spawned worker dies before it works:
 
 - **The script has no ``if __name__ == "__main__":`` guard.** A spawned child re-runs the main module's
   top-level code, reaches the loader again and fails (``multiprocessing``'s "bootstrapping phase"
   error). ``check_main_guard`` sees this before any worker starts: the loader is being iterated from a
   line of the main module that no such guard encloses.
 - **Any death during start-up** (an import error in the main module, an OOM kill). ``multiprocessing``
-  writes a worker's start-up data (the pickled dataset, ~400 KB) into a pipe whose read end the parent
-  itself still holds, so once the child is gone the write blocks for ever, before torch's own
-  watchdog of dead workers is even set up. ``StartupWatch`` polls the children started meanwhile; when
-  one has exited it interrupts the main thread's blocked write with a signal whose handler raises.
+  writes a worker's start-up data into a pipe whose read end the parent itself still holds; data larger
+  than the pipe's buffer (64 KB) would block that write for ever once the child is gone, before torch
+  watches its workers. The dataset pickles as a small spec (``ShardedCellDataset.__getstate__``), so the
+  write completes and torch's own liveness check reports the dead worker within seconds;
+  ``startup_error`` turns its message into one that names the likely causes.
 """
 
 from __future__ import annotations
 
 import ast
-import contextlib
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from types import FrameType
 
-import psutil
-
 from ..errors import ShardError
 
-__all__ = ["WorkerStartupError", "check_main_guard", "watch_startup"]
-
-#: the signal that interrupts a blocked start (a real-time signal: no scheduler or library sends it)
-_SIGNAL = getattr(signal, "SIGRTMIN", None)
-_POLL_SECONDS = 0.1
-
+__all__ = ["WorkerStartupError", "check_main_guard", "startup_error"]
 
 class WorkerStartupError(ShardError):
     """A DataLoader worker process died while starting; the message names it and the likely cause."""
@@ -97,80 +87,12 @@ def check_main_guard(num_workers: int, context: str, frame: FrameType | None = N
     )
 
 
-class _Pending:
-    """The error the next delivery of ``_SIGNAL`` raises in the main thread (None: ignore it)."""
-
-    error: WorkerStartupError | None = None
-
-
-def _raise_pending(signum: int, frame: FrameType | None) -> None:
-    error, _Pending.error = _Pending.error, None
-    if error is not None:
-        raise error
-
-
-def _exit_reason(proc: psutil.Process) -> str:
-    try:
-        return f"pid {proc.pid}, status {proc.status()}"
-    except psutil.Error:
-        return f"pid {proc.pid}"
-
-
-@contextlib.contextmanager
-def watch_startup(num_workers: int) -> Iterator[None]:
-    """Run the block that starts DataLoader workers with a watchdog: a child started within it that
-    exits before the block ends makes the block raise ``WorkerStartupError`` (and every child it
-    started is killed). Active in the main thread on platforms with real-time signals; a no-op else."""
-    if _SIGNAL is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    if signal.getsignal(_SIGNAL) is not _raise_pending:
-        signal.signal(_SIGNAL, _raise_pending)
-    me = psutil.Process()
-    before = {c.pid for c in me.children()}
-    stop = threading.Event()
-    main_id = threading.main_thread().ident
-    dead: list[str] = []
-
-    def watch() -> None:
-        while not stop.wait(_POLL_SECONDS):
-            for child in me.children():
-                if child.pid in before:
-                    continue
-                try:
-                    gone = child.status() == psutil.STATUS_ZOMBIE
-                except psutil.NoSuchProcess:
-                    gone = True
-                if gone and not stop.is_set():
-                    dead.append(_exit_reason(child))
-                    _Pending.error = _error(num_workers, dead[0])
-                    signal.pthread_kill(main_id, _SIGNAL)
-                    return
-
-    thread = threading.Thread(target=watch, name="cellshard-worker-startup", daemon=True)
-    thread.start()
-    ok = False
-    try:
-        yield
-        ok = True
-    finally:
-        stop.set()
-        thread.join()
-        if not ok or dead:
-            for child in me.children():
-                if child.pid not in before:
-                    with contextlib.suppress(psutil.Error):
-                        child.kill()
-                        child.wait(timeout=5)
-    _Pending.error = None  # a signal sent as the block ended is ignored
-    if dead:
-        raise _error(num_workers, dead[0])
-
-
-def _error(num_workers: int, which: str) -> WorkerStartupError:
+def startup_error(num_workers: int, exc: BaseException) -> WorkerStartupError:
+    """The error of a worker that died before it served its first batch (torch's liveness check raised
+    ``exc``), with the likely causes."""
     return WorkerStartupError(
-        f"a DataLoader worker ({which}) died while starting, before it read its dataset (of "
-        f"num_workers={num_workers}); its own error is printed above. Common causes: the main script "
-        f're-runs the loader at import (put it under `if __name__ == "__main__":`), or an import that '
-        f"fails in a fresh process"
+        f"a DataLoader worker died while starting, before it served a batch (of num_workers={num_workers}): "
+        f"{str(exc).splitlines()[0]}; its own error is printed above. Common causes: the main script re-runs "
+        f'the loader at import (put it under `if __name__ == "__main__":`), or an import that fails in a '
+        f"fresh process"
     )

@@ -171,3 +171,32 @@ class StepFile(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
         if trainer.is_global_zero:
             Path(self.path).write_text(str(trainer.global_step))
+
+
+class PhaseFile(pl.Callback):
+    """Global rank 0 writes the phase it is in to ``path`` (a test waits on it to send a signal there):
+    ``setup``, ``sanity``, ``step N`` (after optimizer step N), ``val N`` (in a validation pass after step
+    N) and ``save N`` (inside a checkpoint write). In validation and checkpoint writes it then waits
+    ``pause`` seconds, so that the signal lands inside that phase, not after it."""
+
+    def __init__(self, path: str, pause: float = 1.0) -> None:
+        self.path, self.pause = path, pause
+
+    def _write(self, trainer: pl.Trainer, text: str, pause: bool = False) -> None:
+        if trainer.is_global_zero:
+            Path(self.path).write_text(text)
+            if pause:
+                time.sleep(self.pause)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._write(trainer, "setup")
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        where = "sanity" if trainer.sanity_checking else f"val {trainer.global_step}"
+        self._write(trainer, where, pause=batch_idx == 0)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
+        self._write(trainer, f"step {trainer.global_step}")
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        self._write(trainer, f"save {trainer.global_step}", pause=True)

@@ -3,6 +3,7 @@ on a scanpy-style file: build → fit → embeddings back into a copy of the use
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -70,6 +71,12 @@ def test_readme_quickstart_own_h5ad(tmp_path):
         assert noise not in proc.stdout + proc.stderr, noise
     # the bar counts steps toward max_steps, and names no epoch bound of a step-limited run
     assert "step 60/60" in proc.stdout + proc.stderr and "/-2" not in proc.stdout + proc.stderr
+    # the report compares with the standard baselines on held-out groups of the user's own split column
+    # (no donor_id in their file: ingest kept `sample`, the column they split by)
+    summary = json.loads((tmp_path / "my-run" / "summary.json").read_text())
+    c = summary["comparison"]
+    assert c is not None and c["group_by"] == "sample" and len(c["splits"]) == 5, summary["notes"]
+    assert {"pretrained", "pca50", "pca50_all", "untrained"} <= set(c) and "PCA-50 scanpy standard" in proc.stdout
     out = ad.read_h5ad(tmp_path / "mine-embedded.h5ad")
     # their AnnData: same cells in the same order, their obs and var, their layers, plus the embedding
     assert list(out.obs_names) == list(user.obs_names)

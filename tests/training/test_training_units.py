@@ -23,7 +23,7 @@ from training import CellEncoder, ConfigError, EncoderConfig, train_flops
 from training.evaluate.baseline import frequency_baseline
 from training.evaluate.embed import embed_cells, pool
 from training.evaluate.probe import linear_probe
-from training.evaluate.report import DEMO_MARGIN
+from training.evaluate.report import DEMO_GATE_SPLIT_SEEDS, DEMO_SEED_SPREAD
 from training.fit.data import CellDataModule
 from training.fit.module import load_gene_embeddings
 from training.fit.strategies import CPUDeepSpeedStrategy, launcher_topology, resolve_trainer_options
@@ -492,16 +492,15 @@ def _run_module(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_demo_recipe_beats_pca50_and_untrained_on_held_out_donors(tmp_path):
+def test_demo_recipe_beats_untrained_and_frequency_on_held_out_donors_and_reports_standard_pca(tmp_path):
     """``make demo``'s learning gate, run as the demo runs it: the realistic atlas (``configs/ingest/
     demo-synth.yaml``), built as the demo builds it, pretrained with ``configs/train/demo.yaml``; then
-    ``training report --must-beat-baselines`` must pass: the pretrained embedding's linear probe on held-out
-    donors above both PCA-50 of log1p-CP10k and an untrained encoder of the same shape by ``DEMO_MARGIN``
-    (twice the recipe's measured run-to-run range). Without the cell objective the same run scores ~25 points
-    lower (benchmarks/results/2026-12-05-atlas-recipe), so the recipe losing what makes it learn fails here.
-
-    The one test of the suite that trains for real (~1,500 CPU steps, minutes): its whole point is that
-    learning takes that long."""
+    ``training report --must-beat untrained frequency`` on the gate's own donor splits (drawn after the
+    recipe was fixed) must pass: the held-out linear probe above an untrained encoder of the same shape by
+    more than the sampling error plus the seed spread, the val loss below the frequency-only baseline's.
+    The report carries the standard PCA-50 row (scanpy's pipeline), which the recipe does not beat: the
+    README says so with the numbers, and this test keeps that claim true (it fails if the standard row goes
+    missing or if the recipe starts beating it, so the README is updated)."""
     corpus, shards, run = tmp_path / "corpus", tmp_path / "zarr", tmp_path / "train"
     synth = ["ingest", "synth", "--config", "configs/ingest/demo-synth.yaml", "--out", str(corpus / "demo.h5ad")]
     build = ["ingest", "build", "--config", "configs/ingest/demo.yaml", "--input", str(corpus / "demo-*.h5ad")]
@@ -514,11 +513,17 @@ def test_demo_recipe_beats_pca50_and_untrained_on_held_out_donors(tmp_path):
     for args in steps:
         r = _run_module(*args)
         assert r.returncode == 0, f"{' '.join(args[:2])}: {r.stderr[-3000:]}"
-    r = _run_module("training", "report", "--run", str(run), "--must-beat-baselines")
+    seeds = [str(s) for s in DEMO_GATE_SPLIT_SEEDS]
+    gate = ["--must-beat", "untrained", "frequency", "--split-seeds", *seeds, "--scvi", "false"]
+    r = _run_module("training", "report", "--run", str(run), *gate)
     summary = json.loads((run / "summary.json").read_text())
     c = summary["comparison"]
     assert c is not None and c["held_out_donors"] >= 3 and c["held_out_cells"] >= 500, summary["notes"]
-    scores = {k: round(c[k]["linear"], 3) for k in ("pretrained", "untrained", "pca50")}
-    assert r.returncode == 0, f"{scores}, margin {DEMO_MARGIN}: {r.stderr}"
-    assert c["pretrained"]["linear"] >= max(c["pca50"]["linear"], c["untrained"]["linear"]) + DEMO_MARGIN, scores
-    assert "the pretrained embedding beats both baselines" in r.stdout
+    scores = {k: round(c[k]["linear"], 3) for k in ("pretrained", "untrained", "pca50", "pca50_all")}
+    assert r.returncode == 0, f"{scores}: {r.stderr}"
+    assert [s["seed"] for s in c["splits"]] == list(DEMO_GATE_SPLIT_SEEDS)
+    assert c["untrained"]["diff"]["linear"] > 1.96 * c["untrained"]["diff"]["se"] + DEMO_SEED_SPREAD, scores
+    assert c["pca50"]["diff"]["linear"] < 0, scores  # README: the standard PCA-50 is ahead of this recipe
+    assert "PCA-50 scanpy standard" in r.stdout and "pretrained - untrained encoder" in r.stdout
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"--split-seeds {' '.join(seeds)}" in makefile  # make demo gates on the same splits

@@ -1,6 +1,8 @@
-"""The comparison every report prints: a run's embedding against PCA-50 and an untrained encoder, on the
-same held-out cells, split by donor (``compare``). Reads the cells once for the counts (PCA) and embeds
-them twice (the trained and the untrained encoder of the same shape, seeded)."""
+"""The comparison every report prints: a run's embedding against the field's standard PCA-50 (scanpy's
+default pipeline), PCA-50 of all genes, an untrained encoder of the same shape (seeded) and, when
+scvi-tools is installed, scVI, on the same held-out cells, split by donor (or another grouping column)
+over several splits (``compare``). Reads the cells once for the counts and embeds them twice (the
+trained and the untrained encoder)."""
 
 from __future__ import annotations
 
@@ -15,10 +17,10 @@ from shards.loading.readers import ShardSetReader
 
 from ..checkpoints import load_model
 from ..model import CellEncoder
-from .compare import compare, log1p_cp10k_pca
+from .compare import SPLIT_SEEDS, compare, log1p_cp10k_pca, scanpy_standard_pca, scvi_latent
 from .embed import DEFAULT_POOLING, cell_metadata, embed_cells
 
-__all__ = ["Baselines", "evidence", "read_counts"]
+__all__ = ["Baselines", "default_group_column", "evidence", "read_counts"]
 
 
 def read_counts(reader: ShardSetReader, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -37,10 +39,18 @@ def read_counts(reader: ShardSetReader, limit: int) -> tuple[np.ndarray, np.ndar
     return genes, counts, offsets, np.concatenate([p[3] for p in parts])
 
 
+def default_group_column(donors: int, columns: Any, split_by: str | None = None) -> str:
+    """The grouping column of a held-out split: ``donor_id`` when the cells name more than one donor
+    (``donors``), else the column the shard set was split by (ingest keeps it with the cells)."""
+    if donors > 1 or not split_by or split_by not in list(columns):
+        return "donor_id"
+    return split_by
+
+
 class Baselines:
-    """PCA-50 of log1p-CP10k and an untrained encoder of ``cfg``'s shape on the first ``limit`` cells of a
-    split, with their labels and donors: computed once, then any number of embeddings compared to them
-    (the ``LinearProbe`` callback compares the model as it trains)."""
+    """The baselines of ``compare`` on the first ``limit`` cells of a split, with their labels and groups:
+    computed once, then any number of embeddings compared to them (the ``LinearProbe`` callback compares
+    the model as it trains). ``scvi``: also fit scVI when scvi-tools is installed (``None``: when it is)."""
 
     def __init__(
         self,
@@ -52,22 +62,49 @@ class Baselines:
         limit: int = 4000,
         seed: int = 0,
         donor_column: str = "donor_id",
+        split_seeds: tuple[int, ...] | None = None,
+        scvi: bool | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
         self.reader, self.label, self.pooling, self.seed = reader, label, pooling, seed
+        self.group_by = donor_column
+        self.split_seeds = tuple(split_seeds) if split_seeds else (seed,)
         self.opts = {"context_length": cfg.max_positions, "pooling": pooling, "limit": limit}
         self.opts |= {"value_bins": cfg.value_bins, "device": device}
         genes, counts, offsets, self.ids = read_counts(reader, limit)
         meta = cell_metadata(reader, self.ids)
-        for column in (label, donor_column):
+        for column, option in ((label, "--label"), (donor_column, "--group-by")):
             if column not in meta.columns:
-                raise ValueError(f"{column!r} is not stored with the cells (columns: {', '.join(meta.columns)})")
+                raise ValueError(
+                    f"{option} {column}: not stored with the cells (columns: {', '.join(meta.columns)}); "
+                    "keep it at ingest with --obs-columns"
+                )
         self.labels, self.donors = meta[label].to_numpy(), meta[donor_column].to_numpy()
-        self.pca = log1p_cp10k_pca(genes, counts, offsets, reader.vocab().size, seed=seed)
+        n_genes = reader.vocab().size
+        self.rows: dict[str, np.ndarray] = {
+            "pca50": scanpy_standard_pca(genes, counts, offsets, n_genes, seed=seed),
+            "pca50_all": log1p_cp10k_pca(genes, counts, offsets, n_genes, seed=seed),
+        }
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             untrained = CellEncoder(cfg).to(device)
-        _, self.untrained = self.embed(untrained)
+        _, self.rows["untrained"] = self.embed(untrained)
+        #: baselines not computed, with why
+        self.skipped: dict[str, str] = {}
+        if scvi is False:
+            self.skipped["scvi"] = "--scvi false"
+        else:
+            batch = meta["dataset_id"].to_numpy() if "dataset_id" in meta.columns else None
+            with torch.random.fork_rng():
+                latent = scvi_latent(genes, counts, offsets, n_genes, batch=batch, seed=seed)
+            if latent is not None:
+                self.rows["scvi"] = latent
+            else:
+                self.skipped["scvi"] = "scvi-tools is not installed: pip install 'cellshard[eval]'"
+
+    @property
+    def untrained(self) -> np.ndarray:
+        return self.rows["untrained"]
 
     def embed(self, model: CellEncoder) -> tuple[np.ndarray, np.ndarray]:
         ids, x = embed_cells(model, self.reader, **self.opts)
@@ -76,7 +113,7 @@ class Baselines:
         return ids, x
 
     def compare(self, model: CellEncoder, embedded: Any = None) -> dict[str, Any]:
-        """``compare`` of ``model``'s embedding with the two baselines, on the same cells and donor split.
+        """``compare`` of ``model``'s embedding with the baselines, on the same cells and donor splits.
         ``embedded``: an AnnData of the model's embeddings indexed by cell id (``embed``'s output); when it
         holds every cell here, its rows are used instead of embedding the cells again."""
         if embedded is not None and pd.Index(self.ids.astype(str)).isin(embedded.obs_names).all():
@@ -84,9 +121,14 @@ class Baselines:
         else:
             _, x = self.embed(model)
         result = compare(
-            {"pretrained": x, "untrained": self.untrained, "pca50": self.pca}, self.labels, self.donors, self.seed
+            {"pretrained": x, **self.rows},
+            self.labels,
+            self.donors,
+            self.seed,
+            split_seeds=self.split_seeds,
+            group_by=self.group_by,
         )
-        return {"label": self.label, "pooling": self.pooling, **result}
+        return {"label": self.label, "pooling": self.pooling, **result, "skipped": dict(self.skipped)}
 
 
 def evidence(
@@ -99,10 +141,12 @@ def evidence(
     limit: int = 4000,
     seed: int = 0,
     donor_column: str = "donor_id",
+    split_seeds: tuple[int, ...] = SPLIT_SEEDS,
+    scvi: bool | None = None,
     embedded: Any = None,
 ) -> dict[str, Any]:
-    """``compare`` of the checkpoint's embedding, an untrained encoder's and PCA-50 of log1p-CP10k on
-    the first ``limit`` cells of ``split``, labelled by ``label``, split by ``donor_column``
+    """``compare`` of the checkpoint's embedding with the baselines (``Baselines``) on the first ``limit``
+    cells of ``split``, labelled by ``label``, split by ``donor_column`` over ``split_seeds``
     (``embedded``: the checkpoint's embeddings already computed, see ``Baselines.compare``)."""
     model, _ = load_model(ckpt)
     baselines = Baselines(
@@ -113,5 +157,7 @@ def evidence(
         limit=limit,
         seed=seed,
         donor_column=donor_column,
+        split_seeds=split_seeds,
+        scvi=scvi,
     )
     return baselines.compare(model, embedded)

@@ -18,6 +18,7 @@ from shards.loading.hashing import cell_hashes
 from shards.loading.readers import ShardSetReader
 
 from ..errors import ConfigError
+from .compare import comparison_rows
 from .embed import DEFAULT_POOLING, cell_metadata, embed_cells
 
 __all__ = ["LinearProbe", "linear_probe"]
@@ -59,8 +60,9 @@ class LinearProbe(pl.Callback):
             label: the metadata column to predict.
             pooling: cls or mean.
             batch_size: cells per forward pass.
-            baselines: also compare the embedding with PCA-50 of log1p-CP10k and an untrained encoder of
-                the same shape, on held-out donors (``evidence.Baselines``; computed once per run).
+            baselines: also compare the embedding with the standard baselines (PCA-50 of scanpy's default
+                pipeline, PCA-50 of all genes, an untrained encoder of the same shape; scVI is left to
+                ``report``) on held-out donors (``evidence.Baselines``; computed once per run).
         """
         self.every, self.max_cells, self.label = every_n_steps, max_cells, label
         self.pooling, self.batch_size = pooling, batch_size
@@ -121,17 +123,18 @@ class LinearProbe(pl.Callback):
                     self.label,
                     pooling=self.pooling,
                     limit=self.max_cells,
+                    scvi=False,
                     device=pl_module.device,
                 )
             except ValueError as exc:
-                log.warning("LinearProbe: no comparison with PCA-50 and an untrained encoder (%s)", exc)
+                log.warning("LinearProbe: no comparison with the baselines (%s)", exc)
                 self.baselines = False
                 return
         comparison = self._baselines.compare(pl_module.model)
         result["comparison"] = comparison
         metrics = {
             f"val/compare_{name}_{score}": comparison[name][score]
-            for name in ("pretrained", "untrained", "pca50")
+            for name in ("pretrained", *comparison_rows(comparison))
             for score in ("linear", "knn", "mixing")
         }
         pl_module.log_dict(metrics, rank_zero_only=True)

@@ -29,6 +29,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.io import AsyncCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from shards.errors import CellshardError
 from shards.storage.atomic import write_bytes_atomic
@@ -322,6 +323,15 @@ def main(argv: list[str] | None = None) -> int:
     except CellshardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except SIGTERMException:
+        # SIGTERM before the first training step (while Lightning's own handler is the one installed: set-up,
+        # the sanity check): nothing was trained, so no checkpoint is written and the previous one stands
+        print(
+            "SIGTERM before the first training step: stopped without a new checkpoint; run again with "
+            f"--ckpt_path last to continue (exit {REQUEUE_EXIT})",
+            file=sys.stderr,
+        )
+        return REQUEUE_EXIT
     callbacks = getattr(getattr(cli, "trainer", None), "callbacks", [])
     if any(isinstance(c, Preemption) and c.stopped_at is not None for c in callbacks):
         return REQUEUE_EXIT  # preempted: the checkpoint is written, run again with --ckpt_path last

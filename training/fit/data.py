@@ -220,9 +220,23 @@ class CellDataModule(pl.LightningDataModule):
         # unsized for Lightning, which would read the length once and end every epoch on it
         return CellDataLoader(ds, num_workers=self.num_workers, persistent_workers=persistent, sized=False, **extra)
 
+    def _require_batches(self, ds: ShardedCellDataset, epoch: int, batch_key: str = "batch_size") -> None:
+        """Refuse a loader whose epoch plans no batch on this rank (every rank plans the same count, so
+        every rank refuses together): Lightning would loop over empty epochs for ever."""
+
+        def spell(name: str) -> str:
+            return f"data.{batch_key if name == 'batch_size' else name}"
+
+        try:
+            ds.require_batches(self.num_workers, epoch, spell)
+        except ShardError as exc:
+            raise ConfigError(str(exc)) from None
+
     def train_dataloader(self) -> CellDataLoader:
         cfg = self.config
         ds = self._dataset(self.path, self.train_split, batch_size=cfg.batch_size, remainder=cfg.remainder)
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        self._require_batches(ds, epoch)
         self.train_loader = self._loader(ds, self.persistent_workers)
         return self.train_loader
 
@@ -231,4 +245,5 @@ class CellDataModule(pl.LightningDataModule):
             return []
         batch_size = self.val_batch_size or self.config.batch_size
         ds = self._dataset(self.val_path or self.path, self.val_split, batch_size=batch_size, remainder="pad")
+        self._require_batches(ds, 0, "val_batch_size" if self.val_batch_size else "batch_size")
         return self._loader(ds, self.persistent_workers)

@@ -5,10 +5,11 @@ notices become the same signals. Lightning's own handling either raises mid-step
 alone (SIGTERM) or writes an HPC checkpoint from inside the signal handler (SLURM's SIGUSR1); neither
 is a step boundary every rank agrees on. Here the handler only records the signal; after each
 optimizer step the ranks agree (an all-reduce of the flag, so a rank that got the signal a step later
-still stops with the others), all of them write ``last.ckpt`` together (atomically, through
-``checkpoint_io.AtomicCheckpointIO``), training stops, and the CLI exits with ``REQUEUE_EXIT`` (75,
-``EX_TEMPFAIL``: "try again"). Under SLURM rank 0 also requeues the job (``scontrol requeue``, as
-Lightning's auto-requeue does). ``--ckpt_path last`` then continues exactly.
+still stops with the others; it runs on a CPU process group of gloo, so on GPUs the vote costs no
+host-device synchronisation: the flag never leaves the host), all of them write ``last.ckpt``
+together (atomically, through ``checkpoint_io.AtomicCheckpointIO``), training stops, and the CLI
+exits with ``REQUEUE_EXIT`` (75, ``EX_TEMPFAIL``: "try again"). Under SLURM rank 0 also requeues
+the job (``scontrol requeue``, as Lightning's auto-requeue does). ``--ckpt_path last`` then continues exactly.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Preemption(pl.Callback):
         self.stopped_at: int | None = None  # the global step after which the run stopped
         self.checkpoint: Path | None = None
         self._previous: dict[int, Any] = {}
+        self._group: Any = None  # the CPU (gloo) group the ranks vote in
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.received = self.received or signum
@@ -63,20 +65,31 @@ class Preemption(pl.Callback):
         # after Lightning registered its own handlers (at the start of fit): ours replace them
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handle) for s in self.signals}
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            # every rank calls this at the same point (a collective); a gloo default group is used as it is
+            self._group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+
+    def _vote(self, trainer: pl.Trainer) -> int:
+        """The signal any rank received (0: none), the same on every rank, read on the host."""
+        flag = self.received
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            votes = torch.tensor([flag], dtype=torch.int64)  # on the CPU: no device sync to read it
+            dist.all_reduce(votes, op=dist.ReduceOp.MAX, group=self._group)
+            flag = int(votes[0])
+        return flag
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         self._previous = {}
+        if self._group is not None:
+            dist.destroy_process_group(self._group)
+            self._group = None
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
         if self.stopped_at is not None:
             return
-        flag = self.received
-        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            votes = torch.tensor([flag], dtype=torch.int64, device=trainer.strategy.root_device)
-            dist.all_reduce(votes, op=dist.ReduceOp.MAX)  # every rank sees the same answer at the same step
-            flag = int(votes.item())
+        flag = self._vote(trainer)
         if not flag:
             return
         self.stopped_at = trainer.global_step
@@ -84,6 +97,11 @@ class Preemption(pl.Callback):
         directory = Path(ckpt.dirpath) if ckpt is not None and ckpt.dirpath else Path(trainer.default_root_dir)
         self.checkpoint = directory / "last.ckpt"
         trainer.save_checkpoint(self.checkpoint)  # on every rank: sharded strategies gather or write their part
+        # Lightning runs a validation pass when ``should_stop`` is set (for early stopping), whatever the
+        # schedule: it would delay the stop by a whole pass, log a val loss the uninterrupted run does not
+        # have, and let ModelCheckpoint overwrite last.ckpt mid-step (its loop state then resumes with the
+        # step labels one behind). The run ends here, so validation is switched off for its remainder.
+        trainer.limit_val_batches = 0
         trainer.should_stop = True
         if trainer.is_global_zero:
             name = signal.Signals(flag).name
