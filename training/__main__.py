@@ -32,24 +32,5 @@ def _dispatch(argv: list[str]) -> int:
     return main(None)  # LightningCLI reads sys.argv itself
 
 
-def _stop_loader_workers() -> None:
-    """Shut persistent DataLoader workers down cleanly (``os._exit`` below would skip their finalizers
-    and leave the resource tracker to complain about leaked semaphores)."""
-    import gc
-
-    for obj in gc.get_objects():
-        if type(obj).__name__.endswith("MultiProcessingDataLoaderIter"):
-            obj._shutdown_workers()
-
-
 if __name__ == "__main__":
-    code = _dispatch(sys.argv[1:])
-    _stop_loader_workers()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # torch 2.13 + gloo can abort a rank while tearing down at interpreter exit, after all work is done
-    # (seen in ~5-10% of 2-rank runs here; ending with os._exit after a clean finish avoided it in 45 of 45):
-    # end the process directly once everything is flushed.
-    import os
-
-    os._exit(code)
+    sys.exit(_dispatch(sys.argv[1:]))

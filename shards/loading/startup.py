@@ -28,6 +28,7 @@ from ..errors import ShardError
 
 __all__ = ["WorkerStartupError", "check_main_guard", "startup_error"]
 
+
 class WorkerStartupError(ShardError):
     """A DataLoader worker process died while starting; the message names it and the likely cause."""
 

@@ -7,15 +7,13 @@ DATA is a shard set, or a JSON object of dataset arguments (``{"path": [streams.
 state (rank 0's, as Lightning does) and the cells served.
 ``probe.py DATA OUT WORKERS resume STATE GLOBAL_BATCH``: load that state and finish the epoch.
 
-The process ends with ``os._exit`` after a clean finish: torch 2.13 + gloo sometimes aborts a rank
-while tearing down at interpreter exit (seen in ~5-10% of 2-rank runs with torch 2.13 + gloo), after all work is done.
+It ends in order, as ``training.fit.cli.teardown`` does: the loader's workers, then the process group.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -52,11 +50,9 @@ def main(data: str, out: str, workers: int, mode: str, *args: str) -> None:
     dist.barrier()
     Path(out, f"rank{topo.rank}.json").write_text(json.dumps(record))
     dist.barrier()
+    loader.shutdown_workers()
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], *sys.argv[5:])
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)

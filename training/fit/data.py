@@ -130,6 +130,7 @@ class CellDataModule(pl.LightningDataModule):
         if val_batch_size is not None and val_batch_size < 1:
             raise ConfigError(f"data.val_batch_size={val_batch_size}: must be at least 1")
         self.train_loader: CellDataLoader | None = None
+        self._loaders: list[CellDataLoader] = []  # every loader made, for shutdown_loaders
         #: pads and masks ragged batches on the device (``collate_on: device``; validation batches too:
         #: they differ from training ones in the cells and the epoch, which the batch carries)
         self.device_collator = DeviceCollator.like(
@@ -218,7 +219,9 @@ class CellDataModule(pl.LightningDataModule):
         if self.trainer is not None and self.trainer.strategy.root_device.type == "cuda":
             extra["pin_memory"] = True  # page-locked batches: the copy to the GPU runs non_blocking
         # unsized for Lightning, which would read the length once and end every epoch on it
-        return CellDataLoader(ds, num_workers=self.num_workers, persistent_workers=persistent, sized=False, **extra)
+        loader = CellDataLoader(ds, num_workers=self.num_workers, persistent_workers=persistent, sized=False, **extra)
+        self._loaders.append(loader)
+        return loader
 
     def _require_batches(self, ds: ShardedCellDataset, epoch: int, batch_key: str = "batch_size") -> None:
         """Refuse a loader whose epoch plans no batch on this rank (every rank plans the same count, so
@@ -239,6 +242,12 @@ class CellDataModule(pl.LightningDataModule):
         self._require_batches(ds, epoch)
         self.train_loader = self._loader(ds, self.persistent_workers)
         return self.train_loader
+
+    def shutdown_loaders(self) -> None:
+        """Stop the worker processes of every loader this module made (persistent ones too)."""
+        for loader in self._loaders:
+            loader.shutdown_workers()
+        self._loaders = []
 
     def val_dataloader(self) -> CellDataLoader | list:
         if self.val_split is None:
