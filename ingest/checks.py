@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 
@@ -22,6 +23,8 @@ from .errors import IngestError
 from .split import assign_split
 
 __all__ = ["check_split", "check_stable_ids", "ensembl_share"]
+
+log = logging.getLogger("ingest")
 
 #: Ensembl stable gene ids of any species (ENSG, ENSMUSG, ENSDARG, ...), optionally versioned
 _ENSEMBL = re.compile(r"^ENS[A-Z]*G\d+(\.\d+)?$")
@@ -37,6 +40,17 @@ def ensembl_share(ids: Sequence[object] | np.ndarray) -> float:
     return float(text.str.match(_ENSEMBL).mean())
 
 
+def _textual(column: pd.Series) -> bool:
+    """A var column that can hold gene ids: object, string or categorical (h5ad files store many
+    string columns as categoricals)."""
+    dtype = column.dtype
+    return (
+        pd.api.types.is_object_dtype(dtype)
+        or pd.api.types.is_string_dtype(dtype)
+        or isinstance(dtype, pd.CategoricalDtype)
+    )
+
+
 def check_stable_ids(ids: np.ndarray, where: str, column: str, allowed: bool, var: pd.DataFrame | None = None) -> None:
     """Refuse gene ids that do not look like Ensembl stable ids unless ``allowed``; name a better column."""
     if allowed or ensembl_share(ids) >= _MIN_SHARE:
@@ -47,7 +61,7 @@ def check_stable_ids(ids: np.ndarray, where: str, column: str, allowed: bool, va
         if column != "var.index" and ensembl_share(var.index.to_numpy()) >= _MIN_SHARE:
             better.append("var.index")
         for name in var.columns:
-            if name != column and var[name].dtype == object and ensembl_share(var[name].to_numpy()) >= _MIN_SHARE:
+            if name != column and _textual(var[name]) and ensembl_share(var[name].to_numpy()) >= _MIN_SHARE:
                 better.append(name)
     hint = (
         f"the Ensembl ids are in var column {better[0]!r}: use --gene-id-column {better[0]}"
@@ -76,4 +90,23 @@ def check_split(keys: list[np.ndarray], seed: int, val_fraction: float, split_by
             f"to split them in that share; use --split-by with a column of more values (e.g. cell), a larger "
             f"--val-fraction, or another --seed"
         )
-    return {"train": n - n_val, "val": n_val, "keys": n_keys}
+    out = {"train": n - n_val, "val": n_val, "keys": n_keys, "val_share": n_val / n if n else 0.0}
+    if val_fraction > 0 and n and n_val > 1.5 * asked:
+        values, counts = np.unique(np.asarray(all_keys, dtype=str), return_counts=True)
+        big = int(np.argmax(counts))
+        log.warning(
+            "warning: %s: --val-fraction %g with --split-by %s sends %s of %s cells (%.1f%%) to val: the %s %s "
+            "value(s) are uneven (the largest, %r, holds %s cells) and a key goes wholly to one side; use "
+            "--split-by with a column of more, smaller groups, or another --seed",
+            where,
+            val_fraction,
+            split_by,
+            f"{n_val:,}",
+            f"{n:,}",
+            100 * n_val / n,
+            f"{n_keys:,}",
+            split_by,
+            str(values[big]),
+            f"{int(counts[big]):,}",
+        )
+    return out

@@ -25,7 +25,10 @@ CASES = [
     (["training", "embed", "--ckpt", "nope", "--out", "x.h5ad", "--pooling", "max"], 1, "--pooling 'max'"),
     (["training", "export", "--ckpt", "nope", "--out", "m"], 1, "--ckpt nope: no such file"),
     (["training", "report", "--run", "nope"], 1, "--run nope: config.yaml is missing"),
+    (["training", "report", "--run", "nope", "--must-beat", "pca"], 1, "--must-beat pca: choose among"),
+    (["training", "embed", "--ckpt", "nope", "--h5ad", "x.h5ad", "--out", "./x.h5ad"], 1, "is the input file"),
     (["training", "test", "--config", TINY], 2, "invalid choice"),
+    (["training", "fit", "--config", "tinyy", "--data.path", "s"], 1, "--config tinyy: no such file, nor a packaged"),
 ]
 
 
@@ -45,3 +48,12 @@ def test_every_command_fails_with_one_line(tmp_path):
         assert "Traceback" not in proc.stderr and fragment in proc.stderr, where
         if code == 1:
             assert len(lines) == 1, where
+
+
+@pytest.mark.slow
+def test_a_packaged_config_resolves_by_name_from_any_directory(zarr_set, tmp_path):
+    """``--config tiny`` outside the repository: the recipes ship with the package."""
+    run = ["--data.path", str(zarr_set), "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path / "r")]
+    proc = _run(["training", "fit", "--config", "tiny", *run, "--trainer.enable_progress_bar", "false"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "r" / "checkpoints" / "last.ckpt").exists()

@@ -14,7 +14,7 @@ import torch
 from .errors import ConfigError, first_line
 from .model import CellEncoder, EncoderConfig
 
-__all__ = ["EXPORTED_WEIGHTS", "load_model", "plain_checkpoint", "training_files"]
+__all__ = ["EXPORTED_WEIGHTS", "load_model", "plain_checkpoint", "resolve_checkpoint", "training_files"]
 
 #: the weights file of an exported model directory (``export --out DIR``)
 EXPORTED_WEIGHTS = "model.pt"
@@ -31,14 +31,32 @@ def _load(path: Path) -> dict[str, Any]:
     return data
 
 
+def resolve_checkpoint(ckpt: str | Path) -> Path:
+    """The checkpoint a user means: a file, an exported model or DeepSpeed directory as given; a run
+    directory (``trainer.default_root_dir``) means its ``checkpoints/last.ckpt``. A path that is not there
+    is refused naming the checkpoints that are (the run's ``checkpoints/`` beside a missing file)."""
+    path = Path(ckpt)
+    if path.is_dir() and (path / "checkpoints" / "last.ckpt").exists():
+        return path / "checkpoints" / "last.ckpt"
+    if path.exists():
+        return path
+    near = [path.parent / "checkpoints" / path.name, path.parent / "checkpoints" / "last.ckpt"]
+    found = next((str(p) for p in near if p.exists()), None)
+    hint = f"; did you mean {found}?" if found else ""
+    raise ConfigError(f"--ckpt {path}: no such file or directory{hint}")
+
+
 def plain_checkpoint(ckpt: str | Path) -> dict[str, Any]:
     """``{"state_dict" (encoder keys), "encoder" (EncoderConfig fields), "vocab_sha256"}``."""
-    path = Path(ckpt)
-    if not path.exists():
-        raise ConfigError(f"--ckpt {path}: no such file or directory")
+    path = resolve_checkpoint(ckpt)
     if path.is_dir() and (path / EXPORTED_WEIGHTS).is_file():  # an exported model directory
         return _load(path / EXPORTED_WEIGHTS)
-    if path.is_dir():  # a DeepSpeed checkpoint directory
+    if path.is_dir() and not ((path / "latest").exists() or (path / "checkpoint").is_dir()):
+        raise ConfigError(
+            f"--ckpt {path}: a directory that is neither a run (no checkpoints/last.ckpt), an exported model "
+            f"(no {EXPORTED_WEIGHTS}) nor a DeepSpeed checkpoint; give a .ckpt file or one of those"
+        )
+    if path.is_dir():  # a DeepSpeed checkpoint directory (ZeRO-3 writes ``latest`` and ``checkpoint/``)
         from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -80,7 +98,7 @@ def load_model(ckpt: str | Path) -> tuple[CellEncoder, dict[str, Any]]:
 def training_files(plain: dict[str, Any], data: str | None, ckpt: str) -> tuple[Path, Path]:
     """The vocabulary and medians the model was trained with: those of ``data`` when given, else the
     copies a run writes beside its checkpoints, else those of the shard set the run read."""
-    path = Path(ckpt)
+    path = resolve_checkpoint(ckpt)
     beside = path if path.is_dir() else path.parent
     candidates = [data] if data else [str(beside), plain.get("data_path")]
     for where in filter(None, candidates):

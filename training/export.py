@@ -15,7 +15,7 @@ import torch
 
 from shards.storage.atomic import tmp_name
 
-from .checkpoints import EXPORTED_WEIGHTS, plain_checkpoint, training_files
+from .checkpoints import EXPORTED_WEIGHTS, plain_checkpoint, resolve_checkpoint, training_files
 from .errors import ConfigError
 
 __all__ = ["export_checkpoint"]
@@ -47,7 +47,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, data: str | None = None
     (stage / "config.json").write_text(json.dumps(plain["encoder"], indent=1) + "\n")
     shutil.copyfile(vocab, stage / "vocab.csv")
     shutil.copyfile(medians, stage / "gene_medians.csv")
-    (stage / "README.md").write_text(_model_card(Path(ckpt), plain))
+    (stage / "README.md").write_text(_model_card(resolve_checkpoint(ckpt), plain))
     if out.exists():
         out.rmdir()
     stage.replace(out)  # the directory appears whole or not at all

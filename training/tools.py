@@ -10,6 +10,7 @@ are read by ``checkpoints``; embedding is in ``embedding``, ``export`` in ``expo
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 from jsonargparse import ArgumentParser
@@ -144,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--pooling {a.pooling!r}: use cls or mean")
             device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
             if a.h5ad is not None:
+                if Path(a.out).resolve() == Path(a.h5ad).resolve():
+                    raise ConfigError(
+                        f"--out {a.out} is the input file (--h5ad): give another path for the embedded copy "
+                        "(your file is left as it is)"
+                    )
                 opts = [*(["--layer", a.layer] if a.layer else []), *(["--use-raw"] if a.use_raw else [])]
                 opts += ["--gene-id-column", a.gene_id_column] if a.gene_id_column else []
                 opts += ["--allow-non-ensembl-ids"] if a.allow_non_ensembl_ids else []

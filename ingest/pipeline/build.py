@@ -90,21 +90,34 @@ def _plan_summary(opts: BuildOptions, prepared: Prepared) -> dict:
                 checked += b - a
         finally:
             src.close()
+    split = prepared.split
     if prepared.kind != "h5ad" and opts.val_fraction > 0:  # h5ad: checked while preparing
-        _check_soma_split(opts, prepared, staged)
+        split = _check_soma_split(opts, prepared, staged)
     genes = {g for f in prepared.inputs for g in f.ids if g is not None}
+    missing = sum(int(sum(g is None for g in f.ids)) - f.excluded for f in prepared.inputs)
     return {
         "dry_run": True,
         "source": {**prepared.source, "obs_columns": prepared.obs_columns},
         "cells_matched": prepared.cells_matched,
         "cells_checked": checked,
         "genes": len(genes),
+        "genes_without_id": missing,  # dropped by the build (reason missing_id)
         "genes_left_out_by_var_filter": sum(f.excluded for f in prepared.inputs),
+        "split": None
+        if split is None
+        else {
+            "by": opts.split_by,
+            "train_cells": split["train"],
+            "val_cells": split["val"],
+            "val_share": round(split["val_share"], 4),
+            "asked": opts.val_fraction,
+            "keys": split["keys"],
+        },
         "work_units": len(make_units([f.n_obs for f in prepared.inputs], opts.unit_cells)),
     }
 
 
-def _check_soma_split(opts: BuildOptions, prepared: Prepared, staged: dict[str, str]) -> None:
+def _check_soma_split(opts: BuildOptions, prepared: Prepared, staged: dict[str, str]) -> dict:
     """The split check of a SOMA source on every matched cell's split key (read from obs only; the build
     checks the cells with counts after its first pass, so a dry run that passes is not refused there
     unless many cells have no counts)."""
@@ -126,7 +139,7 @@ def _check_soma_split(opts: BuildOptions, prepared: Prepared, staged: dict[str, 
             keys += [split_keys(src, task, a, min(a + step, f.n_obs)) for a in range(0, f.n_obs, step)]
         finally:
             src.close()
-    check_split(keys, opts.seed, opts.val_fraction, opts.split_by, str(prepared.inputs[0].label))
+    return check_split(keys, opts.seed, opts.val_fraction, opts.split_by, str(prepared.inputs[0].label))
 
 
 def _build_prepared(opts: BuildOptions, prepared: Prepared, out: Path, report: Reporter, started: float) -> BuildResult:
@@ -181,7 +194,36 @@ def _build_prepared(opts: BuildOptions, prepared: Prepared, out: Path, report: R
         f"[green]done[/]: {manifest['n_cells']:,} cells, {len(manifest['shards'])} shards, "
         f"{manifest['n_tokens']:,} tokens in {seconds:.1f} s ({rate:,.0f} cells/s)"
     )
+    for line in summary_lines(manifest, prepared.cells_matched):
+        report.info(line)
     return BuildResult(manifest, seconds=seconds, cells_per_sec=rate)
+
+
+def summary_lines(manifest: dict, cells_in: int) -> list[str]:
+    """What a build kept and dropped, and the split it made: three lines a user reads before training."""
+    counters = manifest.get("counters", {})
+    skipped = {k: v for k, v in counters.get("skipped_cells", {}).items() if v}
+    dropped = {k: v for k, v in counters.get("dropped_genes", {}).items() if v}
+    vocab = manifest.get("vocab", {})
+    genes = vocab["size"] - len(vocab.get("special_tokens", {})) if "size" in vocab else None
+
+    def why(d: dict) -> str:
+        return ", ".join(f"{k} {v:,}" for k, v in d.items()) or "none"
+
+    lines = [
+        f"  cells: {manifest['n_cells']:,} kept of {cells_in:,}; dropped: {why(skipped)}",
+        f"  genes: {genes:,} in the vocabulary; dropped: {why(dropped)}" if genes is not None else "",
+    ]
+    splits = manifest.get("splits", {})
+    options = manifest.get("options", {})
+    if options.get("val_fraction"):
+        val = splits.get("val", {}).get("n_cells", 0)
+        share = val / manifest["n_cells"] if manifest["n_cells"] else 0.0
+        lines.append(
+            f"  split by {options.get('split_by')}: train {splits.get('train', {}).get('n_cells', 0):,} cells, "
+            f"val {val:,} ({100 * share:.1f}%, asked {100 * options['val_fraction']:.1f}%)"
+        )
+    return [line for line in lines if line]
 
 
 def _clear_uncommitted(out: Path, remove_dir: bool) -> None:

@@ -54,6 +54,7 @@ class Prepared:
     staged: list[tuple[str, str]] = field(default_factory=list)  # (temporary file, name in the work dir)
     presence: dict | None = None  # where the feature_dataset_presence_matrix is, when the source has one
     timestamp_ms: int | None = None  # the SOMA snapshot read (kept in the work dir so that a resume reads it too)
+    split: dict | None = None  # the split the keys give (``checks.check_split``), when checked while preparing
 
     @property
     def cells_matched(self) -> int:

@@ -65,12 +65,13 @@ def _prepare_h5ad(opts) -> Prepared:
             )
         finally:
             src.close()
+    split = None
     if opts.val_fraction > 0:
         where = str(inputs[0].label) if len(inputs) == 1 else f"{len(inputs)} input files"
-        check_split(keys, opts.seed, opts.val_fraction, opts.split_by, where)
+        split = check_split(keys, opts.seed, opts.val_fraction, opts.split_by, where)
     source = {"kind": "h5ad", "layer": opts.layer, "use_raw": opts.use_raw, "gene_id_column": opts.gene_id_column}
     identity = {"inputs": [i.record["sha256"] for i in inputs]}
-    return Prepared("h5ad", inputs, source, identity, columns)
+    return Prepared("h5ad", inputs, source, identity, columns, split=split)
 
 
 def _split_keys(src: H5adInput, split_by: str) -> np.ndarray:

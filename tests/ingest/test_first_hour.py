@@ -3,6 +3,8 @@ runs the build's checks, and a failed build that does not block the corrected co
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -53,6 +55,46 @@ def test_symbols_as_gene_ids_are_refused_naming_the_id_column(tmp_path, capsys):
     # intended symbols: the user says so
     assert _build(path, tmp_path / "b", "--layer", "counts", "--allow-non-ensembl-ids") == 0
     assert read_vocab(tmp_path / "b" / "vocab.csv").gene_ids[0] == "GENE0"
+
+
+@pytest.mark.parametrize("dtype", ["category", "string"])
+def test_the_hint_finds_ensembl_ids_in_categorical_and_string_var_columns(tmp_path, capsys, dtype):
+    """h5ad files keep many var string columns as categoricals (scanpy's ``gene_ids``): the hint names
+    them too, not only object columns."""
+    import anndata as ad
+
+    path = _scanpy_style(tmp_path)
+    a = ad.read_h5ad(path)
+    a.var["gene_ids"] = a.var["gene_ids"].astype(dtype)
+    with ad.settings.override(allow_write_nullable_strings=True):  # pandas' string dtype, as anndata >= 0.11 writes
+        a.write_h5ad(path)
+    assert _build(path, tmp_path / "a", "--layer", "counts", "--split-by", "sample", "--val-fraction", "0.2") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--gene-id-column gene_ids" in err[0], err
+
+
+def test_a_skewed_split_is_a_warning_and_the_build_says_what_it_kept(tmp_path):
+    """A split by a column of uneven groups: the realised val share above 1.5x the asked fraction is a
+    warning naming the key count and the largest key; the dry run reports the realised split; the build
+    ends with what it kept and dropped (cells, genes) and the split it made."""
+    from tests.conftest import run_cli
+
+    keys = ["big" if i < int(0.6 * N) else f"s{i % 9}" for i in range(N)]
+    seed = next(s for s in range(200) if assign_split(np.array(["big"], dtype=object), s, 0.1)[0])
+    obs = pd.DataFrame({"sample": keys}, index=[f"c{i}" for i in range(N)])
+    path = _scanpy_style(tmp_path, obs=obs)
+    args = ["--input", str(path), "--layer", "counts", "--gene-id-column", "gene_ids", "--split-by", "sample"]
+    args += ["--val-fraction", "0.1", "--seed", str(seed), "--cells-per-shard", "50"]
+    dry = run_cli("build", *args, "--out", str(tmp_path / "o"), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    warning = [line for line in dry.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "10 sample value(s)" in warning[0] and "'big'" in warning[0], dry.stderr
+    split = json.loads(dry.stdout)["split"]
+    assert split["val_cells"] >= int(0.6 * N) and split["asked"] == 0.1 and split["keys"] == 10
+    built = run_cli("build", *args, "--out", str(tmp_path / "o"))
+    assert built.returncode == 0, built.stderr
+    assert f"cells: {N:,} kept of {N:,}; dropped: none" in built.stderr
+    assert f"val {split['val_cells']:,} (" in built.stderr and "asked 10.0%" in built.stderr
 
 
 def test_any_obs_column_splits_and_the_split_is_what_was_asked(tmp_path):

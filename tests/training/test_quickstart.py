@@ -107,6 +107,16 @@ def test_readme_quickstart_own_h5ad(tmp_path):
     embed = [sys.executable, "-m", "training", "embed", "--ckpt", "my-run/checkpoints/last.ckpt"]
     embed += ["--h5ad", "reordered.h5ad", "--layer", "counts", "--gene-id-column", "gene_ids", "--out", str(again)]
     subprocess.run(embed, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
+    # the run directory stands for its checkpoints/last.ckpt; a near miss is told what exists
+    by_run = [*embed[:4], "--ckpt", "my-run", *embed[6:-1], str(tmp_path / "by-run.h5ad")]
+    subprocess.run(by_run, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
+    np.testing.assert_allclose(
+        ad.read_h5ad(tmp_path / "by-run.h5ad").obsm["X_cellshard"], ad.read_h5ad(again).obsm["X_cellshard"]
+    )
+    miss = [*embed[:4], "--ckpt", "my-run/last.ckpt", *embed[6:-1], str(tmp_path / "miss.h5ad")]
+    wrong = subprocess.run(miss, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 1 and "did you mean my-run/checkpoints/last.ckpt?" in wrong.stderr, wrong.stderr
+    assert "DeepSpeed" not in wrong.stderr
     other = ad.read_h5ad(again)
     assert list(other.obs_names) == list(user.obs_names[::-3])
     np.testing.assert_allclose(other.obsm["X_cellshard"], out[other.obs_names].obsm["X_cellshard"], atol=1e-5)

@@ -329,7 +329,7 @@ def test_tiny_learns_the_synthetic_corpus(zarr_set, tmp_path):
     assert c["held_out_donors"] >= 1 and c["donors"] > c["held_out_donors"]
     for name in ("pretrained", "untrained", "pca50"):
         assert 0 <= c[name]["linear"] <= 1 and 0 <= c[name]["knn"] <= 1 and 0 <= c[name]["mixing"] <= 1
-    assert "PCA-50 log1p-CP10k" in proc.stdout and "donor mixing" in proc.stdout
+    assert "PCA-50 scanpy standard" in proc.stdout and "donor mixing" in proc.stdout
 
 
 @pytest.mark.slow

@@ -38,8 +38,9 @@ __all__ = [
 ]
 
 #: the run-to-run range of the demo recipe's held-out linear probe over training seeds (accuracy): part of
-#: a gate's margin, beside the comparison's own sampling error (benchmarks/results/2026-12-06-honest-gate)
-DEMO_SEED_SPREAD = 0.01
+#: a gate's margin, beside the comparison's own sampling error. Measured: 38.3 / 40.0 / 41.2% for seeds
+#: 0 / 1 / 2 of the 400-step recipe, a range of 2.9 points (benchmarks/results/2026-12-06-honest-gate)
+DEMO_SEED_SPREAD = 0.03
 #: the donor splits ``make demo``'s gate is scored on: drawn on 2026-12-06 after the demo recipe was fixed, so
 #: that no recipe choice saw them (the recipe was measured on splits 0-4)
 DEMO_GATE_SPLIT_SEEDS = (2026, 2027, 2028, 2029, 2030)

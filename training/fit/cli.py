@@ -313,6 +313,30 @@ def _follow_stderr() -> None:
                 logger.handlers[i] = follow
 
 
+#: the training recipes shipped with the package (``configs/train`` in the repository links here)
+PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def resolve_config_names(argv: list[str]) -> list[str]:
+    """``--config NAME`` (no such file, a bare name such as ``tiny`` or ``tiny.yaml``) means the packaged
+    recipe of that name, so that configs resolve from any directory; paths are left as they are."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        value, prefix = None, ""
+        if arg.startswith("--config="):
+            value, prefix = arg.split("=", 1)[1], "--config="
+        elif i > 0 and out[i - 1] == "--config":
+            value = arg
+        if value is None or Path(value).exists() or "/" in value or os.sep in value:
+            continue
+        packaged = PACKAGED_CONFIGS / f"{value.removesuffix('.yaml')}.yaml"
+        if not packaged.is_file():
+            names = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml")))
+            raise ConfigError(f"--config {value}: no such file, nor a packaged recipe (packaged: {names})")
+        out[i] = prefix + str(packaged)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default: the command line)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_StderrHandler()])
@@ -320,7 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet_known_noise()
     cli = None
     try:
-        cli = CellshardCLI(args=argv)
+        if argv is None:  # LightningCLI reads the command line itself (and warns when also given args)
+            sys.argv[1:] = resolve_config_names(sys.argv[1:])
+        cli = CellshardCLI(args=None if argv is None else resolve_config_names(argv))
     except CellshardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
