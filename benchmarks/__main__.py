@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         help="steps of the demo recipe's run whose embedding is compared with PCA-50 and an untrained encoder "
         "(0: none)",
     )
+    tr.add_argument("--no-scvi", action="store_true", help="leave scVI out of the learning evidence")
     tr.add_argument("--out", type=Path, required=True)
     rn = sub.add_parser("run", help="the whole suite in one run: results.json, REPORT.md, plots")
     rn.add_argument("--suite", dest="suite_name", choices=["tiny", "quick", "full"], default="quick")
@@ -76,7 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         from . import train
 
         results = train.run(
-            args.data, args.out, args.steps, args.big_steps, args.feed_batches, args.quick, args.learn_steps
+            args.data,
+            args.out,
+            args.steps,
+            args.big_steps,
+            args.feed_batches,
+            args.quick,
+            args.learn_steps,
+            scvi=False if args.no_scvi else None,
         )
         write_report(args.out, results, command, train.ratios(results))
     elif args.suite == "mixing":

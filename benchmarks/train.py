@@ -112,7 +112,7 @@ def _fit(data: Path, out: Path, config: str, procs: int, strategy: str, steps: i
 EVIDENCE = ("pretrained", "pca50", "pca50_all", "untrained")
 
 
-def _learn(data: Path, out: Path, steps: int, label: str = "cell_type") -> dict | None:
+def _learn(data: Path, out: Path, steps: int, label: str = "cell_type", scvi: bool | None = None) -> dict | None:
     """``evidence`` of the ``demo`` recipe pretrained ``steps`` steps on ``data`` (None, said on stderr,
     without labels)."""
     from shards import ShardError
@@ -129,7 +129,8 @@ def _learn(data: Path, out: Path, steps: int, label: str = "cell_type") -> dict 
         print(f"benchmarks train: no learning evidence: {data} stores no {', '.join(missing)}", file=sys.stderr)
         return None
     r = _fit(data, out, "demo", 1, "auto", steps, [])
-    return {**evidence(out / "checkpoints" / "last.ckpt", str(data), "val", label), "wall_s": r["wall_s"]}
+    ev = evidence(out / "checkpoints" / "last.ckpt", str(data), "val", label, scvi=scvi)
+    return {**ev, "wall_s": r["wall_s"]}
 
 
 def _feed(data: Path, name: str, workers: int, batches: int, collate_on: str = "host") -> dict:
@@ -188,13 +189,14 @@ def run(
     feed_batches: int = 300,
     quick: bool = False,
     learn_steps: int = 1500,
+    scvi: bool | None = None,
 ) -> list[Result]:
     """All figures; ``quick`` leaves out the geneformer-10m CPU runs (seconds per step here);
     ``learn_steps=0`` the learning evidence."""
     results: list[Result] = []
     if learn_steps > 0:
         with tempfile.TemporaryDirectory(prefix="cellshard-bench-") as tmp:
-            ev = _learn(data, Path(tmp) / "run", learn_steps)
+            ev = _learn(data, Path(tmp) / "run", learn_steps, scvi=scvi)
         if ev is not None:
             cfg = {k: ev[k] for k in ("label", "pooling", "cells", "donors", "held_out_donors", "held_out_cells")}
             cfg |= {"model": "demo", "steps": learn_steps, "wall_s": round(ev["wall_s"], 1)}

@@ -68,7 +68,7 @@ def test_census_release_directory_members():
     assert callable(release_dir.get_census_version_directory)
 
 
-def test_lightning_loop_progress_keys_that_sampler_epoch_reads():
+def test_lightning_loop_progress_keys_that_sampler_epoch_reads(tmp_path):
     import lightning.pytorch as pl
     import torch
 
@@ -98,6 +98,7 @@ def test_lightning_loop_progress_keys_that_sampler_epoch_reads():
         callbacks=[Grab()],
     )
     trainer.fit(M(), torch.utils.data.DataLoader(torch.randn(8, 2), batch_size=2))
+    trainer.save_checkpoint(tmp_path / "c.ckpt")  # calls Grab.on_save_checkpoint with the checkpoint dict
     batch, epochs = seen["epoch_loop.batch_progress"], seen["epoch_progress"]
     assert {"total", "current", "is_last_batch"} <= set(batch) and {"started", "processed", "completed"} <= set(
         batch["current"]

@@ -43,15 +43,16 @@ def test_loader_benchmark_smoke(zarr_set, wds_set, tmp_path):
 @pytest.mark.slow
 def test_train_benchmark_smoke(zarr_set, tmp_path):
     args = ["train", "--data", str(zarr_set), "--steps", "6", "--feed-batches", "20", "--quick", "--learn-steps", "8"]
+    args += ["--no-scvi"]  # scVI would be imported into this test process (its Lightning classes then join --help)
     assert main([*args, "--out", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "results.json").read_text())
     got = {(r["name"], r["metric"]): r["value"] for r in doc["results"]}
     learn = [r for r in doc["results"] if r["group"] == "learn"]  # the report's comparison, in results.json
     assert {(r["name"], r["metric"]) for r in learn} == {
         (f"learn demo 8 steps: {e}", m)
-        for e in ("pretrained", "pca50", "pca50_all", "untrained", "scvi")
+        for e in ("pretrained", "pca50", "pca50_all", "untrained")
         for m in ("linear", "knn", "mixing")
-    }  # scVI: scvi-tools is in the dev install (cellshard[eval])
+    }
     assert all(0 <= r["value"] <= 1 for r in learn if r["metric"] != "mixing")
     assert learn[0]["config"]["held_out_donors"] >= 1 and learn[0]["config"]["label"] == "cell_type"
     pca = got[("learn demo 8 steps: pca50", "linear")]

@@ -362,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         teardown(cli)
     callbacks = getattr(getattr(cli, "trainer", None), "callbacks", [])
-    if any(isinstance(c, Preemption) and c.stopped_at is not None for c in callbacks):
-        return REQUEUE_EXIT  # preempted: the checkpoint is written, run again with --ckpt_path last
+    for c in callbacks:
+        if isinstance(c, Preemption) and c.stopped_at is not None:
+            return c.exit_status  # stopped by a signal: the checkpoint is written, run again with --ckpt_path last
     return 0
 
 

@@ -1,5 +1,9 @@
 """Preemption: SIGTERM or SIGUSR1 stop every rank at the same step boundary, with a resumable checkpoint.
 
+Ctrl-C (SIGINT) is handled the same way (a second Ctrl-C stops at once, without a checkpoint): a
+KeyboardInterrupt raised at an arbitrary point of a step can leave a loader's queues and locks half-way,
+and a run then hung at exit under load; a stop at the step boundary ends cleanly, exit 130.
+
 SLURM sends SIGTERM (or ``--signal=USR1@SECONDS``) before a time limit or a preemption; cloud spot
 notices become the same signals. Lightning's own handling either raises mid-step from rank 0's view
 alone (SIGTERM) or writes an HPC checkpoint from inside the signal handler (SLURM's SIGUSR1); neither
@@ -26,13 +30,15 @@ import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
 
-__all__ = ["REQUEUE_EXIT", "Preemption"]
+__all__ = ["INTERRUPT_EXIT", "REQUEUE_EXIT", "Preemption"]
 
 log = logging.getLogger("training")
 
 #: the exit status of a preempted run (``EX_TEMPFAIL``): the checkpoint is written, run again to continue
 REQUEUE_EXIT = 75
-SIGNALS = ("SIGTERM", "SIGUSR1")
+SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
+#: the exit status of a run stopped by Ctrl-C (SIGINT) at a step boundary: 128 + SIGINT, as shells report it
+INTERRUPT_EXIT = 130
 
 
 def _slurm_job() -> str | None:
@@ -54,12 +60,20 @@ class Preemption(pl.Callback):
         self.signals = [getattr(signal, name) for name in signals]
         self.received = 0  # the signal number, set by the handler (nothing else happens there)
         self.stopped_at: int | None = None  # the global step after which the run stopped
+        self.stop_signal = 0  # the signal the ranks agreed on
         self.checkpoint: Path | None = None
         self._previous: dict[int, Any] = {}
         self._group: Any = None  # the CPU (gloo) group the ranks vote in
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.received == signal.SIGINT:  # Ctrl-C twice: stop now, unsaved
+            signal.default_int_handler(signum, frame)
         self.received = self.received or signum
+
+    @property
+    def exit_status(self) -> int:
+        """What the CLI exits with after this callback stopped the run: 130 for Ctrl-C, 75 (requeue) else."""
+        return INTERRUPT_EXIT if self.stop_signal == signal.SIGINT else REQUEUE_EXIT
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after Lightning registered its own handlers (at the start of fit): ours replace them
@@ -93,6 +107,7 @@ class Preemption(pl.Callback):
         if not flag:
             return
         self.stopped_at = trainer.global_step
+        self.stop_signal = flag
         ckpt = trainer.checkpoint_callback
         directory = Path(ckpt.dirpath) if ckpt is not None and ckpt.dirpath else Path(trainer.default_root_dir)
         self.checkpoint = directory / "last.ckpt"
@@ -110,9 +125,9 @@ class Preemption(pl.Callback):
                 name,
                 self.stopped_at,
                 self.checkpoint,
-                REQUEUE_EXIT,
+                self.exit_status,
             )
-            job = _slurm_job()
+            job = _slurm_job() if flag != signal.SIGINT else None  # Ctrl-C is the user's stop, not a preemption
             if job is not None:
                 self._requeue(job)
 
