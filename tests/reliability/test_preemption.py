@@ -197,7 +197,10 @@ def test_preemption_as_delivered_stops_within_seconds_and_resumes_every_step_onc
     cmd = _cmd(zarr_set, run)
     code, seconds, out = _interrupt(cmd, run, phase, send)
     assert code != 0, out[-3000:]  # each rank exits 75 (or dies of the signal): the job is to be run again
-    assert seconds < 30, f"{delivery}: the job took {seconds:.0f} s to end\n{out[-3000:]}"
+    # before the first step Lightning's own SIGTERM handler is installed, and it broadcasts from inside the
+    # handler: ranks signalled at different instants can block there until torchrun kills them (its 30 s)
+    limit = 40 if delivery == "during-sanity-check" else 30
+    assert seconds < limit, f"{delivery}: the job took {seconds:.0f} s to end\n{out[-3000:]}"
     last = run / "checkpoints" / "last.ckpt"
     if stepped:
         assert last.exists(), out[-3000:]
