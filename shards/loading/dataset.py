@@ -188,7 +188,7 @@ class ShardedCellDataset(IterableDataset):
         """A small spec, not the opened set: each worker re-opens the set itself (vocabulary, offsets,
         labels). ``multiprocessing`` writes a spawned worker's start-up data into a pipe before torch
         watches the worker; data larger than the pipe's buffer (64 KB) would block that write for ever if
-        the worker died first. This stays ~2 KB whatever the vocabulary, so torch's own liveness check
+        the worker died first. This stays ~1.2 KB whatever the vocabulary, so torch's own liveness check
         reports a worker that dies while starting."""
         return {k: self.__dict__[k] for k in self._PICKLED}
 
