@@ -3,7 +3,7 @@
 ``scale_sim`` checks the plain plan's invariants at 100M cells; this measures, for each mode, what a
 single loader process computes before it reads a byte, at the size of the CELLxGENE Census (160M cells,
 80k shards, 1,024 ranks x 8 workers): the epoch's cells (``plan.mixing`` / ``plan.epoch``), the labels
-the mode needs (a per-cell code array, as ``loading.sampling.EpochCells`` holds it), and its own worker
+the mode needs (a per-cell code array, as ``loading.modes.grouped_exact`` holds it), and its own worker
 plan (``plan.worker.plan_worker``; grouped batches: ``plan.grouping.slot_groups``). Each mode runs in a
 fresh process, so its peak RSS is its own. Targets (issue: atlas scale): plan < 2 s per rank, plan
 memory < 300 MB per process, and the invariants: exact draw counts, equal batch counts on every slot,
@@ -103,7 +103,7 @@ def label_file(spec: ModeSpec, shard_cells: np.ndarray, path: Path) -> Path:
 
 
 def _epoch_cells(mode: str, spec: ModeSpec, shard_cells: np.ndarray, labels: LabelCounts | None, epoch: int):
-    """(the epoch's plan, the number of cells drawn or None): what ``EpochCells.plan`` computes."""
+    """(the epoch's plan, the number of cells drawn or None): what a sampling mode's ``plan_epoch`` computes."""
     n = int(shard_cells.sum())
     if mode in ("plain", "grouped", "grouped-bounded"):
         plan, _ = plan_epoch(shard_cells, world_size=1, num_workers=0, batch_size=1, seed=spec.seed, epoch=epoch)
@@ -117,7 +117,7 @@ def _epoch_cells(mode: str, spec: ModeSpec, shard_cells: np.ndarray, labels: Lab
         starts = [run_start(size, np.random.default_rng([spec.seed, epoch, 2, k])) for k, size in enumerate(sizes)]
         plan = run_plan(shard_cells, streams, wanted.tolist(), starts, seed=spec.seed, epoch=epoch)
         return plan, int(wanted.sum())
-    if mode in ("weighted", "curriculum"):  # as EpochCells._drawn plans them, from the label counts
+    if mode in ("weighted", "curriculum"):  # as ``modes.weighted`` plans them, from the label counts
         w = Weighting("dataset_id", smoothing=1_000.0, curriculum_epochs=2 if mode == "curriculum" else 0)
         totals = labels.totals()
         per_class = class_weights(w, labels.values.astype(object), totals, "sim")

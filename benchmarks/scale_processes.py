@@ -32,7 +32,7 @@ MODES: dict[str, dict[str, Any]] = {
     "replacement": {"replacement": True},
     "weighted": {"weighting": {"column": "cell_type", "smoothing": 100}},
     "curriculum": {"weighting": {"column": "cell_type", "smoothing": 100, "curriculum_epochs": 2}},
-    "grouped": {"group_by": "dataset_id", "remainder": "pad"},
+    "grouped": {"group_by": "dataset_id", "group_exact": True, "remainder": "pad"},
     "grouped-bounded": {"group_by": "dataset_id", "group_pool_cells": 4096},
 }
 

@@ -1,9 +1,10 @@
 """``ShardedCellDataset``: an ``IterableDataset`` of ready batches, resumable exactly.
 
-Each (rank, DataLoader worker) serves its slot of the epoch: ``plan.plan_worker`` says which slot,
-where its batches end and where to start; ``__iter__`` then only reads windows (each lane's run of cells
-with one vectorized read, ``windows``), cuts batches and collates them (truncate, specials, pad, mask).
-Batches are whole: use the DataLoader with ``batch_size=None``.
+Each (rank, DataLoader worker) serves its slot of the epoch. ``__iter__`` reads as four steps: plan
+(the sampling mode's epoch, ``modes``, and ``plan.plan_worker``: which slot, where to start), read
+(windows: each lane's run of cells with one vectorized read, ``windows``), the mode's batches (its
+``Schedule`` cuts them from the windows) and collate (truncate, specials, pad, mask). Batches are
+whole: use the DataLoader with ``batch_size=None``.
 
 The epoch lives in a shared-memory tensor, so ``set_epoch`` in the main process reaches persistent
 workers too. ``state_dict`` is this worker's ``LoaderState`` (what torchdata's StatefulDataLoader
@@ -13,6 +14,7 @@ resumes. Options are a ``LoaderConfig``.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -25,23 +27,21 @@ from torch.utils.data import IterableDataset
 from ..errors import ShardError
 from ..format.records import METADATA_COLUMNS
 from ..plan.elastic import start_position
-from ..plan.grouping import bounded_group_batches, slot_groups
+from ..plan.epoch import EpochPlan
 from ..plan.mixing import Stream
-from ..plan.slots import stream_positions
 from ..plan.state import LoaderState, Resume, Stage
 from ..plan.topology import Topology
 from ..plan.worker import WorkerPlan, plan_worker
 from ..storage.remote import redact
-from . import pool
 from .collate import Collator
 from .config import LoaderConfig
 from .device import DeviceCollator, pack_ragged
 from .hashing import cell_hashes, salted
+from .modes import SamplingMode, select_mode
 from .obs import ObsColumns
 from .panels import PanelFilter
 from .readahead import ReadAhead
 from .runs import RunReader
-from .sampling import EpochCells, mix_identity
 from .streams import MultiReader
 from .transport import SlotRing
 from .windows import RepeatCache, Window, read_window, slot_cells
@@ -122,7 +122,7 @@ class ShardedCellDataset(IterableDataset):
             storage_options=cfg.storage_options,
             io_threads=cfg.io_threads,
         )
-        self.cells = EpochCells(self.reader, streams, cfg)
+        self.mode: SamplingMode = select_mode(self.reader, streams, cfg)
         try:
             self.collator = Collator(
                 self.reader.vocab(),
@@ -135,12 +135,22 @@ class ShardedCellDataset(IterableDataset):
         except ValueError as exc:
             raise ShardError(str(exc)) from None
         self.panels = None if cfg.panels is None else PanelFilter.build(cfg.panels, self.reader.vocab(), cfg.seed)
-        mixed = self.cells.sampled or len(streams) > 1 or cfg.vocab_join != "same" or cfg.group_by or cfg.panels
-        self._mix = mix_identity(self.reader, cfg, self.panels, bool(mixed))
+        mixed = self.mode.name != "plain" or len(streams) > 1 or cfg.vocab_join != "same" or cfg.panels
+        self._mix = self._mix_identity() if mixed else None
         self.runs = RunReader(self.reader, cfg.on_error)
         self.obs = None if not cfg.obs_columns else self._obs_columns(cfg.obs_columns)
         self._cache: RepeatCache | None = None
         self._ring: SlotRing | None = None  # this worker's slots (made in the worker)
+
+    def _mix_identity(self) -> str:
+        """What a saved state of a mix must match (JSON): the streams, the mode's settings, the panels. A
+        plain single shard set has none (its saved states keep the layout they always had)."""
+        doc = {
+            "streams": self.reader.identity(),
+            **self.mode.identity(),
+            "panels": self.panels.spec if self.panels else None,
+        }
+        return json.dumps(doc, sort_keys=True)
 
     def _obs_columns(self, names: list[str]) -> ObsColumns:
         """``batch["obs"]``'s reader; each column must be stored in every shard (checked on the first)."""
@@ -214,20 +224,13 @@ class ShardedCellDataset(IterableDataset):
         workers = worker_info()[1] if num_workers is None else int(num_workers)
         rank, world = self._rank if self._rank is not None else detect_rank()
         cfg = self.config
-        cells = self.cells.plan(epoch)
-        tokens = None
-        if cfg.balance_tokens or cfg.token_budget:
-            tokens = cells.gather(self.reader.cell_tokens).astype(np.int64)
-        exact_groups = cfg.group_by is not None and cfg.group_pool_cells is None
-        codes = cells.gather(self.cells.shard_groups) if exact_groups else None
+        cells = self.mode.plan_epoch(epoch)
+        tokens = self._tokens(cells)
         total = 0
         for role in range(max(workers, 1)):
             topo = Topology(rank, world, role, workers)
             w = plan_worker(cells.n_cells, topo, cfg.slot_options(), epoch=epoch, role=role, tokens=tokens)
-            if codes is None:
-                total += w.n_batches
-            else:
-                total += slot_groups(codes, w.seq, w.slots, w.index, cfg.batch_size, cfg.remainder).n_batches
+            total += self.mode.n_batches(cells, w)
         return total
 
     def require_batches(self, num_workers: int, epoch: int | None = None, spell: Callable[[str], str] = str) -> int:
@@ -239,7 +242,7 @@ class ShardedCellDataset(IterableDataset):
         if n > 0:
             return n
         cfg = self.config
-        cells = self.cells.plan(self.epoch if epoch is None else int(epoch)).n_cells
+        cells = self.mode.plan_epoch(self.epoch if epoch is None else int(epoch)).n_cells
         world = self.topology().world_size
         workers = max(int(num_workers), 1)
         per_worker = cells // world // workers
@@ -313,8 +316,9 @@ class ShardedCellDataset(IterableDataset):
         same = (state.world_size, state.num_workers, state.batch_size) == (world_size, num_workers, cfg.batch_size)
         if not same and cfg.token_budget is not None:
             raise ShardError("cannot resume a token-budget run on another world size, batch size or workers")
-        if not same and cfg.group_by is not None:
-            raise ShardError("cannot resume a group_by run on another world size, batch size or workers")
+        refusal = self.mode.resume_refusal()
+        if not same and refusal is not None:
+            raise ShardError(refusal)
         if not same and state.world_size * state.batch_size != world_size * cfg.batch_size:
             raise ShardError(
                 f"cannot resume on {world_size} ranks x batch_size {cfg.batch_size}: the saved run had "
@@ -324,72 +328,39 @@ class ShardedCellDataset(IterableDataset):
         return same
 
     # -- iteration -----------------------------------------------------------------------------------
-    def plan(self, epoch: int, topo: Topology) -> tuple[Any, WorkerPlan]:
+    def plan(self, epoch: int, topo: Topology) -> tuple[EpochPlan, WorkerPlan]:
         """(the epoch's cells, this worker's plan) for the next iteration: pure planning, no reads but
         the token counts that token balancing and budgets need."""
         cfg = self.config
         resume, self._resume = self._resume, None
         stages, role, start = start_position(resume, epoch, topo.worker, topo.num_workers)
-        cells = self.cells.plan(epoch)
-        tokens = None
-        if cfg.balance_tokens or cfg.token_budget:  # per-cell token counts in this epoch's sequence order
-            tokens = cells.gather(self.reader.cell_tokens).astype(np.int64)
+        cells = self.mode.plan_epoch(epoch)
+        tokens = self._tokens(cells)
         worker = plan_worker(
             cells.n_cells, topo, cfg.slot_options(), epoch=epoch, role=role, stages=stages, start=start, tokens=tokens
         )
         self._stages, self._batches = tuple(stages), start
         return cells, worker
 
+    def _tokens(self, cells: EpochPlan) -> np.ndarray | None:
+        """Per-cell token counts in the epoch's order, when token balancing or a budget needs them."""
+        if self.config.balance_tokens or self.config.token_budget:
+            return cells.gather(self.reader.cell_tokens).astype(np.int64)
+        return None
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         epoch = self.epoch
-        cells, worker = self.plan(epoch, self.topology())
-        if self.config.group_by is not None:
-            yield from self._grouped(cells, worker, epoch)
+        cells, worker = self.plan(epoch, self.topology())  # plan
+        schedule = self.mode.schedule(cells, worker)  # the mode's batches
+        if worker.start >= schedule.n_batches:
             return
-        slot, ends = worker.slot, worker.ends
-        offset = int(ends[worker.start - 1]) if worker.start else 0
-        k, skip = worker.first_window, worker.skip
-        self._start_cache(cells, worker, k)
-        carry: list[Window] = []
-        carried = 0
-        last_needed = int(ends[-1]) - 1 if len(ends) else -1  # the slot position of the last cell served
-        with self._reads(cells, worker, k, last_needed) as windows:
-            while k < slot.n_windows and self._batches < len(ends):
-                window = windows.get(k)
-                window = window.with_rows(window.rows[skip:])
-                skip = 0
-                carry.append(window)
-                carried += len(window.rows)
-                while self._batches < len(ends) and carried >= (size := int(ends[self._batches]) - offset):
-                    batch, carry, carried = _cut(carry, carried, size)
-                    offset += size
-                    self._batches += 1
-                    yield self._collate(batch, epoch)
-                k += 1
-
-    def _grouped(self, cells, worker: WorkerPlan, epoch: int) -> Iterator[dict[str, Any]]:
-        """Grouped batches (``plan.grouping``): windows are read in order and each cell waits in a pool
-        until the batch of its group that takes it is served (``pool``)."""
-        cfg = self.config
-        if cfg.group_pool_cells is None:
-            codes = cells.gather(self.cells.shard_groups)
-            mine = slot_groups(codes, worker.seq, worker.slots, worker.index, cfg.batch_size, cfg.remainder)
-        else:  # bounded: only this slot's groups, read from the shards it serves
-            slot, n = worker.slot, len(worker.seq)
-            at = slot.to_sequence(stream_positions(slot, slot.n_cells))
-            labels = self.cells.slot_groups(cells, worker.seq[np.where(at >= n, at - n, at) % n])
-            mine = bounded_group_batches(labels, cfg.batch_size, cfg.group_pool_cells)
-        if worker.start >= mine.n_batches:
-            return
-        first = pool.first_window(worker.slot, mine, worker.start)
-        self._start_cache(cells, worker, first)
-        last_needed = int(mine.ready[worker.start :].max())  # a batch is served once its last cell is read
-        with self._reads(cells, worker, first, last_needed) as windows:
-            for b, parts, pad in pool.serve(worker.slot, mine, worker.start, windows.get):
+        self._start_cache(cells, worker, schedule.first_window)
+        with self._reads(cells, worker, schedule.first_window, schedule.last_needed) as windows:  # read
+            for b, parts, pad in schedule.serve(windows.get):
                 self._batches = b + 1
-                yield self._collate(parts, epoch, extra_pad=pad)
+                yield self._collate(parts, epoch, extra_pad=pad)  # collate
 
-    def _reads(self, cells, worker: WorkerPlan, first: int, last_needed: int) -> ReadAhead[Window]:
+    def _reads(self, cells: EpochPlan, worker: WorkerPlan, first: int, last_needed: int) -> ReadAhead[Window]:
         """Windows from ``first`` on, ``read_ahead`` of them read ahead in a background thread, up to the
         one holding slot position ``last_needed`` (so that no window is read that the epoch does not use:
         reads have effects, e.g. a skipped shard's counters)."""
@@ -397,11 +368,11 @@ class ShardedCellDataset(IterableDataset):
         stop = min(worker.slot.n_windows, int(np.searchsorted(offsets, last_needed, side="right")))
         return ReadAhead(lambda k: self._window(cells, worker, k), first, stop, self.config.read_ahead)
 
-    def _window(self, cells, worker: WorkerPlan, k: int) -> Window:
+    def _window(self, cells: EpochPlan, worker: WorkerPlan, k: int) -> Window:
         """Window ``k``, read run by run (``windows.read_window``)."""
         return read_window(cells, worker.seq, worker.slot, k, self.runs.read, self._cache)
 
-    def _start_cache(self, cells, worker: WorkerPlan, k: int) -> None:
+    def _start_cache(self, cells: EpochPlan, worker: WorkerPlan, k: int) -> None:
         """A sampled epoch's repeats are read once per slot and held until their last use."""
         self._cache = None
         if cells.sampled and self.config.repeat_cache_bytes:
@@ -443,16 +414,3 @@ class ShardedCellDataset(IterableDataset):
         if self._ring is None:
             self._ring = SlotRing(*self._transport)
         return self._ring
-
-
-def _cut(carry: list[Window], carried: int, size: int) -> tuple[list[Window], list[Window], int]:
-    """Take ``size`` cells from the front of the carried windows: (the batch's parts, the rest, its size)."""
-    need, parts, rest = size, [], []
-    for window in carry:
-        take = window.rows[:need] if need else window.rows[:0]
-        if len(take):
-            parts.append(window.with_rows(take))
-        if len(window.rows) > len(take):
-            rest.append(window.with_rows(window.rows[len(take) :]))
-        need -= len(take)
-    return parts, rest, carried - size

@@ -204,7 +204,7 @@ def test_a_large_index_over_one_data_shard_reads_as_a_set(zarr_set, tmp_path):
     weighted = ShardedCellDataset(
         tmp_path / "index", batch_size=16, context_length=64, weighting={"column": "cell_type"}
     )
-    assert len(weighted) == n // 16 and weighted.cells.label_counts[0].n_shards == 50  # the copies' label counts
+    assert len(weighted) == n // 16 and weighted.mode.label_counts[0].n_shards == 50  # the copies' label counts
 
 
 def test_atlas_headroom(tmp_path):

@@ -104,7 +104,8 @@ def loader_cases(sets: dict[str, Path]) -> dict[str, tuple[Any, dict[str, Any]]]
             [{"path": z, "choose": 300}],
             {**base, "weighting": {"column": "cell_type", "curriculum_epochs": 2}},
         ),
-        "zarr-grouped": (z, {**base, "group_by": "dataset_id", "remainder": "pad"}),
+        "zarr-grouped": (z, {**base, "group_by": "dataset_id", "remainder": "pad"}),  # bounded (the default)
+        "zarr-grouped-exact": (z, {**base, "group_by": "dataset_id", "group_exact": True, "remainder": "pad"}),
         "zarr-panels-random": (z, {**base, "panels": {"random_genes": 40}}),
         "census-plain": (str(sets["census-zarr"]), base),
     }

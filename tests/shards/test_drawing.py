@@ -183,7 +183,7 @@ def test_a_weighted_epoch_is_planned_without_reading_a_shard(wds_set, monkeypatc
     ds = ShardedCellDataset(
         str(wds_set), batch_size=8, context_length=32, weighting={"column": "cell_type"}, replacement=True
     )
-    assert len(ds) > 0 and ds.cells.plan(0).n_cells == ds.reader.shard_cells.sum()
+    assert len(ds) > 0 and ds.mode.plan_epoch(0).n_cells == ds.reader.shard_cells.sum()
     assert reads == []
     batches = list(ds)
     assert len(batches) == len(ds) and reads  # the shards served were read, and their labels with them

@@ -265,9 +265,9 @@ def test_group_batches_pure_function():
 
 
 @pytest.mark.parametrize("remainder", ["pad", "drop"])
-def test_grouped_batches_are_pure_and_balanced(sets, remainder):
+def test_exact_grouped_batches_are_pure_and_balanced(sets, remainder):
     group = metadata(sets["A"], "dataset_id")
-    ranks = serve(str(sets["A"]), world=2, group_by="dataset_id", remainder=remainder)
+    ranks = serve(str(sets["A"]), world=2, group_by="dataset_id", group_exact=True, remainder=remainder)
     assert len({len(r) for r in ranks}) == 1
     for r in ranks:
         for b in r:
@@ -386,6 +386,7 @@ MIXES = {
         "num_samples": 900,
     },
     "weighting+curriculum": {"path": "A", "weighting": {"column": "cell_type", "curriculum_epochs": 2}, "epoch": 1},
+    "grouped-exact": {"path": "A", "group_by": "dataset_id", "group_exact": True, "remainder": "pad"},
     "grouped": {"path": "A", "group_by": "dataset_id", "remainder": "pad"},
     "grouped-bounded": {"path": "A", "group_by": "cell_type", "group_pool_cells": 3 * B},
     "panel": {"path": "A", "panels": {"random_genes": 50}, "num_samples": 700},
@@ -447,7 +448,7 @@ def test_training_config_streams(sets):
     assert batch["input_ids"].shape[0] == B and int(batch["input_ids"].max()) < dm.vocab_size
     assert set(dm.side_files()) == {"vocab.csv", "gene_medians.stream0.csv", "gene_medians.stream1.csv"}
     val = dm.val_dataloader().dataset
-    assert val.split == "val" and not val.cells.sampled and len(val.reader.readers) == 2
+    assert val.split == "val" and not val.mode.sampled and len(val.reader.readers) == 2
     for bad, match in (
         ({"path": str(sets["A"]), "streams": [{"path": str(sets["A"])}]}, "exactly one"),
         ({"streams": [{"path": str(sets["A"]), "weigth": 1}]}, r"data.streams\[0\].weigth: unknown key"),
@@ -455,6 +456,8 @@ def test_training_config_streams(sets):
         ({"path": str(sets["A"]), "panels": {"random_genes": 0}}, "data.panels.random_genes"),
         ({"path": str(sets["A"]), "group_by": "dataset_id", "token_budget": 512}, "do not combine"),
         ({"path": str(sets["A"]), "group_by": "batch"}, r"data.group_by='batch': .*no metadata column 'batch'"),
+        ({"path": str(sets["A"]), "group_exact": True}, "group_exact: needs group_by"),
+        ({"path": str(sets["A"]), "group_by": "batch", "group_exact": True}, r"data.group_by='batch'"),
         ({"path": str(sets["A"]), "weighting": {"column": "x"}}, r"data.weighting.column='x': .*no metadata column"),
     ):
         with pytest.raises(ConfigError, match=match):
@@ -584,11 +587,44 @@ def test_report_refuses_a_mix_run_clearly(tmp_path):
 
 
 def test_exact_groups_over_a_large_corpus_warn_and_name_the_bounded_pool(sets, monkeypatch):
-    import shards.loading.sampling as sampling
+    import shards.loading.modes.grouped_exact as exact
 
-    monkeypatch.setattr(sampling, "LARGE_EXACT_GROUPS", 100)
-    with pytest.warns(UserWarning, match="set group_pool_cells"):
-        ShardedCellDataset(str(sets["A"]), batch_size=B, context_length=64, group_by="cell_type")
+    monkeypatch.setattr(exact, "LARGE_EXACT_GROUPS", 100)
+    kw = {"batch_size": B, "context_length": 64, "group_by": "cell_type"}
+    with pytest.warns(UserWarning, match="leave group_exact off"):
+        ShardedCellDataset(str(sets["A"]), group_exact=True, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ShardedCellDataset(str(sets["A"]), batch_size=B, context_length=64, group_by="cell_type", group_pool_cells=64)
+        assert ShardedCellDataset(str(sets["A"]), **kw).mode.name == "grouped-bounded"  # the default
+        ShardedCellDataset(str(sets["A"]), group_pool_cells=64, **kw)
+
+
+def test_a_new_sampling_mode_is_one_module_and_one_table_row(sets, monkeypatch):
+    """docs/SAMPLING.md's walk-through as written: a mode built on ``ModeBase`` and put first in
+    ``CHOOSERS`` is what the dataset plans, serves (every cell once, equal counts on every rank) and
+    records in a saved state's identity."""
+    from shards.loading import modes
+    from shards.plan.epoch import plan_epoch
+
+    class Stored(modes.ModeBase):
+        name = "stored"
+
+        def __init__(self, reader, streams, config):
+            super().__init__(config)
+            self.reader = reader
+
+        def plan_epoch(self, epoch):
+            plan, _ = plan_epoch(
+                self.reader.shard_cells, world_size=1, num_workers=0, batch_size=1, seed=self.config.seed, epoch=epoch
+            )
+            return plan
+
+        def identity(self):
+            return {**super().identity(), "stored_order": True}
+
+    monkeypatch.setattr(modes, "CHOOSERS", (("stored", lambda c, s: True, Stored), *modes.CHOOSERS))
+    ds = ShardedCellDataset(str(sets["A"]), batch_size=B, context_length=64, seed=4, rank=0, world_size=1)
+    assert ds.mode.name == "stored" and '"stored_order": true' in ds.identity(1, 0).mix
+    ranks = serve(str(sets["A"]), world=2, remainder="pad")
+    cells = real_cells(ranks)
+    assert len({len(r) for r in ranks}) == 1 and len(cells) == len(set(cells)) == n_train(sets["A"])

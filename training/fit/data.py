@@ -203,7 +203,14 @@ class CellDataModule(pl.LightningDataModule):
         source = where if where is not None else (self.streams if train else [s.path for s in self.streams])
         options: dict[str, Any] = {"batch_size": batch_size, "remainder": remainder}
         if not train:
-            options.update(num_samples=None, replacement=False, weighting=None, group_by=None, group_pool_cells=None)
+            options.update(
+                num_samples=None,
+                replacement=False,
+                weighting=None,
+                group_by=None,
+                group_pool_cells=None,
+                group_exact=False,
+            )
         if split != self.train_split:
             options.update(balance_tokens=False, token_budget=None)
         config = dataclasses.replace(cfg, **options)
