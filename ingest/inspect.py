@@ -2,32 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from shards.format.manifest import load_manifest
+from shards.format.manifest import read_manifest
 
 __all__ = ["render", "summary"]
 
 
 def summary(directory: Path | str) -> dict[str, Any]:
-    m = load_manifest(directory)
+    m = read_manifest(directory)
     return {
         "path": str(directory),
-        "format": m["format"],
-        "n_cells": m["n_cells"],
-        "n_tokens": m["n_tokens"],
-        "n_shards": len(m["shards"]),
-        "mean_genes_per_cell": round(m["n_tokens"] / m["n_cells"], 1) if m["n_cells"] else 0.0,
-        "splits": m["splits"],
-        "datasets": m.get("stats", {}).get("datasets", {}),
-        "genes_per_cell_hist": m.get("stats", {}).get("genes_per_cell_hist", {}),
-        "source": _source_line(m["source"]),
-        "presence": m.get("presence"),
-        "vocab_size": m["vocab"].get("size"),
-        "counters": m["counters"],
-        "seed": m["seed"],
-        "created_by": m["created_by"],
+        "format": m.format,
+        "n_cells": m.n_cells,
+        "n_tokens": m.n_tokens,
+        "n_shards": len(m.shards),
+        "mean_genes_per_cell": round(m.n_tokens / m.n_cells, 1) if m.n_cells else 0.0,
+        "splits": {k: dataclasses.asdict(v) for k, v in m.splits.items()},
+        "datasets": m.stats.datasets,
+        "genes_per_cell_hist": m.stats.genes_per_cell_hist,
+        "source": _source_line(m.source),
+        "presence": dataclasses.asdict(m.presence) if m.presence else None,
+        "vocab_size": m.vocab.size,
+        "counters": dataclasses.asdict(m.counters),
+        "seed": m.seed,
+        "created_by": m.created_by,
     }
 
 

@@ -10,12 +10,11 @@ interrupted publish is rerun with the same command (files already there with the
 
 from __future__ import annotations
 
-import json
 import posixpath
 from pathlib import Path
 from typing import Any
 
-from shards.format.manifest import load_manifest
+from shards.format.manifest import INDEX_NAME, manifest_build_id, read_manifest
 from shards.format.verify import verify_shard_set
 from shards.storage.remote import open_filesystem, redact, with_retries
 
@@ -23,7 +22,7 @@ from .errors import IngestError
 
 __all__ = ["publish"]
 
-MANIFEST = "index.json"
+MANIFEST = INDEX_NAME
 
 
 def publish(
@@ -36,17 +35,17 @@ def publish(
     faults = verify_shard_set(root)
     if faults:
         raise IngestError(f"{local}: {len(faults)} fault(s), first {faults[0]}; run `ingest verify {local}`")
-    build_id = load_manifest(root)["build_id"]
+    build_id = read_manifest(root).build_id
     fs, base = open_filesystem(url, **(storage_options or {}))
     base = base.rstrip("/")
     there = f"{base}/{MANIFEST}"
     if fs.exists(there):
-        other = json.loads(with_retries(lambda: fs.cat_file(there), f"reading {redact(url)}/{MANIFEST}"))
-        if other.get("build_id") == build_id:
+        other = manifest_build_id(with_retries(lambda: fs.cat_file(there), f"reading {redact(url)}/{MANIFEST}"))
+        if other == build_id:
             return 0
         if not replace:
             raise IngestError(
-                f"{redact(url)}: holds another shard set (build {other.get('build_id')}); publish to a new "
+                f"{redact(url)}: holds another shard set (build {other}); publish to a new "
                 "URL, or --replace (jobs reading it would see their data change)"
             )
         with_retries(lambda: fs.rm_file(there), f"removing {redact(url)}/{MANIFEST}")  # uncommit it first

@@ -198,7 +198,7 @@ def embed(
             raise ConfigError(f"--data {data} --split {split}: {exc}") from None
         if (
             plain.get("vocab_sha256")
-            and reader.manifest["vocab"]["sha256"] != plain["vocab_sha256"]
+            and reader.manifest.vocab.sha256 != plain["vocab_sha256"]
             and not _same_vocab_as_training(plain, data)
         ):
             raise ConfigError(
@@ -220,7 +220,7 @@ def embed(
         )
         meta = _select_columns(cell_metadata(reader, ids), obs_columns, data)
         meta["split"] = s
-        for name, values in cell_sources(ids, reader.manifest["source"]).items():
+        for name, values in cell_sources(ids, reader.manifest.source).items():
             meta[name] = values.to_numpy()
         ids_all.append(ids)
         x_all.append(x)

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from shards.errors import ShardError
+from shards.format.manifest import Manifest, read_manifest
 from shards.storage.atomic import tmp_name
 
 from .checkpoints import EXPORTED_WEIGHTS, plain_checkpoint, resolve_checkpoint, training_files
@@ -54,9 +56,16 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, data: str | None = None
     return out
 
 
+def _manifest(directory: Path) -> Manifest | None:
+    """The training set's manifest for the model card, or None when it cannot be read (moved, damaged)."""
+    try:
+        return read_manifest(directory)
+    except ShardError:
+        return None
+
+
 def _model_card(ckpt: Path, plain: dict[str, Any]) -> str:
     """What the exported model is, what it was trained on and how it did (from the run's files)."""
-    import json
 
     import pandas as pd
 
@@ -80,10 +89,10 @@ def _model_card(ckpt: Path, plain: dict[str, Any]) -> str:
     ]
     data = plain.get("data_path")
     index = Path(data) / "index.json" if data else None
-    if index is not None and index.is_file():
-        m = json.loads(index.read_text())
-        lines.append(f"- shard set `{data}`: {m.get('n_cells', 0):,} cells, {m.get('n_tokens', 0):,} tokens")
-        lines.append(f"- build `{m.get('build_id', '?')[:16]}`, vocabulary sha256 `{plain.get('vocab_sha256')}`")
+    m = _manifest(index.parent) if index is not None and index.is_file() else None
+    if m is not None:
+        lines.append(f"- shard set `{data}`: {m.n_cells:,} cells, {m.n_tokens:,} tokens")
+        lines.append(f"- build `{m.build_id[:16]}`, vocabulary sha256 `{plain.get('vocab_sha256')}`")
     else:
         lines.append(f"- vocabulary sha256 `{plain.get('vocab_sha256')}` (the shard set is not at hand)")
     run = ckpt.parent.parent if ckpt.is_file() else ckpt.parent

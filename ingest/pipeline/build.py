@@ -16,7 +16,7 @@ import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from shards.format.manifest import load_manifest
+from shards.format.manifest import Manifest, load_manifest
 from shards.storage.atomic import sha256_file, write_bytes_atomic
 from shards.storage.faults import fault_point
 
@@ -189,39 +189,36 @@ def _build_prepared(opts: BuildOptions, prepared: Prepared, out: Path, report: R
         fault_point("committed")  # the manifest is written; the work files are not yet removed
         shutil.rmtree(work)
     seconds = time.perf_counter() - started
-    rate = manifest["n_cells"] / seconds if seconds > 0 else 0.0
+    typed = Manifest.from_dict(manifest)
+    rate = typed.n_cells / seconds if seconds > 0 else 0.0
     report.info(
-        f"[green]done[/]: {manifest['n_cells']:,} cells, {len(manifest['shards'])} shards, "
-        f"{manifest['n_tokens']:,} tokens in {seconds:.1f} s ({rate:,.0f} cells/s)"
+        f"[green]done[/]: {typed.n_cells:,} cells, {len(typed.shards)} shards, "
+        f"{typed.n_tokens:,} tokens in {seconds:.1f} s ({rate:,.0f} cells/s)"
     )
-    for line in summary_lines(manifest, prepared.cells_matched):
+    for line in summary_lines(typed, prepared.cells_matched):
         report.info(line)
     return BuildResult(manifest, seconds=seconds, cells_per_sec=rate)
 
 
-def summary_lines(manifest: dict, cells_in: int) -> list[str]:
+def summary_lines(manifest: Manifest, cells_in: int) -> list[str]:
     """What a build kept and dropped, and the split it made: three lines a user reads before training."""
-    counters = manifest.get("counters", {})
-    skipped = {k: v for k, v in counters.get("skipped_cells", {}).items() if v}
-    dropped = {k: v for k, v in counters.get("dropped_genes", {}).items() if v}
-    vocab = manifest.get("vocab", {})
-    genes = vocab["size"] - len(vocab.get("special_tokens", {})) if "size" in vocab else None
+    skipped = {k: v for k, v in manifest.counters.skipped_cells.items() if v}
+    dropped = {k: v for k, v in manifest.counters.dropped_genes.items() if v}
+    genes = manifest.genes
 
     def why(d: dict) -> str:
         return ", ".join(f"{k} {v:,}" for k, v in d.items()) or "none"
 
     lines = [
-        f"  cells: {manifest['n_cells']:,} kept of {cells_in:,}; dropped: {why(skipped)}",
+        f"  cells: {manifest.n_cells:,} kept of {cells_in:,}; dropped: {why(skipped)}",
         f"  genes: {genes:,} in the vocabulary; dropped: {why(dropped)}" if genes is not None else "",
     ]
-    splits = manifest.get("splits", {})
-    options = manifest.get("options", {})
-    if options.get("val_fraction"):
-        val = splits.get("val", {}).get("n_cells", 0)
-        share = val / manifest["n_cells"] if manifest["n_cells"] else 0.0
+    if manifest.val_fraction:
+        train, val = (manifest.splits[k].n_cells if k in manifest.splits else 0 for k in ("train", "val"))
+        share = val / manifest.n_cells if manifest.n_cells else 0.0
         lines.append(
-            f"  split by {options.get('split_by')}: train {splits.get('train', {}).get('n_cells', 0):,} cells, "
-            f"val {val:,} ({100 * share:.1f}%, asked {100 * options['val_fraction']:.1f}%)"
+            f"  split by {manifest.split_by}: train {train:,} cells, "
+            f"val {val:,} ({100 * share:.1f}%, asked {100 * manifest.val_fraction:.1f}%)"
         )
     return [line for line in lines if line]
 

@@ -27,8 +27,12 @@ def _package_version() -> str:
         return "0+unknown"
 
 
-def build_manifest(opts, out: Path, prepared, vocab, infos, summaries, dropped, build_id, presence) -> dict:
-    """The manifest of the shards in ``infos`` (their ``stats`` are folded into the set's)."""
+def build_manifest(
+    opts, out: Path, prepared, vocab, infos, summaries, dropped, build_id, presence, labels=None
+) -> dict:
+    """The manifest document of the shards in ``infos`` (their ``stats`` are folded into the set's): the
+    writer's side, the one place outside ``shards/format`` that spells the manifest's keys (the schema,
+    ``index.schema.json``, validates what it writes; readers use ``shards.format.Manifest``)."""
     shards = [infos[i] for i in sorted(infos)]
     datasets: dict[str, int] = {}
     hist = np.zeros(len(GENES_PER_CELL_EDGES), dtype=np.int64)
@@ -91,6 +95,7 @@ def build_manifest(opts, out: Path, prepared, vocab, infos, summaries, dropped, 
             "split_by": opts.split_by,
         },
         **({"presence": presence} if presence else {}),
+        **({"labels": labels} if labels else {}),
         "seed": opts.seed,
         "counters": {"skipped_cells": skipped, "dropped_genes": dropped},
         "stats": {

@@ -301,9 +301,7 @@ def write_manifest(ctx: BuildContext, genes: GeneMap, pass1: Pass1, infos: dict[
     labels = write_label_counts(ctx.out, [infos[i].get("labels") for i in sorted(infos)])
     fault_point("manifest")
     manifest = build_manifest(
-        ctx.opts, ctx.out, prepared, genes.vocab, infos, pass1.summaries, genes.dropped, ctx.build_id, presence
+        ctx.opts, ctx.out, prepared, genes.vocab, infos, pass1.summaries, genes.dropped, ctx.build_id, presence, labels
     )
-    if labels:
-        manifest["labels"] = labels
     dump_manifest(ctx.out, manifest)
     return manifest

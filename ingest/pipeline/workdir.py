@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from shards.errors import ShardError
-from shards.format.manifest import INDEX_NAME, load_manifest
+from shards.format.manifest import INDEX_NAME, read_manifest
 
 from ..errors import IngestError
 from .lock import LOCK_NAME
@@ -37,10 +37,10 @@ def check_out_dir(out: Path, build_id: str) -> bool:
     """True when ``out`` already holds this very build. Refuses a directory holding anything else."""
     if (out / INDEX_NAME).exists():
         try:
-            manifest = load_manifest(out)
+            manifest = read_manifest(out)
         except ShardError as exc:
             raise IngestError(f"{out}: holds an unreadable shard set ({exc}); choose another --out") from None
-        if manifest.get("build_id") != build_id:
+        if manifest.build_id != build_id:
             raise IngestError(
                 f"{out}: holds a different shard set (other inputs or options); choose another --out "
                 "or delete the directory"

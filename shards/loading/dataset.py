@@ -156,7 +156,7 @@ class ShardedCellDataset(IterableDataset):
         """``batch["obs"]``'s reader; each column must be stored in every shard (checked on the first)."""
         readers = getattr(self.reader, "readers", [self.reader])
         for r in readers:
-            stored = [*METADATA_COLUMNS, *r.manifest.get("source", {}).get("obs_columns", [])]
+            stored = [*METADATA_COLUMNS, *r.manifest.obs_columns]
             missing = [n for n in names if n not in stored]
             if missing:
                 raise ShardError(

@@ -41,7 +41,7 @@ class ObsColumns:
         self.keep_shards = keep_shards
 
     def _table(self, shard: int) -> dict[str, np.ndarray] | None:
-        if self._reader.shards[shard]["path"] in self._skipped:
+        if self._reader.shards[shard].path in self._skipped:
             return None
         table = self._tables.get(shard)
         if table is None:

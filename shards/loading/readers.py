@@ -28,7 +28,7 @@ import pandas as pd
 from ..errors import ShardError
 from ..format.access import ShardAccess
 from ..format.labels import LabelCounts, read_label_counts
-from ..format.manifest import INDEX_NAME, load_manifest, parse_manifest
+from ..format.manifest import INDEX_NAME, Manifest, ShardEntry, load_manifest, parse_manifest
 from ..format.registry import ShardReader, get_format
 from ..format.vocab import Vocabulary, parse_vocab, read_vocab
 from ..storage.atomic import sha256_file
@@ -63,18 +63,18 @@ class ShardSetReader:
         self.cache = ShardCache(cache_dir, cache_bytes) if cache_dir is not None and self.remote else None
         if self.remote:
             text = self.fetch(INDEX_NAME).decode()
-            self.manifest = parse_manifest(text, f"{redact(self.root)}/{INDEX_NAME}")
+            doc = parse_manifest(text, f"{redact(self.root)}/{INDEX_NAME}")
         else:
-            self.manifest = load_manifest(self.root)
+            doc = load_manifest(self.root)
+        self.manifest = Manifest.from_dict(doc)
         self.split = split
-        self.shards = [s for s in self.manifest["shards"] if s["split"] == split]
+        self.shards: list[ShardEntry] = list(self.manifest.split(split))
         if not self.shards:
-            splits = sorted({s["split"] for s in self.manifest["shards"]})
-            raise ShardError(f"{redact(self.root)}: no shard in split {split!r} (splits: {splits})")
-        self.format = self.manifest["format"]
+            raise ShardError(f"{redact(self.root)}: no shard in split {split!r} (splits: {self.manifest.split_names})")
+        self.format = self.manifest.format
         self._format = get_format(self.format)
-        self.shard_cells = np.array([s["n_cells"] for s in self.shards], dtype=np.int64)
-        self.shard_tokens = np.array([s["n_tokens"] for s in self.shards], dtype=np.int64)
+        self.shard_cells = np.array([s.n_cells for s in self.shards], dtype=np.int64)
+        self.shard_tokens = np.array([s.n_tokens for s in self.shards], dtype=np.int64)
         self._reset()
 
     def _reset(self) -> None:
@@ -103,29 +103,29 @@ class ShardSetReader:
 
     def read_file(self, key: str) -> bytes:
         """The file a manifest entry names (``vocab``, ``gene_medians``), local or fetched."""
-        name = self.manifest[key]["file"]
+        name = self.manifest.file(key).file
         return self.fetch(name) if self.remote else (Path(self.root) / name).read_bytes()
 
     def label_counts(self, column: str) -> LabelCounts | None:
         """Per-shard counts of ``column``'s values over this split's shards (``labels.npz``), or None
         when the set has none for it (built before the counts, or not a categorical column)."""
-        entry = self.manifest.get("labels")
-        if not entry or column not in entry["columns"]:
+        entry = self.manifest.labels
+        if entry is None or column not in entry.columns:
             return None
         # local: checked by streaming, then only this column's members are loaded; remote: fetched whole
-        data = self.read_file("labels") if self.remote else Path(self.root) / entry["file"]
+        data = self.read_file("labels") if self.remote else Path(self.root) / entry.file
         digest = hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else sha256_file(data)
-        if digest != entry["sha256"]:
+        if digest != entry.sha256:
             raise ShardError(
-                f"{redact(self.root)}/{entry['file']}: sha256 differs from the manifest (corrupt or modified); "
+                f"{redact(self.root)}/{entry.file}: sha256 differs from the manifest (corrupt or modified); "
                 "restore it or rebuild the shard set"
             )
-        where = {s["path"]: i for i, s in enumerate(self.manifest["shards"])}
+        where = {s.path: i for i, s in enumerate(self.manifest.shards)}
         counts = read_label_counts(data, column, redact(self.root))
-        return counts.select(np.array([where[s["path"]] for s in self.shards], dtype=np.int64))
+        return counts.select(np.array([where[s.path] for s in self.shards], dtype=np.int64))
 
     def vocab(self) -> Vocabulary:
-        name = self.manifest["vocab"]["file"]
+        name = self.manifest.vocab.file
         if self.remote:
             return parse_vocab(self.fetch(name).decode(), f"{redact(self.root)}/{name}")
         return read_vocab(Path(self.root) / name)
@@ -140,13 +140,13 @@ class ShardSetReader:
             self._pool = ThreadPoolExecutor(self.io_threads - 1, thread_name_prefix="cellshard-decode")
         common = {"fetch": self.fetch, "storage_options": self.storage_options, "executor": self._pool}
         if not self.remote:
-            yield self._checked(i, ShardAccess(shard, self.root, Path(self.root), **common), check)
+            yield self._checked(i, ShardAccess(shard.raw, self.root, Path(self.root), **common), check)
         elif self.cache is None:
-            yield self._checked(i, ShardAccess(shard, self.root, None, **common), check)
+            yield self._checked(i, ShardAccess(shard.raw, self.root, None, **common), check)
         else:
             fs, base = open_filesystem(self.root, **self.storage_options)
             with self.cache.use(f"{self.split}-{i:06d}", shard, fs, base.rstrip("/")) as local:
-                yield self._checked(i, ShardAccess(shard, self.root, local, **common), check)
+                yield self._checked(i, ShardAccess(shard.raw, self.root, local, **common), check)
 
     def _checked(self, i: int, access: ShardAccess, check: bool) -> ShardAccess:
         if check and i not in self._opened:
@@ -157,7 +157,7 @@ class ShardSetReader:
     def _reader(self, i: int) -> ShardReader:
         reader = self._readers.get(i)
         if reader is None:
-            reader = self._readers[i] = self._format.reader(self.shards[i])
+            reader = self._readers[i] = self._format.reader(self.shards[i].raw)
             if len(self._readers) > _OPEN_SHARDS:
                 self._readers.popitem(last=False)
         else:
@@ -189,6 +189,6 @@ class ShardSetReader:
     def read(self, i: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(genes, counts, offsets, cell_ids)`` of cells ``start:stop`` of shard ``i`` of the split."""
         if not 0 <= start <= stop <= self.shard_cells[i]:
-            raise ShardError(f"{self.shards[i]['path']}: cell range {start}:{stop} outside 0:{self.shard_cells[i]}")
+            raise ShardError(f"{self.shards[i].path}: cell range {start}:{stop} outside 0:{self.shard_cells[i]}")
         with self.open_shard(i) as access:
             return self._reader(i).read(access, start, stop)

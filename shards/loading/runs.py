@@ -29,7 +29,7 @@ class RunReader:
         ``on_error="skip"`` is skipped from then on in this process: its runs become empty cells of zero
         loss weight (so every rank still yields the same number of batches), with one warning per
         shard and the ``skipped_cells`` / ``skipped_shards`` counters."""
-        path = self.reader.shards[shard]["path"]
+        path = self.reader.shards[shard].path
         if path not in self.skipped_shards:
             try:
                 genes, counts, offsets, ids = self.reader.read(shard, start, stop)

@@ -12,6 +12,7 @@ so a human and a mouse set built separately join into one space without collidin
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ShardError
+from ..format.manifest import ShardEntry
 from ..format.vocab import Vocabulary, vocab_to_csv
 from ..plan.mixing import Stream
 from ..storage.remote import redact
@@ -54,8 +56,8 @@ class MultiReader:
         formats = {r.format for r in self.readers}
         self.format = formats.pop() if len(formats) == 1 else "mixed"
         one = len(self.readers) == 1  # a single stream names its shards as a plain shard set does
-        self.shards = [
-            {**sh, "path": sh["path"] if one else f"{self.names[k]}/{sh['path']}", "stream": k}
+        self.shards: list[ShardEntry] = [
+            sh if one else dataclasses.replace(sh, path=f"{self.names[k]}/{sh.path}")
             for k, r in enumerate(self.readers)
             for sh in r.shards
         ]
@@ -65,7 +67,7 @@ class MultiReader:
         self._first = np.concatenate([[0], np.cumsum([len(r.shards) for r in self.readers])])
         self.cell_starts = np.concatenate([[0], np.cumsum(self.shard_cells)])  # joint cell numbering
         self._vocab, self._luts = self._join([r.vocab() for r in self.readers])
-        ids = [r.manifest["build_id"] for r in self.readers]
+        ids = [r.manifest.build_id for r in self.readers]
         self.build_id = "+".join(ids) if len(ids) > 1 else ids[0]
 
     def _join(self, vocabs: list[Vocabulary]) -> tuple[Vocabulary, list[np.ndarray | None]]:
@@ -102,7 +104,7 @@ class MultiReader:
 
     def vocab_sha256(self) -> str:
         if self.vocab_mode == "same":
-            return self.readers[0].manifest["vocab"]["sha256"]
+            return self.readers[0].manifest.vocab.sha256
         return hashlib.sha256(vocab_to_csv(self._vocab)).hexdigest()
 
     def _local(self, i: int) -> tuple[ShardSetReader, int, int]:
@@ -136,10 +138,10 @@ class MultiReader:
         if lut is None:
             return genes, counts, offsets, ids
         if len(genes) and (genes.max() >= len(lut) or genes.min() < 0):
-            raise ShardError(f"{self.shards[i]['path']}: a gene token outside its vocabulary; run `ingest verify`")
+            raise ShardError(f"{self.shards[i].path}: a gene token outside its vocabulary; run `ingest verify`")
         return lut[genes], counts, offsets, ids  # every gene of a stream has a place in the union
 
     def identity(self) -> str:
         """What a saved loader state must match: the builds, splits, kinds and the vocabulary join."""
-        spec = [[r.manifest["build_id"], r.split, *s.kind()] for r, s in zip(self.readers, self.streams, strict=True)]
+        spec = [[r.manifest.build_id, r.split, *s.kind()] for r, s in zip(self.readers, self.streams, strict=True)]
         return json.dumps({"streams": spec, "vocab": self.vocab_mode}, sort_keys=True)

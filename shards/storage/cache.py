@@ -9,9 +9,10 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import fsspec
 
@@ -19,7 +20,22 @@ from ..errors import ShardError
 from .atomic import sha256_file, sha256_tree
 from .remote import redact, with_retries
 
-__all__ = ["ShardCache"]
+__all__ = ["CachedShard", "ShardCache"]
+
+
+class _HashedFile(Protocol):
+    path: str
+    sha256: str
+
+
+class CachedShard(Protocol):
+    """What the cache needs of a shard (``format.manifest.ShardEntry`` is one): its main file or
+    directory, a directory's members, its side files and their hashes."""
+
+    path: str
+    sha256: str
+    members: Sequence[str]
+    files: Sequence[_HashedFile]
 
 
 class ShardCache:
@@ -41,7 +57,7 @@ class ShardCache:
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
     @contextmanager
-    def use(self, key: str, shard: dict, fs: fsspec.AbstractFileSystem, base: str) -> Iterator[Path]:
+    def use(self, key: str, shard: CachedShard, fs: fsspec.AbstractFileSystem, base: str) -> Iterator[Path]:
         """The local directory holding the shard's files, downloaded and verified if needed, and kept
         from eviction while the caller reads (a shared ``flock``; eviction takes it exclusively)."""
         target = self.dir / key
@@ -61,18 +77,18 @@ class ShardCache:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         self._evict(keep=target)
 
-    def _download(self, target: Path, shard: dict, fs: fsspec.AbstractFileSystem, base: str) -> None:
+    def _download(self, target: Path, shard: CachedShard, fs: fsspec.AbstractFileSystem, base: str) -> None:
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        main = shard["path"]
-        members = [f"{main}/{m}" for m in shard.get("members", [])] or [main]
-        for rel in members + [f["path"] for f in shard["files"]]:
+        main = shard.path
+        members = [f"{main}/{m}" for m in shard.members] or [main]
+        for rel in members + [f.path for f in shard.files]:
             local = tmp / rel
             local.parent.mkdir(parents=True, exist_ok=True)
             with_retries(lambda rel=rel, local=local: fs.get_file(f"{base}/{rel}", str(local)), f"{base}/{rel}")
-        got = sha256_tree(tmp / main) if shard.get("members") else sha256_file(tmp / main)
-        bad = [f["path"] for f in shard["files"] if sha256_file(tmp / f["path"]) != f["sha256"]]
-        if got != shard["sha256"] or bad:
+        got = sha256_tree(tmp / main) if shard.members else sha256_file(tmp / main)
+        bad = [f.path for f in shard.files if sha256_file(tmp / f.path) != f.sha256]
+        if got != shard.sha256 or bad:
             shutil.rmtree(tmp, ignore_errors=True)
             raise ShardError(
                 f"{redact(base)}/{main}: downloaded shard fails its sha256 check {bad}; the remote copy is corrupt"

@@ -165,7 +165,7 @@ def test_ingest_writes_label_counts_that_match_the_shards(zarr_set, wds_set, fmt
     for split in ("train", "val"):
         r = ShardSetReader(root, split)
         counts = r.label_counts("cell_type")
-        assert counts is not None and "cell_id" not in r.manifest["labels"]["columns"]
+        assert counts is not None and "cell_id" not in r.manifest.labels.columns
         for i in range(len(r.shards)):
             values, n = np.unique(r.column(i, "cell_type").astype(str), return_counts=True)
             a, b = counts.indptr[i], counts.indptr[i + 1]

@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 from shards.errors import ShardError
-from shards.format.manifest import load_manifest
+from shards.format.manifest import read_manifest
 from shards.storage.atomic import write_bytes_atomic
 
 from ..errors import ConfigError
@@ -76,7 +76,7 @@ def _comparison(
     pooling = cells.uns.get("cellshard", {}).get("pooling", "cls")  # recorded by embed; cls: the old default
     if group_by is None:
         donors = cells.obs["donor_id"].nunique() if "donor_id" in cells.obs.columns else 0
-        split_by = (load_manifest(data["path"]).get("options") or {}).get("split_by")
+        split_by = read_manifest(data["path"]).split_by
         group_by = default_group_column(donors, cells.obs.columns, split_by)
     try:
         return evidence(
@@ -143,10 +143,10 @@ def run_report(
     val_split = data.get("val_split") or "val"
     notes: list[str] = []
     try:
-        splits = load_manifest(data["path"]).get("splits", {})
+        splits = read_manifest(data["path"]).splits
     except ShardError as exc:
         raise ConfigError(f"--run {run}: its shard set {data['path']} cannot be read ({exc})") from None
-    has_val = splits.get(val_split, {}).get("n_cells", 0) > 0
+    has_val = val_split in splits and splits[val_split].n_cells > 0
     baseline = None
     if has_val:
         baseline = frequency_baseline(

@@ -166,7 +166,7 @@ class CellDataModule(pl.LightningDataModule):
                     f"data.val_split={val_split!r} (data.val_path={redact_options(self.val_path)!r}): {exc}; "
                     "set data.val_split to a split of the set, or null to skip validation"
                 ) from None
-            if val_reader.manifest["vocab"]["sha256"] != self.vocab_sha256:
+            if val_reader.manifest.vocab.sha256 != self.vocab_sha256:
                 raise ConfigError(
                     f"data.val_path={redact_options(self.val_path)!r}: its vocabulary differs from data.path's; "
                     f"build it with `ingest build --vocab {redact(self.path)}/vocab.csv`"
@@ -190,7 +190,7 @@ class CellDataModule(pl.LightningDataModule):
         a remapped vocabulary: the joint ``vocab.csv`` and each stream's ``gene_medians.<stream>.csv``."""
         readers = self.reader.readers
         if self.reader.vocab_mode == "same":
-            return {readers[0].manifest[k]["file"]: readers[0].read_file(k) for k in ("vocab", "gene_medians")}
+            return {readers[0].manifest.file(k).file: readers[0].read_file(k) for k in ("vocab", "gene_medians")}
         names = self.reader.names
         medians = {f"gene_medians.{n}.csv": r.read_file("gene_medians") for n, r in zip(names, readers, strict=True)}
         return {"vocab.csv": vocab_to_csv(self.vocab), **medians}

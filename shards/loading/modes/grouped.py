@@ -79,8 +79,8 @@ class Grouped(ModeBase):
         """The group column exists in every stream (checked at construction, not in a worker)."""
         column = self.config.group_by
         for r in self.reader.readers:
-            entry = r.manifest.get("labels") or {}
-            if column not in entry.get("columns", ()) and column not in r.metadata(0).columns:
+            counted = r.manifest.labels.columns if r.manifest.labels else ()
+            if column not in counted and column not in r.metadata(0).columns:
                 where = f"stream {self.reader.names[self.reader.readers.index(r)]} ({r.root})"
                 raise ShardError(f"{where}: no metadata column {column!r} (group_by)")
 
@@ -89,6 +89,6 @@ class Grouped(ModeBase):
         gone = pd.isna(values)
         if gone.any():
             raise ShardError(
-                f"{self.reader.shards[shard]['path']}: {int(gone.sum())} cells have no {self.config.group_by} "
+                f"{self.reader.shards[shard].path}: {int(gone.sum())} cells have no {self.config.group_by} "
                 "value; fill it at ingest or group by another column"
             )

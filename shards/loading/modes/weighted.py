@@ -85,7 +85,7 @@ class Weighted(Runs):
             if counts.missing.any():
                 at = int(np.flatnonzero(counts.missing)[0])
                 raise ShardError(
-                    f"{r.shards[at]['path']}: {int(counts.missing.sum())} cells have no {column} value; fill it at "
+                    f"{r.shards[at].path}: {int(counts.missing.sum())} cells have no {column} value; fill it at "
                     "ingest or weight by another column"
                 )
             out.append(counts)
@@ -100,7 +100,7 @@ class Weighted(Runs):
         bad = (codes >= len(values)) | (values[np.minimum(codes, len(values) - 1)] != column)
         if bad.any():
             raise ShardError(
-                f"{self.reader.shards[shard]['path']}: {self.config.weighting.column} value {column[bad][0]!r} is not "
+                f"{self.reader.shards[shard].path}: {self.config.weighting.column} value {column[bad][0]!r} is not "
                 "in the set's label counts (labels.npz); run `ingest verify`"
             )
         return codes
