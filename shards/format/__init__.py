@@ -5,8 +5,17 @@ and ``storage``. The contract these implement is ``docs/FORMAT.md``.
 """
 
 from .access import ShardAccess
-from .manifest import FORMAT_VERSION, INDEX_NAME, dump_manifest, load_manifest, parse_manifest
-from .records import METADATA_COLUMNS, CellBlock
+from .manifest import (
+    FORMAT_VERSION,
+    INDEX_NAME,
+    Manifest,
+    ShardEntry,
+    dump_manifest,
+    load_manifest,
+    parse_manifest,
+    read_manifest,
+)
+from .records import METADATA_COLUMNS, CellBlock, CellRun
 from .registry import FORMATS, ShardFormat, ShardReader, get_format
 from .verify import Fault, verify_shard_set
 from .vocab import SPECIAL_TOKENS, Vocabulary, parse_vocab, read_vocab, vocab_to_csv
@@ -18,8 +27,11 @@ __all__ = [
     "METADATA_COLUMNS",
     "SPECIAL_TOKENS",
     "CellBlock",
+    "CellRun",
     "Fault",
+    "Manifest",
     "ShardAccess",
+    "ShardEntry",
     "ShardFormat",
     "ShardReader",
     "Vocabulary",
@@ -28,6 +40,7 @@ __all__ = [
     "load_manifest",
     "parse_manifest",
     "parse_vocab",
+    "read_manifest",
     "read_vocab",
     "verify_shard_set",
     "vocab_to_csv",

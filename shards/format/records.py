@@ -7,13 +7,14 @@ work on whole blocks (vectorized), never on one Python object per cell.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
 from ..errors import ShardError
 
-__all__ = ["METADATA_COLUMNS", "CellBlock"]
+__all__ = ["METADATA_COLUMNS", "CellBlock", "CellRun"]
 
 #: Metadata every record carries (``docs/FORMAT.md``), in this order, before any requested extra columns.
 METADATA_COLUMNS: tuple[str, ...] = (
@@ -27,6 +28,17 @@ METADATA_COLUMNS: tuple[str, ...] = (
     "n_counts",
     "n_genes",
 )
+
+
+class CellRun(NamedTuple):
+    """Cells ``start:stop`` of a shard as a reader returns them: the tokens of a ``CellBlock`` with the
+    cell ids alone for metadata (the loader reads runs of a few hundred cells per window; it reads a
+    metadata column only when asked, ``ShardReader.column``)."""
+
+    genes: np.ndarray  # int32, flat
+    counts: np.ndarray  # int32, flat
+    offsets: np.ndarray  # int64, n + 1, from 0
+    ids: np.ndarray  # the cells' ids (object)
 
 
 @dataclass

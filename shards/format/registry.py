@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import ShardError
 from . import webdataset, zarr
 from .access import ShardAccess
-from .records import CellBlock
+from .records import CellBlock, CellRun
 
 __all__ = ["FORMATS", "ShardAccess", "ShardFormat", "ShardReader", "get_format"]
 
@@ -26,7 +26,7 @@ class ShardReader(Protocol):
     def cell_tokens(self, access: ShardAccess) -> np.ndarray:
         """Token count of every cell (int32)."""
 
-    def read(self, access: ShardAccess, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def read(self, access: ShardAccess, start: int, stop: int) -> CellRun:
         """``(genes, counts, offsets, cell_ids)`` of cells ``start:stop``."""
 
     def column(self, access: ShardAccess, name: str) -> np.ndarray:

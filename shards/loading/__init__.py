@@ -7,6 +7,7 @@ so that processes that only read shards (ingest workers, ``ingest verify``) star
 
 from importlib import import_module
 
+from .batch import CellBatch, RaggedBatch
 from .config import ON_ERROR, LoaderConfig
 from .panels import PanelFile, PanelFilter, PanelSpec, read_panel
 from .readers import ShardSetReader
@@ -18,6 +19,7 @@ __all__ = [
     "ON_ERROR",
     "READ_GAP",
     "VOCAB_MODES",
+    "CellBatch",
     "CellDataLoader",
     "Collator",
     "LoaderConfig",
@@ -25,6 +27,7 @@ __all__ = [
     "PanelFile",
     "PanelFilter",
     "PanelSpec",
+    "RaggedBatch",
     "RepeatCache",
     "ShardSetReader",
     "ShardedCellDataset",

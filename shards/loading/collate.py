@@ -18,6 +18,7 @@ import torch
 
 from ..format.vocab import Vocabulary
 from . import kernels
+from .batch import CellBatch
 from .hashing import cell_hashes, salted
 
 __all__ = ["Allocator", "Collator", "cell_hashes", "new_buffer", "pack"]
@@ -73,7 +74,7 @@ class Collator:
         counts: np.ndarray | None = None,
         copies: np.ndarray | None = None,
         alloc: Allocator | None = None,
-    ) -> dict[str, torch.Tensor]:
+    ) -> CellBatch:
         """A batch from ragged cells; ``copies``: which serving of its cell each row is in the epoch (a
         sampled epoch's repeats): copy ``k > 0`` of a cell gets masks and bins of its own. ``alloc``
         gives the batch's buffer (a worker's shared-memory slot, ``transport``)."""
@@ -107,7 +108,7 @@ class Collator:
             views["loss_weight"],
             views.get("values", _NO_VALUES),
         )
-        return out
+        return CellBatch(**out)
 
     @cached_property
     def _special(self) -> np.ndarray:

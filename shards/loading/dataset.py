@@ -33,6 +33,7 @@ from ..plan.state import LoaderState, Resume, Stage
 from ..plan.topology import Topology
 from ..plan.worker import WorkerPlan, plan_worker
 from ..storage.remote import redact
+from .batch import CellBatch, RaggedBatch
 from .collate import Collator
 from .config import LoaderConfig
 from .device import DeviceCollator, pack_ragged
@@ -348,7 +349,7 @@ class ShardedCellDataset(IterableDataset):
             return cells.gather(self.reader.cell_tokens).astype(np.int64)
         return None
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[CellBatch | RaggedBatch]:
         epoch = self.epoch
         cells, worker = self.plan(epoch, self.topology())  # plan
         schedule = self.mode.schedule(cells, worker)  # the mode's batches
@@ -379,14 +380,14 @@ class ShardedCellDataset(IterableDataset):
             cache = RepeatCache(*slot_cells(cells, worker.seq, worker.slot, k), self.config.repeat_cache_bytes)
             self._cache = cache if cache else None
 
-    def _collate(self, parts: list[Window], epoch: int, extra_pad: np.ndarray | None = None) -> dict[str, Any]:
+    def _collate(self, parts: list[Window], epoch: int, extra_pad: np.ndarray | None = None) -> CellBatch | RaggedBatch:
         taken = [part.take() for part in parts]
-        lengths = np.concatenate([t[1] for t in taken])
+        lengths = np.concatenate([t.lengths for t in taken])
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        ids = np.concatenate([t[2] for t in taken])
-        tokens = np.concatenate([t[0] for t in taken], axis=1)
-        pads = np.concatenate([t[3] for t in taken])
-        copies = np.concatenate([t[4] for t in taken])
+        ids = np.concatenate([t.ids for t in taken])
+        tokens = np.concatenate([t.tokens for t in taken], axis=1)
+        pads = np.concatenate([t.pads for t in taken])
+        copies = np.concatenate([t.copies for t in taken])
         if extra_pad is not None:
             pads = pads | extra_pad
         genes, counts = tokens[0], tokens[1]

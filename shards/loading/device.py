@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from .batch import CellBatch, RaggedBatch
 from .collate import Allocator, Collator, new_buffer
 
 __all__ = ["RAGGED_KEY", "DeviceCollator", "is_ragged", "pack_ragged", "ragged_views"]
 
 #: the key of a ragged batch's buffer; ``ragged_layout`` describes the arrays in it
-RAGGED_KEY = "ragged"
+RAGGED_KEY = "ragged"  # RaggedBatch's buffer
 
 _MASK64 = (1 << 64) - 1
 
@@ -82,7 +83,7 @@ def pack_ragged(
     epoch: int,
     context_length: int,
     alloc: Allocator | None = None,
-) -> dict[str, Any]:
+) -> RaggedBatch:
     """A ragged batch: one uint8 tensor (``RAGGED_KEY``) holding every array, its layout, the epoch and
     the padded width (known here, so the device never waits on a reduction to size the batch)."""
     arrays = {
@@ -160,7 +161,7 @@ class DeviceCollator:
             self._on_device[device] = torch.as_tensor(self.gene_ids).to(device)
         return self._on_device[device]
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, batch: RaggedBatch) -> CellBatch:
         """The padded, masked batch of a ragged one (other keys, e.g. ``cell_id``, are kept)."""
         a = ragged_views(batch)
         device = a["offsets"].device

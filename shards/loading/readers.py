@@ -29,6 +29,7 @@ from ..errors import ShardError
 from ..format.access import ShardAccess
 from ..format.labels import LabelCounts, read_label_counts
 from ..format.manifest import INDEX_NAME, Manifest, ShardEntry, load_manifest, parse_manifest
+from ..format.records import CellRun
 from ..format.registry import ShardReader, get_format
 from ..format.vocab import Vocabulary, parse_vocab, read_vocab
 from ..storage.atomic import sha256_file
@@ -186,7 +187,7 @@ class ShardSetReader:
         with self.open_shard(i) as access:
             return self._reader(i).column(access, name)
 
-    def read(self, i: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def read(self, i: int, start: int, stop: int) -> CellRun:
         """``(genes, counts, offsets, cell_ids)`` of cells ``start:stop`` of shard ``i`` of the split."""
         if not 0 <= start <= stop <= self.shard_cells[i]:
             raise ShardError(f"{self.shards[i].path}: cell range {start}:{stop} outside 0:{self.shard_cells[i]}")

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import ShardError
 from ..format.manifest import ShardEntry
+from ..format.records import CellRun
 from ..format.vocab import Vocabulary, vocab_to_csv
 from ..plan.mixing import Stream
 from ..storage.remote import redact
@@ -131,15 +132,16 @@ class MultiReader:
         reader, _, j = self._local(i)
         return reader.column(j, name)
 
-    def read(self, i: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def read(self, i: int, start: int, stop: int) -> CellRun:
         reader, k, j = self._local(i)
-        genes, counts, offsets, ids = reader.read(j, start, stop)
+        run = reader.read(j, start, stop)
         lut = self._luts[k]
         if lut is None:
-            return genes, counts, offsets, ids
+            return run
+        genes = run.genes
         if len(genes) and (genes.max() >= len(lut) or genes.min() < 0):
             raise ShardError(f"{self.shards[i].path}: a gene token outside its vocabulary; run `ingest verify`")
-        return lut[genes], counts, offsets, ids  # every gene of a stream has a place in the union
+        return run._replace(genes=lut[genes])  # every gene of a stream has a place in the union
 
     def identity(self) -> str:
         """What a saved loader state must match: the builds, splits, kinds and the vocabulary join."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from ..plan.epoch import EpochPlan
 from ..plan.slots import SlotPlan
 from . import kernels
 
-__all__ = ["READ_GAP", "RepeatCache", "Window", "read_window", "slot_cells", "take_rows"]
+__all__ = ["READ_GAP", "RepeatCache", "Rows", "Window", "read_window", "slot_cells", "take_rows"]
 
 #: cells of a shard skipped between two served ones that are still read in one range (then dropped)
 READ_GAP = 128
@@ -36,6 +37,16 @@ def take_rows(genes: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple
     out = np.empty((genes.shape[0], int(out_offsets[-1])), dtype=genes.dtype)
     kernels.gather_rows(genes, starts.astype(np.int64, copy=False), lengths.astype(np.int64, copy=False), out)
     return out, out_offsets
+
+
+class Rows(NamedTuple):
+    """A window's served rows, in serving order: what a batch is collated from."""
+
+    tokens: np.ndarray  # (2, T): gene ids, counts
+    lengths: np.ndarray  # tokens per cell
+    ids: np.ndarray  # cell ids
+    pads: np.ndarray  # zero loss weight (a pad repeat or a skipped shard's placeholder)
+    copies: np.ndarray  # which serving of its cell in the epoch (a sampled epoch's repeats)
 
 
 @dataclass(frozen=True)
@@ -56,11 +67,11 @@ class Window:
     def with_rows(self, rows: np.ndarray) -> Window:
         return replace(self, rows=rows)
 
-    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(tokens, lengths, ids, pads, copies)`` of the rows, in their order."""
+    def take(self) -> Rows:
+        """The rows, in their order."""
         tokens, offsets = take_rows(self.tokens, self.offsets, self.rows)
         rows = self.rows
-        return tokens, np.diff(offsets), self.ids[rows], self.pads[rows], self.copies[rows]
+        return Rows(tokens, np.diff(offsets), self.ids[rows], self.pads[rows], self.copies[rows])
 
     def take_keys(self) -> np.ndarray:
         """The ``(shard << 32) | cell`` keys of the rows, in their order."""

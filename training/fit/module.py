@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from shards.loading.batch import CellBatch
 from shards.loading.device import is_ragged
 
 from ..errors import ConfigError
@@ -146,7 +147,7 @@ class CellshardModule(pl.LightningModule):
         return collate(batch)
 
     # -- steps -------------------------------------------------------------------------------------
-    def _sums(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _sums(self, batch: CellBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weighted token loss sum and weighted cell loss sum, with grad; [token loss sum, token weight
         sum, weighted correct, cell loss sum, cell weight sum] detached)."""
         out = self.model(batch["input_ids"], batch["attention_mask"], batch["labels"], batch.get("values"))
@@ -168,7 +169,7 @@ class CellshardModule(pl.LightningModule):
     def _world(self) -> int:
         return self.trainer.world_size if self._trainer is not None else 1
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: CellBatch, batch_idx: int) -> torch.Tensor:
         num, cell, sums = self._sums(batch)
         world = self._world()
         if world > 1:  # the global token weight; also makes the logged figures global
@@ -194,7 +195,7 @@ class CellshardModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_sums = torch.zeros(5, dtype=torch.float64, device=self.device)
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: CellBatch, batch_idx: int) -> None:
         _, _, sums = self._sums(batch)
         self._val_sums += sums.to(self._val_sums.device)
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from ...errors import ShardError
 from ..access import ShardAccess
+from ..records import CellRun
 from . import fast
 from .names import BLOCK, EXTENSIONS, IDX_COLUMNS, idx_name, sample_key
 
@@ -166,7 +167,7 @@ def read_run(
     first_cell: int,
     fetch=None,
     size: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> CellRun:
     """``(genes, counts, offsets, cell_ids)`` of samples ``start:stop``: one read, parsed in one compiled
     pass (``fast.parse_run``); a run with a sample the fast path does not take is read by
     ``read_samples``, which accepts any valid sample and names what is wrong with an invalid one."""
@@ -177,7 +178,7 @@ def read_run(
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(rows[:, 2], out=offsets[1:])
     if n == 0:
-        return np.zeros(0, np.int32), np.zeros(0, np.int32), offsets, np.zeros(0, dtype=object)
+        return CellRun(np.zeros(0, np.int32), np.zeros(0, np.int32), offsets, np.zeros(0, dtype=object))
     if first_cell + stop < 10**12:
         data, lo = _run_bytes(tar_path, idx, start, stop, fetch, size)
         raw = np.frombuffer(data, dtype=np.uint8)
@@ -204,13 +205,13 @@ def read_run(
             ids = pa.LargeStringArray.from_buffers(n, pa.py_buffer(id_offsets), pa.py_buffer(text))
             try:
                 ids.validate(full=True)  # UTF-8, as the JSON parser would insist
-                return genes, counts, offsets, ids.to_numpy(zero_copy_only=False)
+                return CellRun(genes, counts, offsets, ids.to_numpy(zero_copy_only=False))
             except pa.ArrowInvalid:
                 pass
     samples = read_samples(tar_path, idx, start, stop, fetch=fetch, first_cell=first_cell, size=size)
     genes = np.concatenate([g for g, _, _ in samples]).astype(np.int32)
     counts = np.concatenate([c for _, c, _ in samples]).astype(np.int32)
-    return genes, counts, offsets, np.array([m["cell_id"] for _, _, m in samples], dtype=object)
+    return CellRun(genes, counts, offsets, np.array([m["cell_id"] for _, _, m in samples], dtype=object))
 
 
 def read_samples(
@@ -296,12 +297,12 @@ class WebDatasetShardReader:
             size=self.shard["bytes"],
         )
 
-    def read(self, access: ShardAccess, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def read(self, access: ShardAccess, start: int, stop: int) -> CellRun:
         rel = self.shard["path"]
         idx = self.index(access)
         local = access.local is not None
 
-        def part(a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        def part(a: int, b: int) -> CellRun:
             return read_run(
                 Path(access.location(rel)) if local else access.where(rel, remote=True),
                 idx,
@@ -317,12 +318,12 @@ class WebDatasetShardReader:
         mid = (start + stop) // 2  # samples are independent: two halves, two threads, one result
         pending = access.executor.submit(part, mid, stop)
         first, second = part(start, mid), pending.result()
-        offsets = np.concatenate([first[2], second[2][1:] + first[2][-1]])
-        return (
-            np.concatenate([first[0], second[0]]),
-            np.concatenate([first[1], second[1]]),
+        offsets = np.concatenate([first.offsets, second.offsets[1:] + first.offsets[-1]])
+        return CellRun(
+            np.concatenate([first.genes, second.genes]),
+            np.concatenate([first.counts, second.counts]),
             offsets,
-            np.concatenate([first[3], second[3]]),
+            np.concatenate([first.ids, second.ids]),
         )
 
     def _rows(self, access: ShardAccess) -> list[dict]:

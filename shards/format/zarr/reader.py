@@ -21,7 +21,7 @@ import zarr
 from ...errors import ShardError
 from ...storage.remote import redact
 from ..access import ShardAccess
-from ..records import CellBlock
+from ..records import CellBlock, CellRun
 from .chunks import ShardedArray, load_doc
 from .names import shard_name
 
@@ -170,7 +170,7 @@ class ZarrShardReader:
     def cell_tokens(self, access: ShardAccess) -> np.ndarray:
         return np.diff(self.offsets(access)).astype(np.int32)
 
-    def read(self, access: ShardAccess, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def read(self, access: ShardAccess, start: int, stop: int) -> CellRun:
         if self._ids is None:  # kept as Arrow strings: ~30 bytes a cell, not a Python object each
             self._ids = self.table(access, ["cell_id"])["cell_id"]
         ids = self._ids.slice(start, stop - start).to_numpy(zero_copy_only=False)
@@ -184,7 +184,7 @@ class ZarrShardReader:
             else:
                 genes = self._values(access, "genes", lo, hi)
                 counts = self._values(access, "counts", lo, hi)
-        return genes, counts, (offsets - lo).astype(np.int64), ids
+        return CellRun(genes, counts, (offsets - lo).astype(np.int64), ids)
 
     def metadata(self, access: ShardAccess) -> pd.DataFrame:
         return self.table(access).to_pandas()
