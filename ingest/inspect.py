@@ -8,6 +8,8 @@ from typing import Any
 
 from shards.format.manifest import read_manifest
 
+from .sources.registry import source_kind
+
 __all__ = ["render", "summary"]
 
 
@@ -23,7 +25,7 @@ def summary(directory: Path | str) -> dict[str, Any]:
         "splits": {k: dataclasses.asdict(v) for k, v in m.splits.items()},
         "datasets": m.stats.datasets,
         "genes_per_cell_hist": m.stats.genes_per_cell_hist,
-        "source": _source_line(m.source),
+        "source": _source_line(m.source_kind, m.source),
         "presence": dataclasses.asdict(m.presence) if m.presence else None,
         "vocab_size": m.vocab.size,
         "counters": dataclasses.asdict(m.counters),
@@ -32,17 +34,8 @@ def summary(directory: Path | str) -> dict[str, Any]:
     }
 
 
-def _source_line(src: dict) -> str:
-    kind = src["kind"]
-    if kind == "h5ad":
-        what = f"{len(src.get('inputs', []))} h5ad file(s)"
-    elif kind == "census":
-        label = src.get("census_version")
-        resolved = src.get("resolved_version")
-        what = f"Census {label}" + (f" (= {resolved})" if resolved and resolved != label else "")
-        what += f", {src.get('organism')}"
-    else:
-        what = f"SOMA {src.get('uri')}"
+def _source_line(kind: str, src: dict) -> str:
+    what = source_kind(kind).summary(src)
     if src.get("obs_filter"):
         what += f", obs: {src['obs_filter']}"
     if src.get("var_filter"):

@@ -26,6 +26,7 @@ from ..medians import read_medians
 from ..options import BuildOptions
 from ..sources.base import Prepared
 from ..sources.prepare import prepare_source
+from ..sources.registry import source_kind
 from ..sources.soma import close_experiments
 from ..vocab import build_vocab, load_vocab
 from . import stages
@@ -91,7 +92,7 @@ def _plan_summary(opts: BuildOptions, prepared: Prepared) -> dict:
         finally:
             src.close()
     split = prepared.split
-    if prepared.kind != "h5ad" and opts.val_fraction > 0:  # h5ad: checked while preparing
+    if not source_kind(prepared.kind).split_checked_while_preparing and opts.val_fraction > 0:
         split = _check_soma_split(opts, prepared, staged)
     genes = {g for f in prepared.inputs for g in f.ids if g is not None}
     missing = sum(int(sum(g is None for g in f.ids)) - f.excluded for f in prepared.inputs)
@@ -144,7 +145,7 @@ def _check_soma_split(opts: BuildOptions, prepared: Prepared, staged: dict[str, 
 
 def _build_prepared(opts: BuildOptions, prepared: Prepared, out: Path, report: Reporter, started: float) -> BuildResult:
     files = prepared.inputs
-    what = f"{len(files)} file(s)" if prepared.kind == "h5ad" else f"{prepared.kind} {files[0].label}"
+    what = source_kind(prepared.kind).describe(prepared)
     report.info(f"[bold]ingest build[/]: {what}, {prepared.cells_matched:,} cells → {out}")
     vocab = load_vocab(opts.vocab) if opts.vocab else build_vocab([f.ids for f in files], [f.names for f in files])
     supplied = read_medians(opts.gene_medians) if opts.gene_medians else None

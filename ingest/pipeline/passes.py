@@ -33,6 +33,9 @@ __all__ = [
     "GENES_PER_CELL_EDGES",
     "SKIP_REASONS",
     "FileTask",
+    "Pass1Job",
+    "Pass2Job",
+    "ShardJob",
     "finalize_shard",
     "pass1_unit",
     "pass2_unit",
@@ -69,8 +72,20 @@ def split_keys(src, task: FileTask, a: int, b: int) -> np.ndarray:
     return frame[task.split_by].astype(str).to_numpy()
 
 
-def pass1_unit(task: FileTask, unit, block_cells: int, token_median: dict[int, float] | None, out: str) -> dict:
+@dataclass(frozen=True)
+class Pass1Job:
+    """One unit's first pass (a worker process gets it pickled)."""
+
+    task: FileTask
+    unit: Any  # layout.Unit: rows start:stop of input file ``file``
+    block_cells: int
+    token_median: dict[int, float] | None  # given medians (None: this pass histograms the values)
+    out: str  # the unit's pass-1 file (.npz)
+
+
+def pass1_unit(job: Pass1Job) -> dict:
     """Histograms of normalized values, the keep/skip status and the split of every row of a unit."""
+    task, unit, block_cells, token_median, out = job.task, job.unit, job.block_cells, job.token_median, job.out
     src = task.spec.open()
     try:
         eligible = task.col_token >= 0
@@ -145,16 +160,23 @@ def _metadata(src, task: FileTask, a: int, b: int, keep: np.ndarray, n_counts, n
     return pa.table(cols)
 
 
-def pass2_unit(
-    task: FileTask,
-    unit,
-    block_cells: int,
-    token_median: dict[int, float],
-    pass1: str,
-    place: Placement,
-    out: str,
-) -> dict:
+@dataclass(frozen=True)
+class Pass2Job:
+    """One unit's second pass."""
+
+    task: FileTask
+    unit: Any
+    block_cells: int
+    token_median: dict[int, float]
+    pass1: str  # the unit's pass-1 file: which rows are kept, and their split
+    place: Placement  # where each kept row goes (shard, position)
+    out: str  # the unit's bucket file (.arrow)
+
+
+def pass2_unit(job: Pass2Job) -> dict:
     """Tokenize a unit's kept cells and write them, grouped by destination shard, to an Arrow file."""
+    task, unit, block_cells, token_median = job.task, job.unit, job.block_cells, job.token_median
+    pass1, place, out = job.pass1, job.place, job.out
     with np.load(pass1, allow_pickle=False) as z:
         status, split = z["status"], z["split"]
     tmap = TokenMap(task.col_token, token_median)
@@ -212,17 +234,24 @@ def pass2_unit(
     return {"cells": int(sum(v - place.offsets[k] for k, v in seen.items()))}
 
 
-def finalize_shard(
-    shard: int,
-    split: str,
-    first_cell: int,
-    n_cells: int,
-    sources: list[tuple[str, list[int]]],
-    fmt: str,
-    out_dir: str,
-    done: str,
-) -> dict:
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard to gather and write."""
+
+    shard: int
+    split: str
+    first_cell: int
+    n_cells: int
+    sources: list[tuple[str, list[int]]]  # (a unit's bucket file, its record batches for this shard)
+    fmt: str
+    out_dir: str
+    done: str  # the record written when the shard is finished (``done/shard-*.json``)
+
+
+def finalize_shard(job: ShardJob) -> dict:
     """Gather a shard's cells from every unit file, order them by cell index, write the shard."""
+    shard, split, first_cell, n_cells, sources = job.shard, job.split, job.first_cell, job.n_cells, job.sources
+    fmt, out_dir, done = job.fmt, job.out_dir, job.done
     tables = []
     for path, batches in sources:
         with pa.memory_map(path) as mm:

@@ -36,9 +36,20 @@ from ..medians import N_BINS, medians_from_histograms, medians_to_csv, read_medi
 from ..options import BuildOptions
 from ..sources.base import Prepared
 from ..sources.presence import PRESENCE_NAME, write_presence
+from ..sources.registry import source_kind
 from ..split import SPLIT_NAMES
 from .manifest import build_manifest
-from .passes import FileTask, Placement, finalize_shard, pass1_unit, pass2_unit, summarize_pass1
+from .passes import (
+    FileTask,
+    Pass1Job,
+    Pass2Job,
+    Placement,
+    ShardJob,
+    finalize_shard,
+    pass1_unit,
+    pass2_unit,
+    summarize_pass1,
+)
 from .progress import Reporter
 from .runner import run_jobs
 
@@ -86,7 +97,7 @@ def map_genes(ctx: BuildContext, vocab: Vocabulary) -> GeneMap:
     token_of = vocab.token_of()
     gene_index = pd.Index(vocab.gene_ids)
     dropped = {"missing_id": 0, "not_in_vocabulary": 0, "no_median": 0}
-    if ctx.prepared.kind != "h5ad":
+    if source_kind(ctx.prepared.kind).var_filter:
         dropped["var_filter"] = sum(f.excluded for f in files)
     missing_vocab: set[str] = set()
     tasks = []
@@ -137,7 +148,7 @@ def run_pass1(ctx: BuildContext, genes: GeneMap, supplied: dict[str, float] | No
             advance(todo[i].stop - todo[i].start)
             fault_point("pass1")
 
-        jobs = [(genes.tasks[u.file], u, opts.block_cells, token_median, paths[u.index]) for u in todo]
+        jobs = [Pass1Job(genes.tasks[u.file], u, opts.block_cells, token_median, paths[u.index]) for u in todo]
         run_jobs(pass1_unit, jobs, opts.workers, done, opts.threads)
     return Pass1(units, paths, summaries)
 
@@ -223,7 +234,7 @@ def run_pass2(ctx: BuildContext, genes: GeneMap, medians: Medians, pass1: Pass1,
                 offsets, layout.split_cells, shards.bounds, shards.first_cell, shards.first_shard, opts.seed
             )
             jobs.append(
-                (
+                Pass2Job(
                     genes.tasks[u.file],
                     u,
                     opts.block_cells,
@@ -275,7 +286,7 @@ def finalize(ctx: BuildContext, pass2: Pass2, layout: Layout) -> dict[int, dict]
             infos[shard] = info
             continue
         todo.append(shard)
-        jobs.append((shard, split, first, n, sources.get(shard, []), opts.format, str(out), str(done_path)))
+        jobs.append(ShardJob(shard, split, first, n, sources.get(shard, []), opts.format, str(out), str(done_path)))
     with ctx.report.task("write", layout.shards.n_shards, unit="shards") as advance:
         advance(len(infos))
 

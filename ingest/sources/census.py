@@ -26,6 +26,7 @@ __all__ = [
     "MIRRORS_URL_ENV",
     "RELEASE_URL_ENV",
     "census_summary",
+    "census_target",
     "normalize_organism",
     "open_census",
     "resolve_version",
@@ -190,3 +191,36 @@ def open_census(
         uri=root.uri,
     )
     return root, record
+
+
+def census_target(opts, config: dict):
+    """The experiment of ``--census-version`` / ``--census-uri`` and ``--organism``: the release opened
+    (guarded against a network that does not answer), the organism checked against it."""
+    from .base import CENSUS_DEFAULT_OBS_COLUMNS
+    from .experiment import ExperimentTarget
+
+    organism = normalize_organism(opts.organism)
+    root, record = open_census(opts.census_version, opts.census_uri, config, opts.census_timeout)
+    try:
+        organisms = sorted(root["census_data"].keys())
+        if organism not in organisms:
+            raise IngestError(f"--organism {opts.organism!r}: the Census has {', '.join(organisms)}")
+        exp_uri = root["census_data"][organism].uri
+        config = dict(root.context.tiledb_config)
+        info = root["census_info"] if "census_info" in root else {}
+        datasets_uri = info["datasets"].uri if "datasets" in info else None
+    finally:
+        root.close()
+    return ExperimentTarget(
+        kind="census",
+        uri=exp_uri,
+        label=record["uri"],
+        config=config,
+        record=record,
+        cell_id_prefix=f"census:{record['resolved_version']}:",  # the release date: an alias moves
+        dataset_default=organism,
+        organism=organism,
+        organism_label=organism.replace("_", " ").capitalize(),
+        datasets_uri=datasets_uri,
+        default_obs_columns=CENSUS_DEFAULT_OBS_COLUMNS,
+    )

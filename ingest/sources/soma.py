@@ -29,7 +29,16 @@ from shards.jit import kernel
 from ..errors import IngestError
 from .counts import NEGATIVE, NONFINITE, TOO_LARGE, first_problem, round_noise
 
-__all__ = ["SomaInput", "SomaSpec", "close_experiments", "open_experiment", "read_ahead", "read_var", "scan_obs"]
+__all__ = [
+    "SomaInput",
+    "SomaSpec",
+    "close_experiments",
+    "open_experiment",
+    "read_ahead",
+    "read_var",
+    "scan_obs",
+    "soma_target",
+]
 
 T = TypeVar("T")
 _END = object()
@@ -288,3 +297,30 @@ class SomaInput:
         if "organism" in columns and "organism" not in frame.columns and self.spec.organism:
             frame["organism"] = self.spec.organism
         return frame
+
+
+def soma_target(opts, config: dict):
+    """The experiment at ``--soma-uri``: it must open as a SOMA Experiment (a Census copy is a
+    Collection: the error says to use ``--census-uri``)."""
+    from .experiment import ExperimentTarget
+
+    try:
+        obj = soma.open(opts.soma_uri, context=soma.SOMATileDBContext(tiledb_config=config))
+    except soma.SOMAError as exc:
+        raise IngestError(f"--soma-uri {opts.soma_uri}: not a SOMA object ({str(exc).splitlines()[0]})") from None
+    kind = type(obj).__name__
+    exp_uri = obj.uri
+    obj.close()
+    if kind != "Experiment":
+        hint = " (for a Census copy use --census-uri)" if kind == "Collection" else ""
+        raise IngestError(f"--soma-uri {opts.soma_uri}: a SOMA {kind}, not an Experiment{hint}")
+    name = Path(exp_uri.rstrip("/")).name
+    return ExperimentTarget(
+        kind="soma",
+        uri=exp_uri,
+        label=opts.soma_uri,
+        config=config,
+        record={"uri": exp_uri},
+        cell_id_prefix=f"{name}:",
+        dataset_default=name,
+    )

@@ -289,6 +289,11 @@ class Manifest:
         return list(self.source.get("obs_columns", []))
 
     @property
+    def source_kind(self) -> str:
+        """What the set was built from: ``h5ad``, ``census`` or ``soma`` (``ingest.sources.registry``)."""
+        return self.source["kind"]
+
+    @property
     def split_by(self) -> str | None:
         """The obs column the train/val split was drawn by (None: by cell)."""
         return self.options.get("split_by")
