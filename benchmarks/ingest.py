@@ -21,7 +21,7 @@ import numpy as np
 from ingest import SynthSpec, synthesize
 from ingest.census_copy import write_census_copy
 from ingest.sources.h5ad import H5adInput, InputOptions
-from ingest.tokenize import TokenMap, rank_value_encode
+from shards.tokens import TokenMap, rank_value_encode
 from shards import read_vocab
 
 from .baselines.geneformer_tokenizer import tokenize_file

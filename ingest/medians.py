@@ -9,7 +9,6 @@ depend on how the corpus was split among workers, and the geometric centre of a 
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 from pathlib import Path
@@ -17,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from shards.errors import ShardError
 from shards.jit import kernel
+from shards.tokens.medians import read_gene_medians
 
 from .errors import IngestError
 
@@ -176,23 +177,9 @@ def medians_to_csv(gene_ids: list[str], medians: np.ndarray) -> bytes:
 
 
 def read_medians(path: Path | str) -> dict[str, float]:
-    path = Path(path)
+    """A gene medians CSV (``--gene-medians``, or the one a build wrote): ``shards.tokens``'s reader,
+    whose errors name the file and line."""
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise IngestError(f"{path}: cannot read gene medians ({exc.strerror})") from exc
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or not {"gene_id", "median"} <= set(reader.fieldnames):
-        raise IngestError(f"{path}: gene medians need the columns gene_id,median (found {reader.fieldnames})")
-    out: dict[str, float] = {}
-    for line, row in enumerate(reader, start=2):
-        try:
-            value = float(row["median"])
-        except (TypeError, ValueError):
-            raise IngestError(f"{path}:{line}: median {row['median']!r} is not a number") from None
-        if not (value > 0 and math.isfinite(value)):
-            raise IngestError(f"{path}:{line}: median of {row['gene_id']} must be positive and finite")
-        if row["gene_id"] in out:
-            raise IngestError(f"{path}:{line}: gene {row['gene_id']} appears twice")
-        out[row["gene_id"]] = value
-    return out
+        return read_gene_medians(path)
+    except ShardError as exc:
+        raise IngestError(str(exc)) from None

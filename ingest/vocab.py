@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from shards import tokens
 from shards.errors import ShardError
 from shards.format.vocab import SPECIAL_TOKENS, Vocabulary, read_vocab
 
@@ -22,22 +22,12 @@ __all__ = ["build_vocab", "clean_gene_ids", "load_vocab"]
 
 
 def clean_gene_ids(values, where: str, column: str, hint: str = "") -> np.ndarray:
-    """A source's gene id per column (object array), stripped; empty, ``nan`` and ``None`` as None.
-
-    Shared by every source (h5ad ``var``, SOMA ``var``), so the same ids give the same vocabulary
-    whatever they are read from. Duplicate ids would make two columns one token: refused."""
-    text = pd.Series(np.asarray(values), dtype="string").str.strip()
-    missing = (text.isna() | text.isin(["", "nan", "NaN", "None"])).to_numpy()
-    ids = text.astype(object).to_numpy()
-    ids[missing] = None
-    uniq, counts = np.unique(ids[~missing].astype(str), return_counts=True)
-    if (counts > 1).any():
-        dup = uniq[counts > 1]
-        raise IngestError(
-            f"{where}: duplicate gene ids in {column}: {', '.join(dup[:5])}{' ...' if len(dup) > 5 else ''}; "
-            f"choose a unique id column with --gene-id-column{hint}"
-        )
-    return ids
+    """A source's gene id per column (``shards.tokens.clean_gene_ids``: the same ids give the same
+    vocabulary whatever they are read from, and training tokenizes a user's AnnData the same way)."""
+    try:
+        return tokens.clean_gene_ids(values, where, column, hint)
+    except ShardError as exc:
+        raise IngestError(str(exc)) from None
 
 
 def build_vocab(gene_ids: list[np.ndarray], gene_names: list[np.ndarray]) -> Vocabulary:

@@ -57,8 +57,13 @@ RULES = [
     ),
     ("shards.format", ("shards.loading", "shards.plan"), "formats know no loader and no plan"),
     ("shards.storage", ("shards.format", "shards.loading", "shards.plan"), "storage knows no format"),
+    (
+        "shards.tokens",
+        ("shards.loading", "shards.plan", "shards.storage", "torch"),
+        "tokens are the format's contract: no loader, no plan, no torch",
+    ),
     ("shards", ("ingest", "training", "benchmarks"), "shards imports neither ingest nor training"),
-    ("training", ("ingest", "benchmarks"), "training reads shard sets only, never h5ad or SOMA"),
+    ("training", ("ingest", "benchmarks"), "training reads shard sets, and tokenizes an AnnData with shards.tokens"),
     ("ingest", ("training", "benchmarks", "shards.loading"), "ingest writes through formats, never through the loader"),
 ]
 

@@ -1,14 +1,12 @@
 """Cell embeddings from a checkpoint, as ``python -m training embed`` writes them.
 
-``embed_h5ad``: a copy of the user's own AnnData (tokenized with the model's vocabulary and medians by
-``ingest build`` in a subprocess: ``training`` does not import ``ingest``) with ``.obsm["X_cellshard"]``;
+``embed_h5ad``: a copy of the user's own AnnData (tokenized in process with the model's vocabulary and
+medians by ``shards.tokens``, exactly as ``ingest build`` would) with ``.obsm["X_cellshard"]``;
 ``embed``: a shard set's cells, with their stored metadata and where each came from as ``.obs``.
 """
 
 from __future__ import annotations
 
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +20,9 @@ from .checkpoints import load_model, training_files
 from .errors import ConfigError
 from .evaluate.embed import DEFAULT_POOLING, cell_metadata, embed_cells
 from .model import CellEncoder
+from .user_cells import CountsSource, tokenize_anndata
 
-__all__ = ["embed", "embed_file", "embed_h5ad", "place_rows"]
+__all__ = ["embed", "embed_anndata", "embed_h5ad", "place_rows"]
 
 
 #: the weights file of an exported model directory (``export --out DIR``)
@@ -58,52 +57,41 @@ def _write_h5ad(adata: Any, out: str) -> Path:
     return target
 
 
-def embed_file(
+def embed_anndata(
     model: CellEncoder,
     vocab: Path,
     medians: Path,
-    source: Path,
+    adata: Any,
     *,
+    counts: CountsSource | None = None,
+    where: str = "adata",
     pooling: str = DEFAULT_POOLING,
     batch_size: int = 64,
     context_length: int | None = None,
     device: str = "cpu",
-    input_options: list[str] | None = None,
     progress: bool = False,
 ) -> tuple[list[str], Any]:
-    """(obs names, float32 embeddings) of an h5ad file's cells that have tokens, tokenized exactly as for
-    training: ``ingest build`` with the model's ``--vocab``/``--gene-medians`` (``input_options`` such as
-    ``--layer counts`` pass through) runs in a fresh process (``training`` does not import ``ingest``)
-    into a temporary shard set, which is then embedded."""
-    import subprocess
-
+    """(obs names, float32 embeddings) of an AnnData's cells that have tokens (backed or in memory),
+    tokenized in this process exactly as a build tokenizes them (``user_cells.tokenize_anndata``:
+    ``shards.tokens`` with the model's vocabulary and medians)."""
     n = _context(model, context_length)
-    with tempfile.TemporaryDirectory(prefix="cellshard-embed-") as tmp:
-        shards = Path(tmp) / "shards"
-        cmd = [sys.executable, "-m", "ingest", "build", "--input", str(source), "--out", str(shards)]
-        cmd += ["--vocab", str(vocab), "--gene-medians", str(medians), "--val-fraction", "0", "--quiet"]
-        proc = subprocess.run([*cmd, *(input_options or [])], capture_output=True, text=True)
-        if proc.returncode != 0:
-            lines = proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"]
-            raise ConfigError(f"{source}: tokenizing it failed: {lines[-1].removeprefix('ingest build: error: ')}")
-        reader = ShardSetReader(str(shards), "train")
-        ids, x = embed_cells(
-            model,
-            reader,
-            context_length=n,
-            pooling=pooling,
-            batch_size=batch_size,
-            value_bins=model.cfg.value_bins,
-            device=device,
-            progress=f"embedding {source.name}" if progress else None,
-        )
-    return pd.Series(ids, dtype=object).astype(str).str.split(":", n=1).str[1].tolist(), x
+    cells = tokenize_anndata(adata, vocab, medians, counts or CountsSource(), where)
+    ids, x = embed_cells(
+        model,
+        cells,
+        context_length=n,
+        pooling=pooling,
+        batch_size=batch_size,
+        value_bins=model.cfg.value_bins,
+        device=device,
+        progress=f"embedding {where}" if progress else None,
+    )
+    return [str(i) for i in ids], x
 
 
 def place_rows(obs_names: Any, names: list[str], x: Any, where: str) -> Any:
     """Embeddings in the order of ``obs_names`` (NaN rows for cells without tokens)."""
     import numpy as np
-    import pandas as pd
 
     index = pd.Index(np.asarray(obs_names).astype(str))
     if not index.is_unique:
@@ -123,7 +111,7 @@ def embed_h5ad(
     batch_size: int = 64,
     context_length: int | None = None,
     device: str = "cpu",
-    input_options: list[str] | None = None,
+    counts: CountsSource | None = None,
     progress: bool = False,
 ) -> tuple[Path, int]:
     """A copy of the user's AnnData (same obs_names, order, obs, var, X and layers) with
@@ -137,19 +125,21 @@ def embed_h5ad(
     source = Path(h5ad)
     if not source.is_file():
         raise ConfigError(f"--h5ad {h5ad}: no such file")
-    names, x = embed_file(
+    counts = counts or CountsSource(cli=True)
+    adata = ad.read_h5ad(source)
+    names, x = embed_anndata(
         model,
         vocab,
         medians,
-        source,
+        adata,
+        counts=counts,
+        where=f"--h5ad {h5ad}" if counts.cli else str(source),
         pooling=pooling,
         batch_size=batch_size,
         context_length=context_length,
         device=device,
-        input_options=input_options,
         progress=progress,
     )
-    adata = ad.read_h5ad(source)
     adata.obsm["X_cellshard"] = place_rows(adata.obs_names, names, x, f"--h5ad {h5ad}")
     adata.uns["cellshard"] = {"checkpoint": str(ckpt), "pooling": pooling, "vocab": str(vocab)}
     return _write_h5ad(adata, out), int(adata.n_obs - len(names))
@@ -250,7 +240,6 @@ def _select_columns(meta: Any, obs_columns: str | list[str], data: str) -> Any:
 
 
 def _obs_table(frames):
-    import pandas as pd
 
     frame = pd.concat(frames)
     for col in frame.columns:  # h5ad needs plain types

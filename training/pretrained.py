@@ -3,12 +3,12 @@
 Accepts what ``python -m training export`` writes (a directory), a run's checkpoint (``last.ckpt``,
 with ``vocab.csv`` and ``gene_medians.csv`` beside it) or an exported ``.pt`` with ``data=`` naming the
 training shard set. ``embed`` tokenizes the AnnData exactly as training did (the model's vocabulary
-and medians, through ``ingest build``) and returns one row per cell in ``obs`` order.
+and medians, in process: ``shards.tokens``) and returns one row per cell in ``obs`` order.
 """
 
 from __future__ import annotations
 
-import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,11 @@ import numpy as np
 import torch
 
 from .checkpoints import load_model, training_files
-from .embedding import embed_file, place_rows
+from .embedding import embed_anndata, place_rows
+from .errors import ConfigError
 from .evaluate.embed import DEFAULT_POOLING
 from .model import CellEncoder
+from .user_cells import CountsSource
 
 __all__ = ["PretrainedEncoder", "load_encoder"]
 
@@ -57,19 +59,24 @@ class PretrainedEncoder:
 
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.model.to(device)
-        options = [*(["--layer", layer] if layer else []), *(["--use-raw"] if use_raw else [])]
-        options += ["--gene-id-column", gene_id_column] if gene_id_column else []
-        options += ["--allow-non-ensembl-ids"] if allow_non_ensembl_ids else []
+        if allow_non_ensembl_ids:
+            warnings.warn(
+                "allow_non_ensembl_ids has no effect: genes are matched against the model's vocabulary",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        counts = CountsSource(layer, use_raw, gene_id_column)
         kw = {"pooling": pooling, "batch_size": batch_size, "context_length": context_length, "device": device}
         if isinstance(adata, (str, Path)):
             path = Path(adata)
-            names, x = embed_file(self.model, self.vocab, self.medians, path, input_options=options, **kw)
-            return place_rows(ad.read_h5ad(path, backed="r").obs_names, names, x, str(path))
-        with tempfile.TemporaryDirectory(prefix="cellshard-embed-") as tmp:
-            path = Path(tmp) / "cells.h5ad"
-            adata.write_h5ad(path)
-            names, x = embed_file(self.model, self.vocab, self.medians, path, input_options=options, **kw)
-        return place_rows(adata.obs_names, names, x, "adata")
+            if not path.is_file():
+                raise ConfigError(f"adata={str(adata)!r}: no such file")
+            adata = ad.read_h5ad(path, backed="r")
+            where = str(path)
+        else:
+            where = "adata"
+        names, x = embed_anndata(self.model, self.vocab, self.medians, adata, counts=counts, where=where, **kw)
+        return place_rows(adata.obs_names, names, x, where)
 
 
 def load_encoder(path: str | Path, *, data: str | None = None) -> PretrainedEncoder:

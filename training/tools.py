@@ -23,6 +23,7 @@ from .evaluate.compare import SPLIT_SEEDS
 from .evaluate.embed import DEFAULT_POOLING
 from .evaluate.report import DEMO_SEED_SPREAD, GATE_BASELINES, format_report, gate, run_report
 from .export import export_checkpoint
+from .user_cells import CountsSource
 
 __all__ = ["main"]
 
@@ -47,7 +48,9 @@ def _parser() -> ArgumentParser:
     e.add_argument("--use-raw", action="store_true", help="with --h5ad: read counts from raw.X")
     e.add_argument("--gene-id-column", type=str, default=None, help="with --h5ad: the var column of Ensembl ids")
     e.add_argument(
-        "--allow-non-ensembl-ids", action="store_true", help="with --h5ad: gene ids that are not Ensembl ids"
+        "--allow-non-ensembl-ids",
+        action="store_true",
+        help="no effect, kept for old scripts: --h5ad's genes are matched against the model's vocabulary",
     )
     e.add_argument("--split", type=str, default="all", help="with --data: train, val or all")
     e.add_argument(
@@ -150,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"--out {a.out} is the input file (--h5ad): give another path for the embedded copy "
                         "(your file is left as it is)"
                     )
-                opts = [*(["--layer", a.layer] if a.layer else []), *(["--use-raw"] if a.use_raw else [])]
-                opts += ["--gene-id-column", a.gene_id_column] if a.gene_id_column else []
-                opts += ["--allow-non-ensembl-ids"] if a.allow_non_ensembl_ids else []
+                counts = CountsSource(a.layer, a.use_raw, a.gene_id_column, cli=True)
                 path, missing = embed_h5ad(
                     a.ckpt,
                     a.h5ad,
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                     batch_size=a.batch_size,
                     context_length=a.context_length,
                     device=device,
-                    input_options=opts,
+                    counts=counts,
                     progress=not a.quiet,
                 )
                 if missing:

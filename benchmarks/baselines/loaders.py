@@ -171,7 +171,7 @@ class _PerBatch(torch.utils.data.IterableDataset):
         self.col_token, self.token_median = col_token, token_median
 
     def __iter__(self):
-        from ingest.tokenize import TokenMap, rank_value_encode
+        from shards.tokens import TokenMap, rank_value_encode
 
         tmap = TokenMap(self.col_token, self.token_median)
         for X, ids in self.source():

@@ -22,12 +22,12 @@ from shards.format.records import METADATA_COLUMNS, CellBlock
 from shards.format.registry import get_format
 from shards.storage.atomic import atomic_file, path_bytes, sha256_file, sha256_path, tree_digest, write_bytes_atomic
 from shards.storage.faults import fault_point
+from shards.tokens import TokenMap, rank_value_encode, rows_with_tokens
 
 from ..medians import Histograms
 from ..permute import FeistelPermutation
 from ..ragged import take_ragged
 from ..split import SPLIT_NAMES, assign_split
-from ..tokenize import TokenMap, rank_value_encode, rows_with_tokens
 
 __all__ = [
     "GENES_PER_CELL_EDGES",

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from shards.tokens.counts import NEGATIVE, NONFINITE, TOO_LARGE, first_problem, is_integral, round_noise
+
 from ..errors import IngestError
 from ..vocab import clean_gene_ids
-from .counts import NEGATIVE, NONFINITE, TOO_LARGE, first_problem, is_integral, round_noise
 from .h5chunks import ChunkedArray
 
 __all__ = ["H5adInput", "H5adSpec", "InputOptions", "expand_inputs"]

@@ -25,9 +25,9 @@ import scipy.sparse as sp
 import tiledbsoma as soma
 
 from shards.jit import kernel
+from shards.tokens.counts import NEGATIVE, NONFINITE, TOO_LARGE, first_problem, round_noise
 
 from ..errors import IngestError
-from .counts import NEGATIVE, NONFINITE, TOO_LARGE, first_problem, round_noise
 
 __all__ = [
     "SomaInput",

@@ -16,7 +16,7 @@ from ingest.medians import (
 )
 from ingest.permute import FeistelPermutation
 from ingest.split import assign_split
-from ingest.tokenize import TokenMap, rank_value_encode
+from shards.tokens import TokenMap, rank_value_encode
 from tests.conftest import reference_tokens
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ingest.tokenize import TokenMap, rank_value_encode
+from shards.tokens import TokenMap, rank_value_encode
 from tests.conftest import reference_tokens
 
 

@@ -1,4 +1,5 @@
-"""Checks that a block of counts holds raw integer counts, shared by every source.
+"""Checks that a block of counts holds raw integer counts, shared by every source and by in-process
+tokenization (``shards.tokens.cells``).
 
 One compiled pass over a CSR block's values finds the first non-finite, negative, fractional or
 over-large value; the source turns its position into a cell and a gene for the message. Float noise

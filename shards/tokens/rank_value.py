@@ -1,4 +1,4 @@
-"""Rank-value encoding (Geneformer's), vectorized over CSR blocks.
+"""Rank-value encoding (Geneformer's), vectorized over CSR blocks: the tokens a shard stores.
 
 Each cell's tokens are its nonzero genes that have a token and a median, sorted by ``count / median``
 (float64) descending, ties by ascending token id. The per-cell factor ``10_000 / n_counts`` is common to
