@@ -21,8 +21,8 @@ import numpy as np
 from ingest import SynthSpec, synthesize
 from ingest.census_copy import write_census_copy
 from ingest.sources.h5ad import H5adInput, InputOptions
-from shards.tokens import TokenMap, rank_value_encode
 from shards import read_vocab
+from shards.tokens import TokenMap, rank_value_encode
 
 from .baselines.geneformer_tokenizer import tokenize_file
 from .build_probe import probe_build
