@@ -11,7 +11,7 @@ far larger than memory; every draw comes from ``numpy.random.default_rng`` keyed
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anndata as ad
@@ -65,17 +65,31 @@ _DISPERSION = 0.3  # NB overdispersion phi: variance = mu + phi * mu**2
 
 @dataclass(frozen=True)
 class SynthSpec:
+    """A synthetic Census-like corpus (``ingest synth``): its fields are the command's flags."""
+
     cells: int
+    """Cells in the corpus."""
     genes: int = 10_000
+    """Genes (var rows), with Ensembl-style ids."""
     datasets: int = 4
+    """Datasets (each with its own donors and batch effect)."""
     organism: str = "homo_sapiens"
+    """homo_sapiens or mus_musculus."""
     seed: int = 0
+    """Seeds every random draw (same seed, same files)."""
     files: int = 1
+    """Split the datasets over this many files."""
     cell_types: int = 12
-    layout: str = "counts"  # counts in X; "cellxgene": log-normalized X and counts in raw.X
-    chunk_cells: int = 4_096
-    profile: str = "basic"  # "atlas": synth_atlas (hierarchical types, modules, batch effects, ambient RNA)
-    atlas: AtlasParams = ATLAS  # the atlas profile's generative parameters (Python API; the CLI uses these)
+    """Distinct cell types."""
+    layout: str = "counts"
+    """counts (in X) or cellxgene (log-normalized X, counts in raw.X)."""
+    chunk_cells: int = field(default=4_096, metadata={"flag": False})
+    """Cells generated and written at a time."""
+    profile: str = "basic"
+    """basic (each type has private marker genes: easy) or atlas (lineage/type/state hierarchy on co-regulated
+    gene modules, dataset and donor batch effects, ambient RNA: what pretraining must learn)."""
+    atlas: AtlasParams = field(default=ATLAS, metadata={"flag": False})
+    """The atlas profile's generative parameters (Python API; the CLI uses these)."""
 
     def validate(self) -> None:
         if self.cells < 1 or self.genes < 100 or self.datasets < 1:
