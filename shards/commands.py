@@ -103,7 +103,7 @@ def _mistyped(argv: Sequence[str], flags: dict[str, list[str]], prog: str) -> st
         if not arg.startswith("--") or arg == "--":
             continue
         flag = arg.split("=", 1)[0]
-        if flag not in known and flag.replace("_", "-") not in known:
+        if flag not in known:
             close = difflib.get_close_matches(flag.replace("_", "-"), known, n=1, cutoff=0.7)
             hint = f"; did you mean {close[0]}?" if close else f" (see `{prog} {argv[0]} --help`)"
             return f"{prog} {argv[0]}: error: {flag} is not an option of {argv[0]}{hint}"

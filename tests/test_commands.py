@@ -1,0 +1,56 @@
+"""Every command line but fit/validate comes from a table of typed functions (``shards.commands``): each
+flag has help from its docstring, and a mistyped flag gets one line naming the closest valid one."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+
+import pytest
+
+from ingest.cli import COMMANDS as INGEST
+from ingest.cli import main as ingest_main
+from shards.__main__ import COMMANDS as SHARDS
+from shards.__main__ import main as shards_main
+from shards.commands import command_parser
+from training.tools import COMMANDS as TRAINING
+from training.tools import main as training_main
+
+TABLES = {"ingest": INGEST, "python -m training": TRAINING, "python -m shards": SHARDS}
+
+
+@pytest.mark.parametrize("prog", list(TABLES))
+def test_every_flag_has_help_from_its_function(prog):
+    table = TABLES[prog]
+    _, flags = command_parser(prog, "", table)
+    for name, fn in table.items():
+        assert inspect.getdoc(fn), f"{prog} {name}: no docstring"
+        hints = typing.get_type_hints(fn)
+        documented = inspect.getdoc(fn)
+        for param in inspect.signature(fn).parameters:
+            if dataclasses.is_dataclass(hints.get(param)):
+                continue  # its fields' attribute docstrings are the help (tests/test_options.py)
+            assert f"{param}:" in documented, f"{prog} {name}: {param} has no Args entry"
+            if inspect.signature(fn).parameters[param].default is not inspect.Parameter.empty:
+                assert "--" + param.replace("_", "-") in flags[name]
+
+
+@pytest.mark.parametrize(
+    ("main", "argv", "typo", "want"),
+    [
+        (ingest_main, ["build", "--input", "x.h5ad", "--out", "o"], "--val-fractoin", "--val-fraction"),
+        (ingest_main, ["synth", "--cells", "10", "--out", "x.h5ad"], "--quiett", "--quiet"),
+        (training_main, ["embed", "--ckpt", "c", "--out", "o.h5ad"], "--batchsize", "--batch-size"),
+        (shards_main, ["stream", "s"], "--token_budgett", "--token-budget"),
+    ],
+)
+def test_a_mistyped_flag_is_one_line_with_the_closest(main, argv, typo, want, capsys):
+    assert main([*argv, typo, "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(f"{typo} is not an option of {argv[0]}; did you mean {want}?"), err
+
+
+def test_an_underscored_flag_is_told_its_dashed_name(capsys):
+    assert training_main(["report", "--run", "r", "--must_beat", "pca50"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--must_beat is not an option of report; did you mean --must-beat?")
