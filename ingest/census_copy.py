@@ -70,7 +70,9 @@ def write_census_copy(
     organism: str = "homo_sapiens",
     block_cells: int = 8_192,
 ) -> CensusCopy:
-    """Write ``inputs`` (h5ad with integer counts in X) as a Census-shaped collection at ``root``."""
+    """Write ``inputs`` (h5ad with integer counts in X) as a Census-shaped collection at ``root``.
+    Long because it writes one SOMA experiment's objects in the Census's own order and schema (info, datasets,
+    obs, var, X, presence); read top to bottom it is the layout."""
     root = str(root)
     if Path(root).exists():
         raise IngestError(f"{root}: already exists; the Census copy is written to a new directory")

@@ -128,7 +128,9 @@ def _type_names(params: AtlasParams) -> tuple[list[str], list[str]]:
 
 
 def atlas_world(seed: int, genes: int, datasets: int, cells: int, params: AtlasParams = ATLAS) -> dict:
-    """Modules, identities, datasets (panels, shifts, donors, depth): everything but the cells."""
+    """Modules, identities, datasets (panels, shifts, donors, depth): everything but the cells.
+    Long because it is one generative model drawn in order (lineages, types, states, modules, batch effects);
+    its steps share the random stream, so splitting would only pass it around."""
     rng = np.random.default_rng([seed, 10])
     g, p = genes, params
     log_mean = rng.normal(-2.2, 1.8, g)

@@ -32,7 +32,8 @@ def build_manifest(
 ) -> dict:
     """The manifest document of the shards in ``infos`` (their ``stats`` are folded into the set's): the
     writer's side, the one place outside ``shards/format`` that spells the manifest's keys (the schema,
-    ``index.schema.json``, validates what it writes; readers use ``shards.format.Manifest``)."""
+    ``index.schema.json``, validates what it writes; readers use ``shards.format.Manifest``).
+    Long because it is one document literal, key for key as docs/FORMAT.md lists them."""
     shards = [infos[i] for i in sorted(infos)]
     datasets: dict[str, int] = {}
     hist = np.zeros(len(GENES_PER_CELL_EDGES), dtype=np.int64)

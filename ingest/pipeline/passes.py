@@ -3,7 +3,9 @@
 Each runs in the main process (``--workers 1``) or in a spawned worker that opens its input itself
 (HDF5 handles, like TileDB's, must not cross a fork). Each writes its result under a temporary name
 and renames it: a finished unit or shard is never half-written, and a rerun reuses it.
-"""
+
+Long because it holds the three passes' worker functions with their job dataclasses, which must be importable
+by spawned workers from one module."""
 
 from __future__ import annotations
 

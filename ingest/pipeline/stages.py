@@ -12,7 +12,9 @@
 A stage's resume point is its files in the work directory: a rerun reuses every one that exists (and,
 for shards, still hashes right) and computes only the rest. Each result depends only on the inputs,
 the options and the seed, never on ``--workers``, so a resumed build ends byte-identical.
-"""
+
+Long because it is the build's stages in order, one function each, with their typed results; reading them top
+to bottom is reading the build."""
 
 from __future__ import annotations
 

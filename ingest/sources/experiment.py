@@ -65,13 +65,22 @@ def _sha_strings(ids: np.ndarray) -> str:
     return hashlib.sha256("\n".join("" if i is None else str(i) for i in ids).encode()).hexdigest()
 
 
-def prepare_experiment(opts, target: ExperimentTarget, work_params: dict | None) -> Prepared:
-    """Check and scan ``target`` for a build (see the module docstring)."""
-    from .soma import SomaSpec, open_experiment, read_var, scan_obs
+@dataclass(frozen=True)
+class _Checked:
+    """What ``_check`` read of the experiment: the obs columns to store, the var ids and names."""
 
-    label, exp_uri, config = target.label, target.uri, target.config
-    timestamp = int((work_params or {}).get("soma_timestamp_ms") or time.time() * 1000)
-    exp = open_experiment(exp_uri, config, timestamp)
+    columns: list[str]
+    ids: np.ndarray  # per var column: its gene id (None: no id, or left out by --var-filter)
+    names: np.ndarray
+    id_column: str
+    excluded: int  # var columns left out by --var-filter
+
+
+def _check(opts, target: ExperimentTarget, exp) -> tuple[_Checked, pd.DataFrame]:
+    """The measurement, X layer, obs columns and var ids the options name, each checked."""
+    from .soma import read_var
+
+    label = target.label
     if opts.measurement not in exp.ms:
         raise IngestError(f"{label}: no measurement {opts.measurement!r} (measurements: {', '.join(exp.ms.keys())})")
     layers = list(exp.ms[opts.measurement].X.keys())
@@ -87,10 +96,18 @@ def prepare_experiment(opts, target: ExperimentTarget, work_params: dict | None)
     id_column = opts.gene_id_column or "feature_id"
     ids = _gene_ids(var, id_column, label)
     check_stable_ids(ids, label, f"var.{id_column}", opts.allow_non_ensembl_ids, var)
-    excluded = int((~var["selected"].to_numpy()).sum())
-    ids[~var["selected"].to_numpy()] = None
+    selected = var["selected"].to_numpy()
+    ids[~selected] = None
     names = var["feature_name"].astype(str).to_numpy() if "feature_name" in var.columns else np.full(len(var), "")
-    fd, tmp = tempfile.mkstemp(prefix="cellshard-joinids-", suffix=".i64")  # moved into the work dir later
+    return _Checked(columns, ids, names, id_column, int((~selected).sum())), var
+
+
+def _scan(opts, label: str, exp) -> tuple[int, str, str]:
+    """The cells ``--obs-filter`` matches: (how many, their joinids' sha256, the temporary joinids file,
+    moved into the work directory when the build starts)."""
+    from .soma import scan_obs
+
+    fd, tmp = tempfile.mkstemp(prefix="cellshard-joinids-", suffix=".i64")
     os.close(fd)
     try:
         n, joinids_sha = scan_obs(exp, opts.obs_filter, Path(tmp), label)
@@ -101,28 +118,12 @@ def prepare_experiment(opts, target: ExperimentTarget, work_params: dict | None)
         Path(tmp).unlink(missing_ok=True)
         where = f"--obs-filter {opts.obs_filter!r}" if opts.obs_filter else "the experiment"
         raise IngestError(f"{where} matches no cell of {label}; check the filter's values (e.g. with tiledbsoma)")
-    spec = SomaSpec(
-        uri=exp_uri,
-        tiledb_config=config,
-        timestamp_ms=timestamp,
-        measurement=opts.measurement,
-        x_layer=opts.x_layer,
-        joinids_path=str(Path(opts.out) / ".cellshard-work" / JOINIDS_NAME),
-        n_obs=n,
-        var_joinids=var["soma_joinid"].to_numpy().astype(np.int64),
-        cell_id_prefix=target.cell_id_prefix,
-        organism=target.organism_label,
-        dataset_default=target.dataset_default,
-    )
-    var_sha = _sha_strings(ids)
-    item = {
-        "uri": redact(exp_uri),
-        "n_obs": n,
-        "obs_joinids_sha256": joinids_sha,
-        "gene_id_source": id_column,
-        "var_ids_sha256": var_sha,
-    }
-    inputs = [PreparedInput(spec, label, n, ids, names, id_column, item, excluded)]
+    return n, joinids_sha, tmp
+
+
+def _documents(opts, target: ExperimentTarget, id_column: str, joinids_sha: str, var_sha: str) -> tuple[dict, dict]:
+    """(the manifest's source section, what identifies the source's content for the build's fingerprint)."""
+    exp_uri = target.uri
     record = target.record
     source = {
         "kind": target.kind,
@@ -144,6 +145,42 @@ def prepare_experiment(opts, target: ExperimentTarget, work_params: dict | None)
         "measurement": opts.measurement,
         "x_layer": opts.x_layer,
     }
+    return source, identity
+
+
+def prepare_experiment(opts, target: ExperimentTarget, work_params: dict | None) -> Prepared:
+    """Check and scan ``target`` for a build (see the module docstring)."""
+    from .soma import SomaSpec, open_experiment
+
+    label, exp_uri, config = target.label, target.uri, target.config
+    timestamp = int((work_params or {}).get("soma_timestamp_ms") or time.time() * 1000)
+    exp = open_experiment(exp_uri, config, timestamp)
+    checked, var = _check(opts, target, exp)
+    ids, id_column = checked.ids, checked.id_column
+    n, joinids_sha, tmp = _scan(opts, label, exp)
+    spec = SomaSpec(
+        uri=exp_uri,
+        tiledb_config=config,
+        timestamp_ms=timestamp,
+        measurement=opts.measurement,
+        x_layer=opts.x_layer,
+        joinids_path=str(Path(opts.out) / ".cellshard-work" / JOINIDS_NAME),
+        n_obs=n,
+        var_joinids=var["soma_joinid"].to_numpy().astype(np.int64),
+        cell_id_prefix=target.cell_id_prefix,
+        organism=target.organism_label,
+        dataset_default=target.dataset_default,
+    )
+    var_sha = _sha_strings(ids)
+    item = {
+        "uri": redact(exp_uri),
+        "n_obs": n,
+        "obs_joinids_sha256": joinids_sha,
+        "gene_id_source": id_column,
+        "var_ids_sha256": var_sha,
+    }
+    inputs = [PreparedInput(spec, label, n, ids, checked.names, id_column, item, checked.excluded)]
+    source, identity = _documents(opts, target, checked.id_column, joinids_sha, var_sha)
     presence = None
     if "feature_dataset_presence_matrix" in exp.ms[opts.measurement]:
         presence = {
@@ -154,4 +191,5 @@ def prepare_experiment(opts, target: ExperimentTarget, work_params: dict | None)
             "var_joinids": spec.var_joinids,
             "datasets_uri": target.datasets_uri,
         }
-    return Prepared(target.kind, inputs, source, identity, columns, [(tmp, JOINIDS_NAME)], presence, timestamp)
+    staged = [(tmp, JOINIDS_NAME)]
+    return Prepared(target.kind, inputs, source, identity, checked.columns, staged, presence, timestamp)

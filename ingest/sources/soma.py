@@ -6,7 +6,9 @@ thousands). A work unit is then a range of positions in that file: each process,
 included, opens the experiment itself (TileDB is not fork-safe) at the snapshot timestamp of the build,
 and reads its rows with ``X.read(coords=(joinids, var joinids)).blockwise(axis=0, size=N).scipy()``:
 memory per process is bounded by the block size and ``soma.init_buffer_bytes``, whatever the corpus size.
-"""
+
+Long because it is the SOMA source's whole read path: the experiment snapshot, the obs scan, var filtering,
+the compiled COO-to-CSR block kernel and the per-process reader."""
 
 from __future__ import annotations
 

@@ -10,7 +10,10 @@ The epoch lives in a shared-memory tensor, so ``set_epoch`` in the main process 
 workers too. ``state_dict`` is this worker's ``LoaderState`` (what torchdata's StatefulDataLoader
 stores per worker); ``CellDataLoader`` keeps one rank-independent state instead and supports elastic
 resumes. Options are a ``LoaderConfig``.
-"""
+
+Long because it is the loader's one public class and keeps its whole contract together: options, the pickled
+spec workers re-open, sizes, the resume state and the four steps of iteration; the sampling rules live in
+``modes``, reading in ``windows`` and ``runs``."""
 
 from __future__ import annotations
 

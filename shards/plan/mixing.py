@@ -16,7 +16,9 @@ resume, elastic re-plans) applies unchanged to its sequence.
 3. ``sampled_plan``: the served cells as *units* (copy ``j`` of shard ``i`` = its cells served more than
    ``j`` times, in cell order, so reads stay runs), the units permuted by ``default_rng([seed, epoch, 1])``
    so that every stream and every repeat is spread over the whole epoch.
-"""
+
+Long because it holds every stream-mixing rule that must agree with the others: the stream kinds, apportioning
+a fixed epoch size, run starts and run plans; all pure and property-tested together."""
 
 from __future__ import annotations
 

@@ -113,6 +113,8 @@ _BUCKETS = 4096
 
 @kernel(nogil=True)
 def _encode(indptr, indices, data, col_token, col_median):  # pragma: no cover - compiled
+    """Long because it is one compiled (numba) pass over a block: splitting it would add calls inside the hot
+    loop."""
     n_rows = len(indptr) - 1
     offsets = np.zeros(n_rows + 1, dtype=np.int64)
     for r in range(n_rows):

@@ -20,7 +20,9 @@ reported with their spread across splits and their sampling error. For each embe
 
 Against the first embedding (the pretrained one) each other embedding also gets the paired difference of
 linear-probe accuracy on the same held-out cells, with its standard error (``diff``): what a gate needs.
-"""
+
+Long because every baseline of the comparison (scanpy's standard PCA-50, all-genes PCA-50, untrained, scVI)
+and the statistics that score them on the same splits belong together."""
 
 from __future__ import annotations
 

@@ -5,7 +5,9 @@ validation masks; embeds the val cells (or reads an h5ad written by ``embed``) a
 the standard baselines on held-out donors over several donor splits (``evidence``, ``compare``). Prints
 a summary and writes ``DIR/summary.json``. ``gate`` is what ``--must-beat`` checks: a win counts only
 when it is larger than the comparison's own sampling error plus the recipe's seed spread.
-"""
+
+Long because the report gathers everything a finished run has to say (losses, baselines, probe, comparison,
+throughput, plots) and its gate; each part is a short function."""
 
 from __future__ import annotations
 
@@ -125,7 +127,9 @@ def run_report(
 ) -> dict[str, Any]:
     """The run's summary (``summary.json``): val loss against the frequency-only baseline, the embedding
     against the standard baselines on held-out ``group_by`` groups (default: ``donor_id`` when the cells
-    have several donors, else the column the set was split by) over ``split_seeds``, throughput."""
+    have several donors, else the column the set was split by) over ``split_seeds``, throughput.
+    Long because it reads a run's files in order and notes each thing it cannot compute where it finds it; the
+    computations themselves are the functions it calls."""
     run = Path(run)
     config_path, history_path = run / "checkpoints" / "config.yaml", run / "history.csv"
     for p in (config_path, history_path):

@@ -5,7 +5,9 @@ Throughput times each step from ``on_train_batch_start`` to ``on_train_batch_end
 from the end of one step to the start of the next (that is where Lightning fetches the next batch).
 On GPUs the marks are CUDA events, read once per logging window (no synchronization per step). MFU comes
 from the FLOP formula of ``flops.py`` and the device's peak (``peak_tflops`` overrides the table).
-"""
+
+Long because it holds the training run's callbacks, each short: the sampler epoch, throughput, the linear
+probe and the history writer."""
 
 from __future__ import annotations
 

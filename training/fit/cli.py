@@ -9,7 +9,9 @@ context length and the value bins flow from ``data`` into ``model`` (linked, nev
 At start the resolved config, the environment (python, torch, lightning, CUDA, GPUs, world size,
 nodes) and the shard set's ``vocab.csv`` and ``gene_medians.csv`` are written beside the checkpoints;
 after ``fit`` the training history is written as ``history.csv``.
-"""
+
+Long because LightningCLI's subclass carries every hook a run needs at its edge (config names, links,
+checkpoint resolution, resume checks, teardown), each a short method."""
 
 from __future__ import annotations
 

@@ -9,7 +9,9 @@ repeats (weight 0) contribute nothing.
 Resume: the loader state travels in the checkpoint (Lightning's fit loop); the module adds each rank's
 RNG state (dropout) and the vocabulary's hash. Optional on resume: a new LR or weight decay, and a
 longer or shorter context (position embeddings, and their Adam moments, extended or interpolated).
-"""
+
+Long because the LightningModule keeps the whole step together: its flat hyperparameters (what checkpoints and
+configs store), the loss sums, the all-reduced logging and the optimizer set-up."""
 
 from __future__ import annotations
 

@@ -8,7 +8,9 @@ needs the whole shard read (once per process).
 ``read_run`` is the loader's path (one compiled pass, ``fast.py``); ``read_samples`` the Python reader
 it falls back to and the one metadata reads use. Both live here (the module runs past 300 lines) so
 that the fallback and its error messages stay next to the path that relies on them.
-"""
+
+Long because it is the format's whole read side in one place: the sample index, the compiled run parser with
+its slow, naming fallback, and the per-shard reader that joins them; each part is short."""
 
 from __future__ import annotations
 
