@@ -103,13 +103,13 @@ def test_cell_objective_trains_the_pooled_embedding():
     ids, mask, labels = _batch(b=4, n=24, vocab=40)
     batch = {"input_ids": ids, "attention_mask": mask, "labels": labels, "loss_weight": torch.ones(4)}
     num, cell, stats = m._sums(batch)
-    assert cell.item() > 0 and stats[4].item() == 4.0 and stats[3].item() == pytest.approx(cell.item())
+    assert cell.item() > 0 and stats.cell_weight.item() == 4.0 and stats.cell_loss.item() == pytest.approx(cell.item())
     loss = m.training_step(batch, 0)
-    assert loss.item() == pytest.approx((num / stats[1] + 2.0 * cell / 4).item(), rel=1e-5)
+    assert loss.item() == pytest.approx((num / stats.token_weight + 2.0 * cell / 4).item(), rel=1e-5)
     loss.backward()
     assert m.model.cell_transform.weight.grad.abs().sum() > 0 and m.model.cell_bias.grad.abs().sum() > 0
     off = CellshardModule(vocab_size=40, d_model=16, n_layers=1, n_heads=2, max_positions=24)
-    assert not hasattr(off.model, "cell_transform") and off._sums(batch)[2][4].item() == 0.0
+    assert not hasattr(off.model, "cell_transform") and off._sums(batch)[2].cell_weight.item() == 0.0
 
 
 def test_padding_does_not_change_real_positions():

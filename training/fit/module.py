@@ -33,9 +33,43 @@ from ..errors import ConfigError
 from ..model.encoder import CellEncoder, EncoderConfig, extend_positions
 from ..model.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler, param_groups
 
-__all__ = ["CellshardModule", "load_gene_embeddings"]
+__all__ = ["CellshardModule", "StepSums", "load_gene_embeddings"]
 
 log = logging.getLogger(__name__)
+
+
+class StepSums:
+    """A step's (or a validation pass's) sums, named: the loss-weighted token loss, the token weight, the
+    weighted correct predictions, the weighted cell loss and the cell weight. One float64 tensor
+    underneath, so that a multi-rank step all-reduces them in one collective."""
+
+    FIELDS = ("token_loss", "token_weight", "correct", "cell_loss", "cell_weight")
+
+    def __init__(self, values: torch.Tensor) -> None:
+        self.values = values
+
+    @classmethod
+    def of(cls, **parts: torch.Tensor) -> StepSums:
+        return cls(torch.stack([parts[f] for f in cls.FIELDS]).double())
+
+    @classmethod
+    def zeros(cls, device: torch.device | str | None = None) -> StepSums:
+        return cls(torch.zeros(len(cls.FIELDS), dtype=torch.float64, device=device))
+
+    def __add__(self, other: StepSums) -> StepSums:
+        return StepSums(self.values + other.values.to(self.values.device))
+
+    def all_reduced(self) -> StepSums:
+        """The sums over every rank (a copy: autograd never sees the collective)."""
+        values = self.values.clone()
+        dist.all_reduce(values)
+        return StepSums(values)
+
+    token_loss = property(lambda self: self.values[0])
+    token_weight = property(lambda self: self.values[1])
+    correct = property(lambda self: self.values[2])
+    cell_loss = property(lambda self: self.values[3])
+    cell_weight = property(lambda self: self.values[4])
 
 
 class CellshardModule(pl.LightningModule):
@@ -109,7 +143,7 @@ class CellshardModule(pl.LightningModule):
             self.model = CellEncoder(self.cfg)
         except ValueError as exc:
             raise ConfigError(f"model: {exc}") from None
-        self._val_sums = torch.zeros(5, dtype=torch.float64)
+        self._val_sums = StepSums.zeros()
         self._rng_to_restore: Any = None
         self._resumed = False
         self.last_metrics: dict[str, Any] = {}
@@ -149,9 +183,8 @@ class CellshardModule(pl.LightningModule):
         return collate(batch)
 
     # -- steps -------------------------------------------------------------------------------------
-    def _sums(self, batch: CellBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(weighted token loss sum and weighted cell loss sum, with grad; [token loss sum, token weight
-        sum, weighted correct, cell loss sum, cell weight sum] detached)."""
+    def _sums(self, batch: CellBatch) -> tuple[torch.Tensor, torch.Tensor, StepSums]:
+        """(weighted token loss sum and weighted cell loss sum, with grad; the step's ``StepSums``)."""
         out = self.model(batch["input_ids"], batch["attention_mask"], batch["labels"], batch.get("values"))
         logits, rows = out[0], out[1]
         labels = batch["labels"]
@@ -165,8 +198,14 @@ class CellshardModule(pl.LightningModule):
             cell, cell_w = (out[2] * cw).sum(), cw.sum()
         else:
             cell = cell_w = torch.zeros((), device=num.device)
-        stats = torch.stack([num.detach(), w.sum(), correct.detach(), cell.detach(), cell_w])
-        return num, cell, stats.double()
+        sums = StepSums.of(
+            token_loss=num.detach(),
+            token_weight=w.sum(),
+            correct=correct.detach(),
+            cell_loss=cell.detach(),
+            cell_weight=cell_w,
+        )
+        return num, cell, sums
 
     def _world(self) -> int:
         return self.trainer.world_size if self._trainer is not None else 1
@@ -175,46 +214,45 @@ class CellshardModule(pl.LightningModule):
         num, cell, sums = self._sums(batch)
         world = self._world()
         if world > 1:  # the global token weight; also makes the logged figures global
-            sums = sums.clone()
-            dist.all_reduce(sums)
-        loss = num * world / sums[1].clamp_min(1.0).to(num.dtype)
+            sums = sums.all_reduced()
+        token_weight = sums.token_weight.clamp_min(1.0)
+        loss = num * world / token_weight.to(num.dtype)
         # tensors, not Python floats: no host-device sync per step (Lightning reads them when it logs)
-        mean = sums[0] / sums[1].clamp_min(1.0)
+        mean = sums.token_loss / token_weight
         metrics = {
             "train/loss": mean,
             "train/perplexity": torch.exp(mean.clamp_max(50.0)),
-            "train/masked_accuracy": sums[2] / sums[1].clamp_min(1.0),
+            "train/masked_accuracy": sums.correct / token_weight,
         }
         weight = self.hparams.cell_loss_weight
         if weight > 0:
-            loss = loss + weight * cell * world / sums[4].clamp_min(1.0).to(cell.dtype)
-            metrics["train/cell_loss"] = sums[3] / sums[4].clamp_min(1.0)
+            cell_weight = sums.cell_weight.clamp_min(1.0)
+            loss = loss + weight * cell * world / cell_weight.to(cell.dtype)
+            metrics["train/cell_loss"] = sums.cell_loss / cell_weight
         self.log_dict(metrics, prog_bar=False, on_step=True, on_epoch=False, rank_zero_only=True)
         self.log("loss", mean, prog_bar=True, on_step=True, on_epoch=False, logger=False, rank_zero_only=True)
         self.last_metrics = metrics
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = torch.zeros(5, dtype=torch.float64, device=self.device)
+        self._val_sums = StepSums.zeros(self.device)
 
     def validation_step(self, batch: CellBatch, batch_idx: int) -> None:
         _, _, sums = self._sums(batch)
-        self._val_sums += sums.to(self._val_sums.device)
+        self._val_sums = self._val_sums + sums
 
     def on_validation_epoch_end(self) -> None:
-        sums = self._val_sums.clone()
-        if self._world() > 1:
-            dist.all_reduce(sums)
-        if sums[1] <= 0:
+        sums = self._val_sums.all_reduced() if self._world() > 1 else self._val_sums
+        if sums.token_weight <= 0:
             return
-        loss = (sums[0] / sums[1]).item()
+        loss = (sums.token_loss / sums.token_weight).item()
         metrics = {
             "val/loss": loss,
             "val/perplexity": math.exp(min(loss, 50.0)),
-            "val/masked_accuracy": (sums[2] / sums[1]).item(),
+            "val/masked_accuracy": (sums.correct / sums.token_weight).item(),
         }
-        if sums[4] > 0:
-            metrics["val/cell_loss"] = (sums[3] / sums[4]).item()
+        if sums.cell_weight > 0:
+            metrics["val/cell_loss"] = (sums.cell_loss / sums.cell_weight).item()
         self.log_dict(metrics, prog_bar=True, sync_dist=False)  # already global on every rank
         self.last_metrics = {**self.last_metrics, **metrics}
 
