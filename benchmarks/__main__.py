@@ -1,4 +1,4 @@
-"""``python -m benchmarks ingest|loader|mixing|train ...`` (see ``--help``)."""
+"""``python -m benchmarks ingest|loader|mixing|train|startup ...`` (see ``--help``)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     tr.add_argument("--no-scvi", action="store_true", help="leave scVI out of the learning evidence")
     tr.add_argument("--out", type=Path, required=True)
+    st = sub.add_parser("startup", help="import and --help times, fresh interpreters, interleaved rounds")
+    st.add_argument("--rounds", type=int, default=5)
+    st.add_argument("--out", type=Path, required=True)
     rn = sub.add_parser("run", help="the whole suite in one run: results.json, REPORT.md, plots")
     rn.add_argument("--suite", dest="suite_name", choices=["tiny", "quick", "full"], default="quick")
     rn.add_argument("--out", type=Path, required=True)
@@ -87,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
             scvi=False if args.no_scvi else None,
         )
         write_report(args.out, results, command, train.ratios(results))
+    elif args.suite == "startup":
+        from . import startup
+
+        results = startup.run(args.out, args.rounds)
+        write_report(args.out, results, command, startup.ratios(results))
     elif args.suite == "mixing":
         results = mixing.run(args.zarr, args.out, args.batch_size, args.context_length, args.rounds)
         write_report(args.out, results, command, mixing.ratios(results))

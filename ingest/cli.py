@@ -19,7 +19,7 @@ from shards.commands import run
 
 from .errors import IngestError
 from .options import BuildOptions
-from .synth import SynthSpec
+from .synth_spec import SynthSpec
 
 __all__ = ["COMMANDS", "main", "parser"]
 

@@ -10,8 +10,6 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from shards.format.registry import FORMATS
-
 from .errors import IngestError
 
 __all__ = ["SPLIT_BY", "BuildOptions"]  # SPLIT_BY: the keys with a meaning beyond an obs column
@@ -102,6 +100,8 @@ class BuildOptions:
     """Check and count the source, print the plan, write nothing."""
 
     def validate(self) -> None:
+        from shards.format.registry import FORMATS
+
         if self.format not in FORMATS:
             raise IngestError(f"--format {self.format!r}: choose one of {sorted(FORMATS)}")
         if self.cells_per_shard < 1:

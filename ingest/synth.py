@@ -11,7 +11,6 @@ far larger than memory; every draw comes from ``numpy.random.default_rng`` keyed
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import anndata as ad
@@ -22,29 +21,11 @@ import scipy.sparse as sp
 
 from shards.storage.atomic import atomic_file
 
-from .errors import IngestError
-from .synth_atlas import ATLAS, AtlasParams, atlas_cells, atlas_world
+from .synth_atlas import ATLAS, atlas_cells, atlas_world
+from .synth_spec import _CELL_TYPES, _ORGANISMS, SynthSpec
 
-__all__ = ["SynthSpec", "synthesize"]
+__all__ = ["SynthSpec", "synthesize"]  # SynthSpec lives in synth_spec (no numpy/pandas: --help)
 
-_CELL_TYPES = (
-    "T cell",
-    "B cell",
-    "natural killer cell",
-    "classical monocyte",
-    "macrophage",
-    "fibroblast",
-    "endothelial cell",
-    "epithelial cell",
-    "hepatocyte",
-    "neuron",
-    "astrocyte",
-    "erythrocyte",
-    "plasma cell",
-    "dendritic cell",
-    "smooth muscle cell",
-    "keratinocyte",
-)
 _TISSUES = (
     ("blood", "blood"),
     ("lung", "lung"),
@@ -56,54 +37,7 @@ _TISSUES = (
     ("colonic mucosa", "large intestine"),
 )
 _ASSAYS = ("10x 3' v3", "10x 3' v2", "10x 5' v1", "Smart-seq2")
-_ORGANISMS = {
-    "homo_sapiens": ("Homo sapiens", "ENSG", str.upper),
-    "mus_musculus": ("Mus musculus", "ENSMUSG", str.capitalize),
-}
 _DISPERSION = 0.3  # NB overdispersion phi: variance = mu + phi * mu**2
-
-
-@dataclass(frozen=True)
-class SynthSpec:
-    """A synthetic Census-like corpus (``ingest synth``): its fields are the command's flags."""
-
-    cells: int
-    """Cells in the corpus."""
-    genes: int = 10_000
-    """Genes (var rows), with Ensembl-style ids."""
-    datasets: int = 4
-    """Datasets (each with its own donors and batch effect)."""
-    organism: str = "homo_sapiens"
-    """homo_sapiens or mus_musculus."""
-    seed: int = 0
-    """Seeds every random draw (same seed, same files)."""
-    files: int = 1
-    """Split the datasets over this many files."""
-    cell_types: int = 12
-    """Distinct cell types."""
-    layout: str = "counts"
-    """counts (in X) or cellxgene (log-normalized X, counts in raw.X)."""
-    chunk_cells: int = field(default=4_096, metadata={"flag": False})
-    """Cells generated and written at a time."""
-    profile: str = "basic"
-    """basic (each type has private marker genes: easy) or atlas (lineage/type/state hierarchy on co-regulated
-    gene modules, dataset and donor batch effects, ambient RNA: what pretraining must learn)."""
-    atlas: AtlasParams = field(default=ATLAS, metadata={"flag": False})
-    """The atlas profile's generative parameters (Python API; the CLI uses these)."""
-
-    def validate(self) -> None:
-        if self.cells < 1 or self.genes < 100 or self.datasets < 1:
-            raise IngestError("synth needs --cells >= 1, --genes >= 100 and --datasets >= 1")
-        if self.organism not in _ORGANISMS:
-            raise IngestError(f"--organism {self.organism!r}: choose one of {sorted(_ORGANISMS)}")
-        if not 1 <= self.files <= self.datasets:
-            raise IngestError(f"--files {self.files}: must be between 1 and --datasets ({self.datasets})")
-        if not 1 <= self.cell_types <= len(_CELL_TYPES):
-            raise IngestError(f"--cell-types must be between 1 and {len(_CELL_TYPES)}")
-        if self.profile not in ("basic", "atlas"):
-            raise IngestError(f"--profile {self.profile!r}: choose basic or atlas")
-        if self.layout not in ("counts", "cellxgene"):
-            raise IngestError(f"--layout {self.layout!r}: choose counts or cellxgene")
 
 
 def _world(spec: SynthSpec) -> dict:
@@ -245,7 +179,9 @@ def synthesize(spec: SynthSpec, out: Path) -> list[tuple[Path, int]]:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atlas = spec.profile == "atlas"
-    world = atlas_world(spec.seed, spec.genes, spec.datasets, spec.cells, spec.atlas) if atlas else _world(spec)
+    world = (
+        atlas_world(spec.seed, spec.genes, spec.datasets, spec.cells, spec.atlas or ATLAS) if atlas else _world(spec)
+    )
     genes = _gene_table(spec)
     written = []
     for i in range(spec.files):

@@ -78,8 +78,12 @@ def _add_parameters(parser: Any, fn: Command) -> list[str]:
     return flags
 
 
-def command_parser(prog: str, description: str, commands: Mapping[str, Command]) -> tuple[Any, dict[str, list[str]]]:
-    """The jsonargparse parser of a command table, and each command's flags."""
+def command_parser(
+    prog: str, description: str, commands: Mapping[str, Command], only: str | None = None
+) -> tuple[Any, dict[str, list[str]]]:
+    """The jsonargparse parser of a command table, and each command's flags. ``only``: build that
+    command's arguments alone (the others are listed, not built): a command line resolves the types of
+    the command it runs only, so one command's heavy option classes never slow another's start."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     root = ArgumentParser(prog=prog, description=description)
@@ -88,8 +92,9 @@ def command_parser(prog: str, description: str, commands: Mapping[str, Command])
     for name, fn in commands.items():
         summary, text, _ = _docs(fn)
         p = ArgumentParser(description=text)
-        p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of these options")
-        flags[name] = ["--config", "--print_config", "--help", *_add_parameters(p, fn)]
+        if only is None or name == only:
+            p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of these options")
+            flags[name] = ["--config", "--print_config", "--help", *_add_parameters(p, fn)]
         sub.add_subcommand(name, p, help=summary)
     return root, flags
 
@@ -136,7 +141,7 @@ def run(
     """Parse ``argv``, run the command, and say what went wrong in one line: 1 for a user error
     (``CellshardError``), 2 for a usage error, 130 when interrupted."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser, flags = command_parser(prog, description, commands)
+    parser, flags = command_parser(prog, description, commands, only=argv[0] if argv else "")
     typo = _mistyped(argv, flags, prog)
     if typo:
         print(typo, file=sys.stderr)

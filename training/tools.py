@@ -16,9 +16,7 @@ from pathlib import Path
 from shards.commands import run
 
 from .errors import ConfigError
-from .evaluate.compare import SPLIT_SEEDS
-from .evaluate.embed import DEFAULT_POOLING
-from .evaluate.report import DEMO_SEED_SPREAD, GATE_BASELINES
+from .evaluate.defaults import DEFAULT_POOLING, DEMO_SEED_SPREAD, GATE_BASELINES, SPLIT_SEEDS
 
 __all__ = ["COMMANDS", "main"]
 

@@ -3,17 +3,50 @@ batches, collate them (truncate, specials, pad, mask) and serve them through a r
 
 Classes that need torch (``ShardedCellDataset``, ``CellDataLoader``, ``Collator``) load on first use,
 so that processes that only read shards (ingest workers, ``ingest verify``) start without torch.
+
+Every name loads on first use (``shards.lazy``).
 """
 
-from importlib import import_module
+from __future__ import annotations
 
-from .batch import CellBatch, RaggedBatch
-from .config import ON_ERROR, LoaderConfig
-from .panels import PanelFile, PanelFilter, PanelSpec, read_panel
-from .readers import ShardSetReader
-from .streams import VOCAB_MODES, MultiReader
-from .windows import READ_GAP, RepeatCache, Window
-from .world import detect_rank, worker_info
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_namespace
+
+if TYPE_CHECKING:
+    from .batch import CellBatch, RaggedBatch
+    from .collate import Collator
+    from .config import ON_ERROR, VOCAB_MODES, LoaderConfig
+    from .dataset import ShardedCellDataset
+    from .loader import CellDataLoader
+    from .panels import PanelFile, PanelFilter, PanelSpec, read_panel
+    from .readers import ShardSetReader
+    from .streams import MultiReader
+    from .windows import READ_GAP, RepeatCache, Window
+    from .world import detect_rank, worker_info
+
+#: each public name and the module that defines it
+_EXPORTS = {
+    "ON_ERROR": ".config",
+    "READ_GAP": ".windows",
+    "VOCAB_MODES": ".config",
+    "CellBatch": ".batch",
+    "CellDataLoader": ".loader",
+    "Collator": ".collate",
+    "LoaderConfig": ".config",
+    "MultiReader": ".streams",
+    "PanelFile": ".panels",
+    "PanelFilter": ".panels",
+    "PanelSpec": ".panels",
+    "RaggedBatch": ".batch",
+    "RepeatCache": ".windows",
+    "ShardSetReader": ".readers",
+    "ShardedCellDataset": ".dataset",
+    "Window": ".windows",
+    "detect_rank": ".world",
+    "read_panel": ".panels",
+    "worker_info": ".world",
+}
 
 __all__ = [
     "ON_ERROR",
@@ -37,10 +70,4 @@ __all__ = [
     "worker_info",
 ]
 
-_LAZY = {"Collator": ".collate", "ShardedCellDataset": ".dataset", "CellDataLoader": ".loader"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_namespace(__name__, _EXPORTS)

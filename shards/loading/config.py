@@ -11,19 +11,22 @@ and where it runs (rank, world size) are not options: they are given when the da
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ShardError
 from ..plan.slots import REMAINDER_POLICIES
 from ..plan.weighting import Weighting
-from ..plan.worker import SlotOptions
 from .panels import PanelSpec
-from .streams import VOCAB_MODES
 
-__all__ = ["COLLATE_ON", "ON_ERROR", "LoaderConfig"]
+if TYPE_CHECKING:
+    from ..plan.worker import SlotOptions
+
+__all__ = ["COLLATE_ON", "ON_ERROR", "VOCAB_MODES", "LoaderConfig"]
 
 ON_ERROR = ("raise", "skip")
 COLLATE_ON = ("host", "device")
+#: how streams' vocabularies join: identical, or one token space by gene id (``streams.MultiReader``)
+VOCAB_MODES = ("same", "remap")
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,8 @@ class LoaderConfig:
 
     def slot_options(self) -> SlotOptions:
         """What a worker's plan (``plan.plan_worker``) takes of these options."""
+        from ..plan.worker import SlotOptions  # numba (token budgets): loaded by a plan, not to parse options
+
         return SlotOptions(**{f.name: getattr(self, f.name) for f in fields(SlotOptions)})
 
     @classmethod

@@ -25,7 +25,6 @@ import numpy as np
 
 from ..errors import ShardError
 from ..format.vocab import Vocabulary
-from .hashing import cell_hashes
 
 __all__ = ["PanelFile", "PanelFilter", "PanelSpec", "read_panel"]
 
@@ -138,6 +137,8 @@ class PanelFilter:
         return cls([by_organism[k] for k in sorted(by_organism)], None, vocab.size, seed, {"files": described})
 
     def _draw(self, epoch: int, ids: np.ndarray) -> np.random.Generator:
+        from .hashing import cell_hashes  # pandas: loaded when a panel draws, not to parse options
+
         key = int(np.bitwise_xor.reduce(cell_hashes(ids))) if len(ids) else 0
         return np.random.default_rng([self.seed, epoch, 7, key >> 32, key & 0xFFFFFFFF])
 

@@ -25,11 +25,10 @@ from ..format.records import CellRun
 from ..format.vocab import Vocabulary, vocab_to_csv
 from ..plan.mixing import Stream
 from ..storage.remote import redact
+from .config import VOCAB_MODES
 from .readers import ShardSetReader
 
 __all__ = ["VOCAB_MODES", "MultiReader"]
-
-VOCAB_MODES = ("same", "remap")
 
 
 def _remap_table(vocab: Vocabulary, joint: dict[str, int]) -> np.ndarray:

@@ -236,3 +236,17 @@ def test_atlas_headroom(tmp_path):
     assert readout["value"] == pytest.approx(got["pca50"] / got["all_genes"]) and readout["met"] is None
     with pytest.raises(SystemExit, match="latent_sdd"):
         atlas_headroom.main(["--set", "latent_sdd=1", "--out", str(tmp_path)])
+
+
+def test_startup_benchmark_smoke(tmp_path, monkeypatch):
+    """The start-up suite times fresh interpreters and scores them against the issue's targets."""
+    from benchmarks import startup
+
+    monkeypatch.setattr(startup, "PROBES", (("import shards", ["-c", "import shards"]), startup.PROBES[4]))
+    results = startup.run(tmp_path, rounds=2)
+    assert [r.name for r in results] == ["import shards", "ingest build --help"]
+    assert all(r.value > 0 and len(r.config["all_s"]) == 2 for r in results)
+    assert [name for name, _, _ in startup.ratios(results)] == [
+        "import shards: median / target",
+        "ingest build --help: median / target",
+    ]

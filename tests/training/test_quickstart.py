@@ -71,6 +71,16 @@ def test_readme_quickstart_own_h5ad(tmp_path):
         assert noise not in proc.stdout + proc.stderr, noise
     # the bar counts steps toward max_steps, and names no epoch bound of a step-limited run
     assert "step 60/60" in proc.stdout + proc.stderr and "/-2" not in proc.stdout + proc.stderr
+    # the fit validates at its last step (val_check_interval 100 > 60 steps) and ends with three lines:
+    # the val loss against the frequency baseline, a probe of cell_type, where the run is
+    said = proc.stdout + proc.stderr
+    assert re.search(r"fit: 60 steps; val loss \d\.\d+ at step 60 against the frequency-only baseline's ~\d", said)
+    assert re.search(r"probe: a linear model reads cell_type from the embedding of [\d,]+ val cells at 0\.\d+", said)
+    assert "python -m training report --run my-run" in said
+    history = pd.read_csv(tmp_path / "my-run" / "history.csv")
+    assert history.dropna(subset=["val/loss"])["step"].max() >= 59, history.tail()
+    # Lightning's noise is gone or true: no "limit_val_batches=1.0 was configured", no "0 Total Flops"
+    assert "was configured so 100%" not in said and "0         Total Flops" not in said
     # the report compares with the standard baselines on held-out groups of the user's own split column
     # (no donor_id in their file: ingest kept `sample`, the column they split by)
     summary = json.loads((tmp_path / "my-run" / "summary.json").read_text())

@@ -25,12 +25,20 @@ def frequency_baseline(
     val_split: str = "val",
     batch_size: int = 256,
     max_batches: int | None = None,
+    max_train_cells: int | None = None,
 ) -> float:
+    """The frequency-only loss on ``val_split``; ``max_train_cells``/``max_batches`` make it an estimate
+    from the first shards and batches (a build shuffles cells globally, so the first shards are a random
+    sample), for a summary that must not read an atlas."""
     reader = ShardSetReader(path, train_split)
     size = reader.vocab().size
     counts = np.zeros(size, dtype=np.float64)
     keep = context_length - 2
+    seen = 0
     for i, n in enumerate(reader.shard_cells.tolist()):
+        if max_train_cells is not None and seen >= max_train_cells:
+            break
+        seen += n
         genes, _, offsets, _ = reader.read(i, 0, n)
         lengths = np.minimum(np.diff(offsets), keep)
         within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .defaults import SPLIT_SEEDS
+
 __all__ = [
     "EMBEDDING_NAMES",
     "SPLIT_SEEDS",
@@ -49,8 +51,6 @@ __all__ = [
 ]
 
 K = 15
-#: the donor splits a report averages over (each a stable hash of (seed, donor))
-SPLIT_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
 #: epochs of scVI's training in a report (see ``scvi_latent``)
 SCVI_EPOCHS = 50
 #: how reports name each embedding

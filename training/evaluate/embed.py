@@ -18,13 +18,9 @@ from shards.loading.readers import ShardSetReader
 
 from ..model import CellEncoder
 from ..model.encoder import mean_pool
+from .defaults import DEFAULT_POOLING
 
 __all__ = ["DEFAULT_POOLING", "cell_batches", "embed_cells", "pool"]
-
-#: the cell embedding's pooling: the mean over gene positions beat the <cls> position at every length of
-#: the atlas ablation (benchmarks/results/2026-12-04-atlas-ablation): <cls> has no objective of its own in
-#: masked-gene modelling
-DEFAULT_POOLING = "mean"
 
 
 def cell_batches(

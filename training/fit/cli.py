@@ -47,6 +47,7 @@ from .preemption import REQUEUE_EXIT, Preemption
 from .progress import StepProgressBar
 from .quiet import quiet_known_noise
 from .strategies import resolve_trainer_options, restart_hazard
+from .summary import fit_summary, model_line
 
 __all__ = ["CellshardCLI", "environment_info", "main"]
 
@@ -273,20 +274,37 @@ class CellshardCLI(LightningCLI):
             plugins = trainer_config.get("plugins") or []
             plugins = [*(plugins if isinstance(plugins, list) else [plugins])]
             trainer_config["plugins"] = [*plugins, AsyncCheckpointIO(io) if cfg.get("async_checkpoint") else io]
+        if trainer_config.get("enable_model_summary") is None:
+            trainer_config["enable_model_summary"] = False  # before_fit logs the model's line instead
         callbacks = trainer_config.get("callbacks") or []
         trainer_config["callbacks"] = [*(callbacks if isinstance(callbacks, list) else [callbacks]), *extra]
         return super().instantiate_trainer(**trainer_config)
 
     def before_fit(self) -> None:
+        """The model in one line (Lightning's own summary is off: its "Total Flops" is 0 without an
+        example input), then a validation first when ``validate_first`` asks for one."""
         cfg = self._sub()
+        if self.trainer.is_global_zero:
+            log.info("%s", model_line(self.model, self.datamodule))
         if cfg.get("validate_first") and cfg.get("ckpt_path"):
             self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=cfg.ckpt_path)
 
     def after_fit(self) -> None:
-        if self.trainer.is_global_zero:
-            path = write_history(self.trainer)
+        """A validation at the last step when the run ended between two (every rank), then the history
+        and the three-line summary (``summary``; rank 0). A run stopped by a signal ends as it was: it
+        continues with ``--ckpt_path last``."""
+        trainer, module = self.trainer, self.model
+        stopped = any(isinstance(c, Preemption) and c.stopped_at is not None for c in trainer.callbacks)
+        validates = self.datamodule.val_split is not None and trainer.limit_val_batches != 0
+        if validates and not stopped and module.last_val_step != trainer.global_step:
+            trainer.validate(module, datamodule=self.datamodule, verbose=False)
+        if trainer.is_global_zero:
+            path = write_history(trainer)
             if path is not None:
                 log.info("training history: %s", path)
+            if not stopped:
+                for line in fit_summary(trainer, module, self.datamodule):
+                    log.info("%s", line)
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -147,6 +147,7 @@ class CellshardModule(pl.LightningModule):
         self._rng_to_restore: Any = None
         self._resumed = False
         self.last_metrics: dict[str, Any] = {}
+        self.last_val_step: int | None = None  # the step of the last validation while fitting
 
     # -- set-up ------------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -242,6 +243,8 @@ class CellshardModule(pl.LightningModule):
         self._val_sums = self._val_sums + sums
 
     def on_validation_epoch_end(self) -> None:
+        if self._trainer is not None and not self.trainer.sanity_checking:
+            self.last_val_step = self.trainer.global_step
         sums = self._val_sums.all_reduced() if self._world() > 1 else self._val_sums
         if sums.token_weight <= 0:
             return
