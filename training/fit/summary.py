@@ -71,6 +71,13 @@ def _probe_line(module: Any, trainer: Any, path: str | None, data: Any, label: s
         return f"probe: a linear model reads {label} from the embedding at {got}"
     if path is None or data.val_split is None:
         return "probe: no val split to probe on"
+    strategy = trainer.strategy
+    if (
+        "Stage3" in type(strategy).__name__
+        or getattr(strategy, "zero_stage_3", False)
+        or "FSDP" in type(strategy).__name__
+    ):
+        return "probe: not run in process (the parameters are sharded over the ranks); `training report` runs it"
     from shards.loading.readers import ShardSetReader
 
     from ..evaluate.embed import DEFAULT_POOLING, cell_metadata, embed_cells
@@ -121,7 +128,7 @@ def model_line(module: Any, data: Any) -> str:
     from ..model.flops import train_flops
 
     cfg = module.cfg
-    params = sum(p.numel() for p in torch.nn.Module.parameters(module))
+    params = sum(getattr(p, "ds_numel", p.numel()) for p in torch.nn.Module.parameters(module))  # ZeRO-3: whole
     batch, length = data.config.batch_size, data.context_length
     masked = round(batch * (length - 2) * data.config.mask_prob)
     flops = train_flops(cfg, batch, length, masked)
