@@ -23,7 +23,7 @@ from typing import Any
 from .errors import CellshardError
 from .options import add_flags, flag_name
 
-__all__ = ["Command", "command_parser", "run"]
+__all__ = ["Command", "command_parser", "mistyped_key", "run"]
 
 Command = Callable[..., int | None]
 
@@ -97,6 +97,26 @@ def command_parser(
             flags[name] = ["--config", "--print_config", "--help", *_add_parameters(p, fn)]
         sub.add_subcommand(name, p, help=summary)
     return root, flags
+
+
+def mistyped_key(args: Sequence[str], keys: Sequence[str], command: str) -> str | None:
+    """For a parser of dotted keys (LightningCLI's ``--trainer.max_steps``): the first ``--key`` of
+    ``args`` that is neither an option, a group of options, nor inside an option whose value is a
+    mapping (``--model.optimizer.lr``), as one line naming the closest option at its level."""
+    leaves = set(keys)
+    groups = {".".join(k.split(".")[:i]) for k in leaves for i in range(1, k.count(".") + 1)}
+    for arg in args:
+        if not arg.startswith("--") or arg == "--":
+            continue
+        key = arg[2:].split("=", 1)[0].removesuffix("+")
+        parts = key.split(".")
+        if key in leaves | groups or any(".".join(parts[:i]) in leaves for i in range(1, len(parts))):
+            continue
+        level = [k for k in leaves | groups if k.count(".") == key.count(".")]
+        close = difflib.get_close_matches(key, level, n=1, cutoff=0.7)
+        hint = f"; did you mean --{close[0]}?" if close else f" (see `{command} --help`)"
+        return f"--{key} is not an option of {command.rsplit(' ', 1)[-1]}{hint}"
+    return None
 
 
 def _mistyped(argv: Sequence[str], flags: dict[str, list[str]], prog: str) -> str | None:

@@ -54,3 +54,19 @@ def test_a_mistyped_flag_is_one_line_with_the_closest(main, argv, typo, want, ca
 def test_an_underscored_flag_is_told_its_dashed_name(capsys):
     assert training_main(["report", "--run", "r", "--must_beat", "pca50"]) == 2
     assert capsys.readouterr().err.strip().endswith("--must_beat is not an option of report; did you mean --must-beat?")
+
+
+def test_a_mistyped_fit_key_is_one_line_with_the_closest(capsys):
+    """LightningCLI's fit and validate too: the key is checked against the subcommand's parser before
+    parsing (a page of usage otherwise), and keys inside a mapping option (model.optimizer.lr) pass."""
+    from training.fit.cli import main
+
+    for argv, want in (
+        (["fit", "--trainer.max_stepz", "3"], "--trainer.max_steps"),
+        (["validate", "--model.optimizer.lr", "0.1", "--data.val_splt", "val"], "--data.val_split"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].endswith(f"did you mean {want}?"), err

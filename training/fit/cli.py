@@ -33,6 +33,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from shards.commands import mistyped_key
 from shards.errors import CellshardError
 from shards.storage.atomic import write_bytes_atomic
 from shards.storage.remote import is_secret_key, redact
@@ -144,6 +145,9 @@ class CellshardCLI(LightningCLI):
         return {name: base[name] for name in ("fit", "validate")}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # each subcommand's parser, in the order of ``subcommands()`` (LightningCLI builds them in that
+        # order), kept to check a command line's keys before parsing (``parse_arguments``)
+        self._command_parsers = [*getattr(self, "_command_parsers", []), parser]
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.vocab_sha256", "model.vocab_sha256", apply_on="instantiate")
         parser.link_arguments("data.context_length", "model.max_positions")
@@ -195,7 +199,17 @@ class CellshardCLI(LightningCLI):
         """After parsing: refuse a ``ckpt_path`` that is not there or not a checkpoint, in one line and
         before anything is built or written, and remember the ``model.*`` keys this run may change on
         resume (LightningCLI then replaces ``model.*`` with the checkpoint's hyperparameters, so that
-        the architecture matches the weights; ``before_instantiate_classes`` puts them back)."""
+        the architecture matches the weights; ``before_instantiate_classes`` puts them back). Before
+        parsing: a mistyped key is one line naming the closest option (exit 2), not a page of usage."""
+        argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+        parsers = dict(zip(self.subcommands(), getattr(self, "_command_parsers", []), strict=False))
+        command = parsers.get(argv[0]) if argv else None
+        if command is not None:
+            known = ["config", "print_config", "help", *command.get_defaults().keys()]
+            typo = mistyped_key(argv[1:], known, f"python -m training {argv[0]}")
+            if typo:
+                print(f"python -m training {argv[0]}: error: {typo}", file=sys.stderr)
+                raise SystemExit(2)
         super().parse_arguments(parser, args)
         sub = self.config.get("subcommand")
         self._resume_keep = {k: self.config[sub].model.get(k) for k in self.RESUME_KEYS} if sub else {}
