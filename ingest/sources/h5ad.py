@@ -216,7 +216,10 @@ class H5adInput:
         if kind == NONFINITE:
             raise IngestError(f"{self.path}: {m} holds NaN or infinite values, first at {at}")
         if kind == NEGATIVE:
-            raise IngestError(f"{self.path}: {m} holds negative values ({value:g} at {at}); cellshard needs raw counts")
+            raise IngestError(
+                f"{self.path}: {m} holds negative values ({value:g} at {at}); it looks scaled or centred, and "
+                f"cellshard needs raw counts. {self._raw_hint()}"
+            )
         if kind == TOO_LARGE:
             raise IngestError(f"{self.path}: {m} has a count beyond the int32 range ({value:g} at {at})")
         raise IngestError(
@@ -225,12 +228,24 @@ class H5adInput:
         )
 
     def _raw_hint(self) -> str:
-        if self.matrix_name == "X" and "raw" in self._file and "X" in self._file["raw"]:
-            raw = self._open_matrix("raw/X")
-            sample = sp.csr_matrix(raw[0 : min(256, raw.shape[0])], dtype=np.float64)
-            if is_integral(sample.data):
-                return "raw.X holds integer counts: rerun with --use-raw."
-        return "Point cellshard at raw counts with --layer NAME or --use-raw."
+        """Where integer counts are in this file (a layer or raw.X not in use), else what to do."""
+        places = ["X", *[f"layers/{n}" for n in (self._file["layers"].keys() if "layers" in self._file else [])]]
+        if "raw" in self._file and "X" in self._file["raw"]:
+            places.append("raw/X")
+        for key in places:
+            if key == self.matrix_name:
+                continue
+            matrix = self._open_matrix(key)
+            sample = sp.csr_matrix(matrix[0 : min(256, matrix.shape[0])], dtype=np.float64)
+            if sample.nnz and is_integral(sample.data):
+                flag = {"raw/X": "--use-raw", "X": "neither --layer nor --use-raw"}.get(key)
+                flag = flag or f"--layer {key.split('/', 1)[1]}"
+                return f"{key} holds integer counts: rerun with {flag}."
+        tried = ", ".join([self.matrix_name, *[k for k in places if k != self.matrix_name]])
+        return (
+            f"No matrix of this file holds integer counts ({tried} checked): cellshard tokenizes raw counts, "
+            "so export the counts your pipeline started from (e.g. the 10x matrix) into X or a layer."
+        )
 
     def iter_blocks(self, start: int, stop: int, size: int, gene_ids: np.ndarray, validate: bool = True):
         """``(a, b, csr)`` for consecutive row blocks of ``start:stop``."""

@@ -92,6 +92,8 @@ def dump_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
 
 def load_manifest(directory: Path | str) -> dict[str, Any]:
     path = Path(directory) / INDEX_NAME
+    if not Path(directory).exists() and "://" not in str(directory):
+        raise ShardError(f"{directory}: no such directory; {directory} is not a finished shard set (check the path)")
     if not path.is_file():
         raise ShardError(f"{path}: no manifest; {directory} is not a finished shard set (build it with `ingest build`)")
     try:

@@ -191,3 +191,30 @@ def test_publish_copies_a_verified_set_with_the_manifest_last(zarr_set, wds_set,
     with pytest.raises(IngestError, match="fault"):
         publish(damaged, f"file://{tmp_path / 'elsewhere'}")
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_scaled_or_normalized_counts_name_where_the_integers_are(tmp_path, capsys):
+    """A scanpy user's X is scaled (negative values) or log-normalized: the error names the layer that
+    holds integer counts, never the option already given, and says so when no matrix of the file does."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    counts = sp.csr_matrix(rng.poisson(1.0, (40, 120)).astype(np.float32))
+    ids = [f"ENSG{i:011d}" for i in range(120)]
+    logn = counts.copy()
+    logn.data = np.log1p(logn.data)
+    scaled = -np.asarray(logn.todense())  # centred values: the first nonzero is negative
+    obs = pd.DataFrame(index=[f"c{i}" for i in range(40)])
+    with_layer = tmp_path / "layer.h5ad"
+    ad.AnnData(X=scaled, obs=obs, var=pd.DataFrame(index=ids), layers={"counts": counts}).write_h5ad(with_layer)
+    assert _build(with_layer, tmp_path / "o1", "--val-fraction", "0") == 1
+    err = capsys.readouterr().err
+    assert "X holds negative values" in err and "layers/counts holds integer counts: rerun with --layer counts" in err
+    only_log = ad.AnnData(X=scaled, obs=obs, var=pd.DataFrame(index=ids))
+    only_log.raw = ad.AnnData(X=logn, obs=obs, var=pd.DataFrame(index=ids))
+    only_log.write_h5ad(tmp_path / "log.h5ad")
+    assert _build(tmp_path / "log.h5ad", tmp_path / "o2", "--val-fraction", "0", "--use-raw") == 1
+    err = capsys.readouterr().err
+    assert "raw/X is not integer counts" in err and "No matrix of this file holds integer counts" in err
+    assert "rerun with --use-raw" not in err

@@ -41,6 +41,15 @@ __all__ = [
 ]
 
 
+def _steps(history: pd.DataFrame) -> int:
+    """Optimizer steps of the run: the last training row's step + 1 (a validation at the last step is
+    logged at the step count itself, one past the last training row)."""
+    if not len(history):
+        return 0
+    trained = history.dropna(subset=["train/loss"]) if "train/loss" in history.columns else history
+    return int((trained if len(trained) else history)["step"].max()) + 1
+
+
 def _last(history: pd.DataFrame, column: str) -> float | None:
     if column not in history.columns:
         return None
@@ -173,7 +182,7 @@ def run_report(
         notes.append("history.csv has no throughput columns (ThroughputMonitor off): no cells/s or data wait")
     summary = {
         "run": str(run),
-        "steps": int(history["step"].max()) + 1 if len(history) else 0,
+        "steps": _steps(history),
         "val_loss": val_loss,
         "frequency_baseline_loss": baseline,
         "val_masked_accuracy": _last(history, "val/masked_accuracy"),
@@ -221,7 +230,7 @@ def format_report(s: dict[str, Any]) -> str:
     if s["probe_accuracy"] is not None:
         lines.append(
             f"  cell-type linear probe {pct(s['probe_accuracy'])} vs majority class {pct(s['majority_accuracy'])} "
-            f"({s['probe_cells']} cells, split by cell)"
+            f"({s['probe_cells']} val cells, half held out by a hash of the cell id)"
         )
     lines += comparison_lines(s.get("comparison"))
     if s["cells_per_sec"] is not None:
@@ -247,7 +256,7 @@ def comparison_lines(c: dict[str, Any] | None) -> list[str]:
         f"  {c['label']} of {c['cells']} val cells, {c['donors']} {group} groups; probes fitted on half the groups, "
         f"scored on the others' ~{held:.0f} cells; mean of {len(splits)} split(s) "
         f"(± 95% sampling interval; [spread across splits]); {c['pooling']} pooling:",
-        f"    {'embedding':<24} {'linear probe':>22} {'kNN (15)':>22} {'donor mixing':>13}",
+        f"    {'embedding':<24} {'linear probe':>22} {'kNN (15)':>22} {group.removesuffix('_id') + ' mixing':>13}",
     ]
 
     def cell(r: dict[str, Any], key: str) -> str:
