@@ -8,8 +8,9 @@ ingest`` and ``ingest --help`` start without numba, pandas or tiledbsoma.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from shards.lazy import lazy_namespace
 
 from .errors import IngestError
 
@@ -30,9 +31,4 @@ _EXPORTS = {
 __all__ = ["BuildOptions", "BuildResult", "IngestError", "SynthSpec", "build", "synthesize"]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(import_module(_EXPORTS[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_namespace(__name__, _EXPORTS)
