@@ -1,8 +1,9 @@
 """Write ``docs/OPTIONS.md`` from the typed options themselves (``python docs/options.py``).
 
 Every table comes from a dataclass's fields and attribute docstrings (``ingest.BuildOptions``,
-``shards.LoaderConfig``, ``Stream``, ``Weighting``, ``PanelSpec``) or from the data module's
-signature and docstring: nothing is copied by hand, and ``--check`` (a test runs it) fails when the
+``shards.LoaderConfig``, ``Stream``, ``Weighting``, ``PanelSpec``, ``EncoderConfig``, ``OptimizerConfig``,
+``SchedulerConfig``) or from the data and model modules' signatures and docstrings:
+nothing is copied by hand, and ``--check`` (a test runs it) fails when the
 file has drifted from the code.
 """
 
@@ -18,19 +19,19 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "OPTIONS.md"
 
 
-def _data_module_table() -> str:
+def _signature_table(cls: type, prefix: str) -> str:
+    """One row per named parameter of ``cls.__init__`` (its ``**kwargs`` are another table's)."""
     from shards.options import type_name
-    from training.fit.data import CellDataModule
 
-    sig = inspect.signature(CellDataModule.__init__)
-    docs = {p.arg_name: p.description for p in docstring_parser.parse(CellDataModule.__init__.__doc__).params}
+    sig = inspect.signature(cls.__init__)
+    docs = {p.arg_name: p.description for p in docstring_parser.parse(cls.__init__.__doc__).params}
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for name, param in sig.parameters.items():
         if name == "self" or param.kind is param.VAR_KEYWORD:
             continue
         meaning = " ".join(docs.get(name, "").split()).replace("|", "\\|")
         shown_type = type_name(param.annotation).replace("|", "\\|")
-        rows.append(f"| `data.{name}` | `{shown_type}` | `{param.default!r}` | {meaning} |")
+        rows.append(f"| `{prefix}{name}` | `{shown_type}` | `{param.default!r}` | {meaning} |")
     return "\n".join(rows)
 
 
@@ -41,6 +42,10 @@ def render() -> str:
     from shards.options import markdown_table
     from shards.plan.mixing import Stream
     from shards.plan.weighting import Weighting
+    from training.fit.data import CellDataModule
+    from training.fit.module import CellshardModule
+    from training.model.encoder import EncoderConfig
+    from training.model.optim import OptimizerConfig, SchedulerConfig
 
     parts = [
         "# Options",
@@ -65,7 +70,7 @@ def render() -> str:
         "",
         "### What a training run adds to `data.*`",
         "",
-        _data_module_table(),
+        _signature_table(CellDataModule, "data."),
         "",
     ]
     for title, cls in (
@@ -75,6 +80,29 @@ def render() -> str:
         ("A panel file given as a mapping (`panels.files[i]`)", PanelFile),
     ):
         parts += [f"### {title}", "", markdown_table(cls, flags=False), ""]
+    parts += [
+        "## The model: `model.*` of a training config",
+        "",
+        "The architecture is `training.model.EncoderConfig` (`CellshardModule` forwards these keys to it; "
+        "a checkpoint and an exported model keep it as their `encoder` record). `vocab_size`, "
+        "`max_positions` and `value_bins` are linked from the data and cannot be set; the cell head "
+        "(`cell_head`) follows `model.cell_loss_weight`.",
+        "",
+        markdown_table(EncoderConfig, flags=False, prefix="model.", exclude=("cell_head",)),
+        "",
+        "### The objective, the initialisation and what a resume may change",
+        "",
+        _signature_table(CellshardModule, "model."),
+        "",
+        "### `model.optimizer`",
+        "",
+        markdown_table(OptimizerConfig, flags=False, prefix="model.optimizer."),
+        "",
+        "### `model.scheduler`",
+        "",
+        markdown_table(SchedulerConfig, flags=False, prefix="model.scheduler."),
+        "",
+    ]
     return "\n".join(parts)
 
 

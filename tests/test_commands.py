@@ -70,3 +70,31 @@ def test_a_mistyped_fit_key_is_one_line_with_the_closest(capsys):
         assert stop.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].endswith(f"did you mean {want}?"), err
+
+
+def test_a_new_command_is_one_function_and_one_table_row(zarr_set, capsys):
+    """docs/EXTENDING.md's walk-through, as written there: a typed function in a table is a command with
+    its positional argument, its flags, its help and the closest-flag hint."""
+    from shards.commands import run
+    from shards.format.manifest import read_manifest
+
+    def count(data: str, *, split: str = "train", quiet: bool = False) -> int:
+        """Count the cells of a split.
+
+        Args:
+            data: the shard set.
+            split: which split.
+            quiet: print the number only.
+        """
+        n = read_manifest(data).splits[split].n_cells
+        print(n if quiet else f"{split}: {n} cells")
+        return 0
+
+    table = {**TRAINING, "count": count}
+    assert run("python -m training", "", table, ["count", str(zarr_set), "--split", "val", "--quiet"]) == 0
+    assert int(capsys.readouterr().out) == read_manifest(zarr_set).splits["val"].n_cells
+    assert run("python -m training", "", table, ["count", str(zarr_set), "--splt", "val"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--splt is not an option of count; did you mean --split?")
+    with pytest.raises(SystemExit):
+        run("python -m training", "", table, ["count", "--help"])
+    assert "which split" in capsys.readouterr().out

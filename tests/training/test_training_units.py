@@ -214,6 +214,45 @@ def test_bad_optimizer_and_scheduler_names(opt, sched, match):
         build_scheduler(build_optimizer(model, opt), sched, None)
 
 
+def test_the_model_section_is_the_encoder_config(zarr_set, tmp_path, monkeypatch):
+    """``model.*`` keys, defaults and help come from ``EncoderConfig`` (declared once); the module builds
+    its encoder from them; a mistyped or derived key is one line naming the key (and the closest one)."""
+    import dataclasses
+
+    from shards.options import attribute_docs
+    from training.fit.cli import CellshardCLI
+    from training.fit.module import CellshardModule, encoder_config
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["python -m training"])
+    args = ["--config", str(ROOT / "configs/train/tiny.yaml"), "--data.path", str(zarr_set)]
+    cli = CellshardCLI(args=[*args, "--data.num_workers", "0", "--model.norm_eps", "1e-6"], run=False)
+    assert cli.model.cfg.norm_eps == 1e-6  # a field only EncoderConfig declares reaches the model
+    actions = {a.dest: a for a in cli._command_parsers[0]._actions}
+    linked = {"vocab_size", "max_positions", "value_bins", "cell_head"}
+    for field in dataclasses.fields(EncoderConfig):
+        if field.name not in linked:
+            action = actions[f"model.{field.name}"]
+            assert action.default == field.default and attribute_docs(EncoderConfig)[field.name] in action.help
+    assert cli.model.cfg == encoder_config(
+        False,
+        **{
+            k: getattr(cli.model.cfg, k)
+            for k in ("vocab_size", "d_model", "n_layers", "n_heads", "max_positions", "norm_eps")
+        },
+    )
+    for bad, match in [
+        ({"d_modle": 8}, r"model.d_modle is not an option of the model: did you mean model.d_model\?"),
+        ({"cell_head": True}, r"model.cell_head follows model.cell_loss_weight"),
+        ({"d_model": 15, "n_heads": 2}, r"model.d_model=15 is not divisible by n_heads=2"),
+        ({"dropout": 1.0}, r"model.dropout=1.0"),
+        ({"optimizer": OptimizerConfig(lr=-1.0)}, r"model.optimizer.lr=-1.0"),
+        ({"scheduler": SchedulerConfig(min_lr_ratio=2.0)}, r"model.scheduler.min_lr_ratio=2.0"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            CellshardModule(vocab_size=40, max_positions=24, **bad)
+
+
 # -- strategies and topology -------------------------------------------------------------------------
 def test_strategy_resolution_on_cpu():
     out = resolve_trainer_options({"strategy": "deepspeed_stage_3", "precision": "32-true"}, batch_size=8)

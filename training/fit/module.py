@@ -10,14 +10,20 @@ Resume: the loader state travels in the checkpoint (Lightning's fit loop); the m
 RNG state (dropout) and the vocabulary's hash. Optional on resume: a new LR or weight decay, and a
 longer or shorter context (position embeddings, and their Adam moments, extended or interpolated).
 
-Long because the LightningModule keeps the whole step together: its flat hyperparameters (what checkpoints and
-configs store), the loss sums, the all-reduced logging and the optimizer set-up."""
+The ``model`` section is ``EncoderConfig`` (the architecture: this module forwards its keyword arguments
+there, as the data module does with ``LoaderConfig``, so ``model.d_model`` and its help are declared
+once), ``OptimizerConfig``, ``SchedulerConfig``, and the objective and resume keys below; checkpoints keep
+these flat hyperparameters, so every checkpoint written before stays resumable.
+
+Long because the LightningModule keeps the whole step together: the loss sums, the all-reduced logging,
+the checkpoint hooks and the optimizer set-up."""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import logging
 import math
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +39,7 @@ from ..errors import ConfigError
 from ..model.encoder import CellEncoder, EncoderConfig, extend_positions
 from ..model.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler, param_groups
 
-__all__ = ["CellshardModule", "StepSums", "load_gene_embeddings"]
+__all__ = ["CellshardModule", "StepSums", "encoder_config", "load_gene_embeddings"]
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +81,9 @@ class StepSums:
 class CellshardModule(pl.LightningModule):
     def __init__(
         self,
-        vocab_size: int = 0,
-        d_model: int = 256,
-        n_layers: int = 6,
-        n_heads: int = 4,
-        d_ff: int | None = None,
-        max_positions: int = 2048,
-        value_bins: int = 0,
-        dropout: float = 0.0,
         optimizer: OptimizerConfig | None = None,
         scheduler: SchedulerConfig | None = None,
+        cell_loss_weight: float = 0.0,
         gene_embeddings: str | None = None,
         freeze_gene_embeddings: bool = False,
         resume_lr: float | None = None,
@@ -92,20 +91,16 @@ class CellshardModule(pl.LightningModule):
         position_mode: str = "interpolate",
         compile: bool = False,
         vocab_sha256: str | None = None,
-        cell_loss_weight: float = 0.0,
+        **encoder: Any,
     ) -> None:
         """
         Args:
-            vocab_size: embedding rows; linked from the shard set's vocabulary.
-            d_model: hidden size.
-            n_layers: transformer blocks.
-            n_heads: attention heads.
-            d_ff: feed-forward size (default 4 * d_model).
-            max_positions: position embeddings; linked from data.context_length.
-            value_bins: scGPT value-bin embeddings (0 = off); linked from data.value_bins.
-            dropout: dropout in the blocks.
-            optimizer: name (adamw, adam), lr, weight_decay, betas, eps.
-            scheduler: name, warmup_steps, total_steps, min_lr_ratio, kwargs.
+            optimizer: ``model.optimizer.*`` (``OptimizerConfig``; null: its defaults).
+            scheduler: ``model.scheduler.*`` (``SchedulerConfig``; null: its defaults).
+            cell_loss_weight: weight of the cell objective beside masked gene modelling (0 = off): the
+                mean-pooled cell embedding predicts the cell's genes through a head tied to the gene
+                embedding (scGPT's MVC idea for rank-value inputs). It trains the embedding that
+                ``training report`` probes; without it only the masked positions are trained.
             gene_embeddings: CSV ``gene_id,dim_0..dim_k`` to initialise gene embeddings (e.g. ESM2).
             freeze_gene_embeddings: keep those embeddings fixed.
             resume_lr: on resume, set this peak learning rate instead of the saved one.
@@ -113,14 +108,12 @@ class CellshardModule(pl.LightningModule):
             position_mode: ``interpolate`` or ``extend`` when the context length changes on resume.
             compile: wrap the encoder with ``torch.compile``.
             vocab_sha256: the vocabulary's hash; linked from the shard set, checked on resume.
-            cell_loss_weight: weight of the cell objective beside masked gene modelling (0 = off): the
-                mean-pooled cell embedding predicts the cell's genes through a head tied to the gene
-                embedding (scGPT's MVC idea for rank-value inputs). It trains the embedding that
-                ``training report`` probes; without it only the masked positions are trained.
+            **encoder: the architecture (``EncoderConfig``: ``d_model``, ``n_layers``, ...; ``vocab_size``,
+                ``max_positions`` and ``value_bins`` linked from the data).
         """
         super().__init__()
         self.save_hyperparameters()
-        if vocab_size < 1:
+        if not encoder.get("vocab_size"):
             raise ConfigError("model.vocab_size is not set: it comes from the shard set (data.path)")
         if not (cell_loss_weight >= 0.0 and math.isfinite(cell_loss_weight)):
             raise ConfigError(f"model.cell_loss_weight={cell_loss_weight}: use a finite weight >= 0 (0 = off)")
@@ -128,21 +121,10 @@ class CellshardModule(pl.LightningModule):
             raise ConfigError(f"model.position_mode={position_mode!r}: use interpolate or extend")
         self.optimizer_cfg = optimizer or OptimizerConfig()
         self.scheduler_cfg = scheduler or SchedulerConfig()
-        try:
-            self.cfg = EncoderConfig(
-                vocab_size=vocab_size,
-                d_model=d_model,
-                n_layers=n_layers,
-                n_heads=n_heads,
-                d_ff=d_ff,
-                max_positions=max_positions,
-                value_bins=value_bins,
-                dropout=dropout,
-                cell_head=cell_loss_weight > 0,
-            )
-            self.model = CellEncoder(self.cfg)
-        except ValueError as exc:
-            raise ConfigError(f"model: {exc}") from None
+        self.optimizer_cfg.check()
+        self.scheduler_cfg.check()
+        self.cfg = encoder_config(cell_loss_weight > 0, **encoder)
+        self.model = CellEncoder(self.cfg)
         self._val_sums = StepSums.zeros()
         self._rng_to_restore: Any = None
         self._resumed = False
@@ -271,7 +253,7 @@ class CellshardModule(pl.LightningModule):
         checkpoint["cellshard"] = {
             "rng": states,
             "vocab_sha256": self.hparams.vocab_sha256,
-            "encoder": asdict(self.cfg),
+            "encoder": dataclasses.asdict(self.cfg),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -333,6 +315,22 @@ class CellshardModule(pl.LightningModule):
                 if wd is not None and i == 0:  # group 0 is the decayed one (param_groups)
                     group["weight_decay"] = wd
         log.info("resume overrides applied: lr=%s weight_decay=%s", lr, wd)
+
+
+def encoder_config(cell_head: bool, /, **keys: Any) -> EncoderConfig:
+    """``EncoderConfig`` from ``model.*`` keys, or a ``ConfigError`` naming the key (and the closest one)."""
+    fields = [f.name for f in dataclasses.fields(EncoderConfig)]
+    if "cell_head" in keys:
+        raise ConfigError("model.cell_head follows model.cell_loss_weight (> 0 adds the head): set that instead")
+    for key in keys:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f": did you mean model.{close[0]}?" if close else f"; the model's keys: {', '.join(fields)}"
+            raise ConfigError(f"model.{key} is not an option of the model{hint}")
+    try:
+        return EncoderConfig(**keys, cell_head=cell_head)
+    except ValueError as exc:
+        raise ConfigError(f"model.{exc}") from None
 
 
 def load_gene_embeddings(model: CellEncoder, path: str | Path, vocab) -> int:

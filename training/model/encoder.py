@@ -21,16 +21,47 @@ __all__ = ["CellEncoder", "EncoderConfig", "cell_gene_nll", "extend_positions", 
 
 @dataclass(frozen=True)
 class EncoderConfig:
+    """The encoder's architecture: ``model.<field>`` of a training config (``CellshardModule`` forwards its
+    keyword arguments here, so each key, its default and its help are declared once, below), and the
+    ``encoder`` record of every checkpoint and exported model (``training.checkpoints.load_model``
+    rebuilds the network from it). ``vocab_size``, ``max_positions`` and ``value_bins`` are linked from
+    the shard set and ``data.*``; ``cell_head`` from ``model.cell_loss_weight``."""
+
     vocab_size: int
+    """Gene-embedding rows: linked from the shard set's vocabulary (``data.path``)."""
     d_model: int = 256
+    """Hidden size (divisible by ``n_heads``)."""
     n_layers: int = 6
+    """Transformer blocks (pre-LN)."""
     n_heads: int = 4
-    d_ff: int | None = None  # default 4 * d_model
+    """Attention heads."""
+    d_ff: int | None = None
+    """Feed-forward size; null means 4 * ``d_model``."""
     max_positions: int = 2048
-    value_bins: int = 0  # > 0: add a value-bin embedding (scGPT-style inputs)
+    """Position embeddings (the longest input, ``<cls>`` and ``<eos>`` included): linked from
+    ``data.context_length``."""
+    value_bins: int = 0
+    """scGPT-style value-bin embeddings (0 = off): linked from ``data.value_bins``."""
     dropout: float = 0.0
+    """Dropout in the blocks (attention and residual branches)."""
     norm_eps: float = 1e-5
-    cell_head: bool = False  # a head that predicts the cell's genes from its mean-pooled embedding
+    """LayerNorm epsilon."""
+    cell_head: bool = False
+    """A head that predicts the cell's genes from its mean-pooled embedding: set by
+    ``model.cell_loss_weight`` > 0."""
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_positions"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise ValueError(f"{name}={getattr(self, name)!r}: use a whole number >= 1")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.d_ff is not None and self.d_ff < 1:
+            raise ValueError(f"d_ff={self.d_ff}: use a whole number >= 1, or null for 4 * d_model")
+        if self.value_bins < 0:
+            raise ValueError(f"value_bins={self.value_bins}: use 0 (off) or a positive number of bins")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout}: use a probability in [0, 1)")
 
     @property
     def ffn(self) -> int:
@@ -62,8 +93,6 @@ class Block(nn.Module):
 class CellEncoder(nn.Module):
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
-        if cfg.d_model % cfg.n_heads:
-            raise ValueError(f"d_model={cfg.d_model} is not divisible by n_heads={cfg.n_heads}")
         self.cfg = cfg
         self.genes = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.positions = nn.Embedding(cfg.max_positions, cfg.d_model)

@@ -27,20 +27,62 @@ BUILTIN = ("cosine_warmup", "cosine", "linear", "constant")
 
 @dataclass
 class OptimizerConfig:
+    """``model.optimizer.*``: the optimizer and its peak learning rate."""
+
     name: str = "adamw"
+    """``adamw`` (decoupled weight decay on matrices) or ``adam`` (no weight decay)."""
     lr: float = 1e-3
+    """Peak learning rate (the schedule scales it per step)."""
     weight_decay: float = 0.01
+    """Decay of weight matrices (not biases, norms or position embeddings); ``adamw`` only."""
     betas: tuple[float, float] = (0.9, 0.98)
+    """Adam's moment coefficients."""
     eps: float = 1e-8
+    """Adam's epsilon."""
+
+    def check(self) -> None:
+        """Raise ``ConfigError`` naming the key: before a run builds anything."""
+        if self.name.lower() not in OPTIMIZERS:
+            raise ConfigError(f"model.optimizer.name={self.name!r}: choose one of {OPTIMIZERS}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"model.optimizer.lr={self.lr}: use a learning rate > 0")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"model.optimizer.weight_decay={self.weight_decay}: use a value >= 0")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"model.optimizer.betas={list(self.betas)}: use two values in [0, 1)")
 
 
 @dataclass
 class SchedulerConfig:
+    """``model.scheduler.*``: the learning rate per optimizer step."""
+
     name: str = "cosine_warmup"
+    """``cosine_warmup``, ``cosine``, ``linear``, ``constant``, or a ``torch.optim.lr_scheduler`` class name
+    (its arguments in ``kwargs``)."""
     warmup_steps: int = 0
-    total_steps: int | None = None  # default: trainer.max_steps
+    """Linear warm-up steps from ~0 to the peak (``cosine`` has none)."""
+    total_steps: int | None = None
+    """The schedule's length; null means ``trainer.max_steps`` (set it to stop a longer schedule early)."""
     min_lr_ratio: float = 0.0
+    """The floor of ``cosine_warmup``, ``cosine`` and ``linear``, as a fraction of the peak."""
     kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of a ``torch.optim.lr_scheduler`` class."""
+
+    def check(self) -> None:
+        """Raise ``ConfigError`` naming the key: before a run builds anything."""
+        if self.warmup_steps < 0:
+            raise ConfigError(f"model.scheduler.warmup_steps={self.warmup_steps}: must be >= 0")
+        if self.total_steps is not None and self.total_steps < 1:
+            raise ConfigError(f"model.scheduler.total_steps={self.total_steps}: use >= 1, or null for max_steps")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"model.scheduler.min_lr_ratio={self.min_lr_ratio}: use a fraction in [0, 1]")
+        if self.name not in BUILTIN:
+            cls = getattr(torch.optim.lr_scheduler, self.name, None)
+            if not (isinstance(cls, type) and issubclass(cls, torch.optim.lr_scheduler.LRScheduler)):
+                raise ConfigError(
+                    f"model.scheduler.name={self.name!r}: use one of {BUILTIN} or a torch.optim.lr_scheduler "
+                    "class name (e.g. StepLR, OneCycleLR)"
+                )
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -53,9 +95,8 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 def build_optimizer(module: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    cfg.check()
     name = cfg.name.lower()
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"model.optimizer.name={cfg.name!r}: choose one of {OPTIMIZERS}")
     cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
     groups = param_groups(module, cfg.weight_decay if name == "adamw" else 0.0)
     return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
@@ -76,9 +117,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, max_
     """A per-step scheduler. ``total_steps`` comes from the config or ``trainer.max_steps``: never from
     ``trainer.estimated_stepping_batches``, which initialises the train loader early and can keep its
     saved state from being restored (Lightning issue #20550)."""
+    cfg.check()
     total = cfg.total_steps or (max_steps if max_steps and max_steps > 0 else None)
-    if cfg.warmup_steps < 0:
-        raise ConfigError(f"model.scheduler.warmup_steps={cfg.warmup_steps}: must be >= 0")
     if cfg.name == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
     if cfg.name in ("cosine_warmup", "cosine", "linear"):
@@ -89,12 +129,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, max_
         warmup = 0 if cfg.name == "cosine" else cfg.warmup_steps
         fn = _warmup_cosine(warmup, total, cfg.min_lr_ratio, cosine=cfg.name != "linear")
         return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
-    cls = getattr(torch.optim.lr_scheduler, cfg.name, None)
-    if not (isinstance(cls, type) and issubclass(cls, torch.optim.lr_scheduler.LRScheduler)):
-        raise ConfigError(
-            f"model.scheduler.name={cfg.name!r}: use one of {BUILTIN} or a torch.optim.lr_scheduler "
-            "class name (e.g. StepLR, OneCycleLR)"
-        )
+    cls = getattr(torch.optim.lr_scheduler, cfg.name)
     try:
         main = cls(optimizer, **cfg.kwargs)
     except TypeError as exc:
