@@ -22,11 +22,13 @@ def _stem(path: str) -> str:
 
 
 def cell_sources(cell_ids: np.ndarray | list[str], source: dict[str, Any]) -> pd.DataFrame:
-    """``source_file`` and ``obs_name`` (h5ad sets) or ``source_uri`` and ``soma_joinid`` (SOMA and
-    Census sets) of each cell id, in order, from the manifest's ``source`` record."""
+    """``source_file`` and ``obs_name`` (sets built from files: inputs recorded by ``path``) or
+    ``source_uri`` and ``soma_joinid`` (SOMA and Census sets: by ``uri``) of each cell id, in order, from
+    the manifest's ``source`` record."""
     ids = pd.Series(np.asarray(cell_ids, dtype=object).astype(str))
     inputs = source.get("inputs", [])
-    if source.get("kind") == "h5ad":
+    if inputs and all("path" in i for i in inputs):  # files (h5ad): the id names the file's stem
+        # (by the inputs' form, not the source's kind: which sources exist is ingest's registry)
         parts = ids.str.split(":", n=1, expand=True)
         by_stem = {_stem(i["path"]): i["path"] for i in inputs}
         files = parts[0].map(by_stem)

@@ -104,3 +104,18 @@ def test_obs_columns_unknown_is_refused_with_the_stored_ones(zarr_set):
 
     with pytest.raises(ShardError, match=r"obs_columns: 'batch' is not stored .*cell_type"):
         ShardedCellDataset(zarr_set, batch_size=16, context_length=64, rank=0, world_size=1, obs_columns=["batch"])
+
+
+def test_cell_sources_reads_both_id_forms_back_to_their_inputs():
+    """A cell id maps back to its input by the form the manifest records inputs in (files by ``path``,
+    experiments by ``uri``), whatever the source's kind is called; an unknown file stem is one error."""
+    from shards.format.provenance import cell_sources
+
+    files = {"kind": "anything", "inputs": [{"path": "/d/a.h5ad"}, {"path": "/d/b.h5ad"}]}
+    got = cell_sources(["b:AAAC-1", "a:x:y"], files)
+    assert got.to_dict("list") == {"source_file": ["/d/b.h5ad", "/d/a.h5ad"], "obs_name": ["AAAC-1", "x:y"]}
+    soma = {"kind": "census", "inputs": [{"uri": "s3://c/2025"}]}
+    got = cell_sources(["census:2025-01-30:17", "census:2025-01-30:4"], soma)
+    assert got["source_uri"].tolist() == ["s3://c/2025"] * 2 and got["soma_joinid"].tolist() == [17, 4]
+    with pytest.raises(ValueError, match="'c:1': its file stem is not one of the set's inputs"):
+        cell_sources(["c:1"], files)
