@@ -1,4 +1,4 @@
-"""``python -m benchmarks ingest|loader|mixing|train|startup ...`` (see ``--help``)."""
+"""``python -m benchmarks ingest|loader|mixing|train|padding|startup ...`` (see ``--help``)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     tr.add_argument("--no-scvi", action="store_true", help="leave scVI out of the learning evidence")
     tr.add_argument("--out", type=Path, required=True)
+    pd_ = sub.add_parser("padding", help="padded share of computed tokens and FLOPs: plain, token budget, packed")
+    pd_.add_argument("--data", default=None, help="an atlas shard set (its genes per cell); else census-like only")
+    pd_.add_argument("--cells", type=int, default=200_000, help="census-like cells drawn")
+    pd_.add_argument("--out", type=Path, required=True)
     st = sub.add_parser("startup", help="import and --help times, fresh interpreters, interleaved rounds")
     st.add_argument("--rounds", type=int, default=5)
     st.add_argument("--out", type=Path, required=True)
@@ -74,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
             args.out, args.cells, args.corpus, args.workers, soma=not args.no_soma, threads=args.threads
         )
         write_report(args.out, results, command, ingest.ratios(results))
+    elif args.suite == "padding":
+        from . import padding
+
+        results = padding.run(args.data, args.cells)
+        write_report(args.out, results, command, padding.ratios(results), padding.NOTES)
     elif args.suite == "train":
         # imported here only: it pulls in Lightning, which spawned loader processes would otherwise
         # re-import (spawn imports __main__), adding ~140 MiB to every peak RSS the loader suite measures

@@ -77,6 +77,7 @@ def test_a_new_command_is_one_function_and_one_table_row(zarr_set, capsys):
     its positional argument, its flags, its help and the closest-flag hint."""
     from shards.commands import run
     from shards.format.manifest import read_manifest
+    from training.errors import ConfigError
 
     def count(data: str, *, split: str = "train", quiet: bool = False) -> int:
         """Count the cells of a split.
@@ -86,7 +87,10 @@ def test_a_new_command_is_one_function_and_one_table_row(zarr_set, capsys):
             split: which split.
             quiet: print the number only.
         """
-        n = read_manifest(data).splits[split].n_cells
+        splits = read_manifest(data).splits
+        if split not in splits:  # a user's mistake: one line (exit 1), not a traceback
+            raise ConfigError(f"--split {split}: {data} has the splits {', '.join(splits)}")
+        n = splits[split].n_cells
         print(n if quiet else f"{split}: {n} cells")
         return 0
 
@@ -95,6 +99,11 @@ def test_a_new_command_is_one_function_and_one_table_row(zarr_set, capsys):
     assert int(capsys.readouterr().out) == read_manifest(zarr_set).splits["val"].n_cells
     assert run("python -m training", "", table, ["count", str(zarr_set), "--splt", "val"]) == 2
     assert capsys.readouterr().err.strip().endswith("--splt is not an option of count; did you mean --split?")
+    assert run("python -m training", "", table, ["count", str(zarr_set), "--split", "test"]) == 1
+    assert (
+        capsys.readouterr().err.strip()
+        == f"python -m training count: error: --split test: {zarr_set} has the splits train, val"
+    )
     with pytest.raises(SystemExit):
         run("python -m training", "", table, ["count", "--help"])
     assert "which split" in capsys.readouterr().out

@@ -34,6 +34,11 @@ class CellBatch(TypedDict, total=False):
     """The cells' ids, in batch order (``return_cell_ids``)."""
     obs: dict[str, Any]
     """Requested metadata columns (``obs_columns``): lists, numeric ones 1-D tensors."""
+    segments: torch.Tensor
+    """Packed batches (``pack``) only, then ``input_ids`` & co. are (rows, width): (rows, width) int64, the
+    cell (index into ``loss_weight``) of each token, -1 on pads."""
+    positions: torch.Tensor
+    """Packed batches only: (rows, width) int64, each token's position inside its cell (0 at ``<cls>``)."""
 
 
 #: the keys every CellBatch has
@@ -48,5 +53,7 @@ class RaggedBatch(TypedDict, total=False):
     epoch: int
     width: int
     longest: int
+    pack_rows: int
+    pack_width: int
     cell_id: list[str]
     obs: dict[str, Any]

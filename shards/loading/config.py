@@ -75,6 +75,10 @@ class LoaderConfig:
     token_budget: int | None = None
     """Batches of at most this many padded tokens instead of ``batch_size`` cells (the epoch's batch plan
     is computed up front, so every rank agrees on the count)."""
+    pack: bool = False
+    """Sequence packing: a batch's cells side by side in rows of ``context_length`` (first-fit decreasing),
+    each with its own ``<cls>``, positions restarting per cell, attention confined to the cell
+    (``batch["segments"]``, ``batch["positions"]``). The same cells as unpacked, in fewer computed tokens."""
     repeat_cache_bytes: int = 256 << 20
     """Sampled epochs: bytes per process for cells served again later in the epoch (read once, held)."""
     read_ahead: int = 1

@@ -43,6 +43,7 @@ from .device import DeviceCollator, pack_ragged
 from .hashing import cell_hashes, salted
 from .modes import SamplingMode, select_mode
 from .obs import ObsColumns
+from .packing import pack_on_host, plan_packing
 from .panels import PanelFilter
 from .readahead import ReadAhead
 from .runs import RunReader
@@ -398,11 +399,19 @@ class ShardedCellDataset(IterableDataset):
             genes, counts, offsets = self.panels(genes, counts, offsets, ids, epoch)
         ring = self._worker_ring()
         alloc = ring.alloc if ring is not None else None
+        context = self.config.context_length
+        plan = None
+        if self.config.pack:  # the cells' token counts, <cls> and <eos> included
+            plan = plan_packing(np.minimum(np.diff(offsets), context - 2) + 2, context)
         if self.config.collate_on == "device":
             cells = salted(cell_hashes(ids), copies)
             bins = counts if self.config.value_bins else None
-            context = self.config.context_length
-            batch = pack_ragged(genes, offsets, cells, pads, bins, epoch=epoch, context_length=context, alloc=alloc)
+            batch = pack_ragged(
+                genes, offsets, cells, pads, bins, epoch=epoch, context_length=context, alloc=alloc, plan=plan
+            )
+        elif plan is not None:
+            batch = self.collator(genes, offsets, ids, pads, epoch, counts=counts, copies=copies)
+            batch = pack_on_host(batch, plan, self.collator.vocab.special["<pad>"], alloc)
         else:
             batch = self.collator(genes, offsets, ids, pads, epoch, counts=counts, copies=copies, alloc=alloc)
         if self.config.return_cell_ids:

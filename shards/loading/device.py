@@ -22,6 +22,7 @@ import torch
 
 from .batch import CellBatch, RaggedBatch
 from .collate import Allocator, Collator, new_buffer
+from .packing import PackPlan, pack_batch
 
 __all__ = ["RAGGED_KEY", "DeviceCollator", "is_ragged", "pack_ragged", "ragged_views"]
 
@@ -29,6 +30,8 @@ __all__ = ["RAGGED_KEY", "DeviceCollator", "is_ragged", "pack_ragged", "ragged_v
 RAGGED_KEY = "ragged"  # RaggedBatch's buffer
 
 _MASK64 = (1 << 64) - 1
+#: what a ragged batch carries that its collated batch does not
+_RAGGED_ONLY = (RAGGED_KEY, "ragged_layout", "epoch", "width", "longest", "pack_rows", "pack_width")
 
 
 def _signed(x: int) -> int:
@@ -83,9 +86,11 @@ def pack_ragged(
     epoch: int,
     context_length: int,
     alloc: Allocator | None = None,
+    plan: PackPlan | None = None,
 ) -> RaggedBatch:
     """A ragged batch: one uint8 tensor (``RAGGED_KEY``) holding every array, its layout, the epoch and
-    the padded width (known here, so the device never waits on a reduction to size the batch)."""
+    the padded width (known here, so the device never waits on a reduction to size the batch); with a
+    packing ``plan``, its arrays too and the packed rows and width."""
     arrays = {
         "genes": np.ascontiguousarray(genes, dtype=np.int32),
         "offsets": np.ascontiguousarray(offsets, dtype=np.int64),
@@ -94,6 +99,8 @@ def pack_ragged(
     }
     if counts is not None:
         arrays["counts"] = np.ascontiguousarray(counts, dtype=np.int32)
+    if plan is not None:
+        arrays.update(pack_row=plan.row, pack_start=plan.start, pack_sizes=plan.sizes)
     layout, total = [], 0
     for name, a in arrays.items():
         layout.append((name, a.dtype.name, a.shape, total))
@@ -105,13 +112,16 @@ def pack_ragged(
         raw[start + a.nbytes : start + -(-a.nbytes // 8) * 8] = 0  # alignment bytes: the buffer is deterministic
     lengths = np.diff(arrays["offsets"])
     longest = int(lengths.max(initial=0))
-    return {
+    batch: RaggedBatch = {
         RAGGED_KEY: buf,
         "ragged_layout": tuple(layout),
         "epoch": int(epoch),
         "width": min(longest, context_length - 2) + 2,
         "longest": longest,
     }
+    if plan is not None:
+        batch["pack_rows"], batch["pack_width"] = plan.rows, plan.width
+    return batch
 
 
 def is_ragged(batch: Any) -> bool:
@@ -180,7 +190,7 @@ class DeviceCollator:
         attention = pos < (n + 2)[:, None]
         labels = torch.full_like(ids, -100)
         weight = torch.where(a["pads"], 0.0, 1.0).to(torch.float32)
-        out = {k: v for k, v in batch.items() if k not in (RAGGED_KEY, "ragged_layout", "epoch", "width", "longest")}
+        out = {k: v for k, v in batch.items() if k not in _RAGGED_ONLY}
         pos_key = pos * _GOLDEN_S  # wraps as the uint64 product does
         if self.value_bins:
             longest = int(batch["longest"])
@@ -200,6 +210,9 @@ class DeviceCollator:
             replaced = torch.where(v < 0.8, torch.full_like(ids, mask_id), torch.where(v < 0.9, random, ids))
             ids = torch.where(masked, replaced, ids)
         out.update(input_ids=ids, attention_mask=attention, labels=labels, loss_weight=weight)
+        if "pack_rows" in batch:
+            rows, width = int(batch["pack_rows"]), int(batch["pack_width"])
+            return pack_batch(out, a["pack_row"], a["pack_start"], a["pack_sizes"], rows, width, pad_id)
         return out
 
     def _bins(self, counts, offsets, lengths, n, pos, pos_key, cells, epoch: int, longest: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Golden outputs: a small corpus built in both formats (and through the SOMA path), and the first batches
 of an epoch under every loader mode, reduced to sha256 digests.
 
-``python -m tests.reliability.golden --record`` writes ``golden.json`` (beside this file) from the code
+``python -m tests.reliability.golden --record [CASE ...]`` writes ``golden.json`` (beside this file) from the code
 as it is; the golden test rebuilds everything and compares. A refactor or a speed change must not
 move a single digest: shards are byte-identical and batches bit-identical. (A pinned dependency
 upgrade that changes bytes, e.g. Parquet's ``created_by``, shows up here too: re-record only after
@@ -108,15 +108,23 @@ def loader_cases(sets: dict[str, Path]) -> dict[str, tuple[Any, dict[str, Any]]]
         "zarr-grouped-exact": (z, {**base, "group_by": "dataset_id", "group_exact": True, "remainder": "pad"}),
         "zarr-panels-random": (z, {**base, "panels": {"random_genes": 40}}),
         "census-plain": (str(sets["census-zarr"]), base),
+        "zarr-packed": (z, {**base, "context_length": 300, "pack": True, "value_bins": 11}),
     }
 
 
-def batch_digests(sets: dict[str, Path], batches: int = 5) -> dict[str, list[str]]:
-    """The first ``batches`` batches of epochs 0 and 1 of every case, in process (world and workers as given)."""
+def batch_digests(sets: dict[str, Path], batches: int = 5, only: list[str] | None = None) -> dict[str, list[str]]:
+    """The first ``batches`` batches of epochs 0 and 1 of every case (``only``: of these), in process
+    (world and workers as given)."""
     from shards import ShardedCellDataset
 
     out = {}
-    for name, (path, options) in loader_cases(sets).items():
+    cases = loader_cases(sets)
+    unknown = sorted(set(only or ()) - set(cases))
+    if unknown:
+        raise SystemExit(f"no loader case {', '.join(unknown)}; the cases: {', '.join(cases)}")
+    for name, (path, options) in cases.items():
+        if only and name not in only:
+            continue
         opts = {"rank": 0, "world_size": 1, **options}
         ds = ShardedCellDataset(path, **opts)
         digests = []
@@ -140,9 +148,21 @@ def record(tmp: Path) -> dict[str, Any]:
     }
 
 
+USAGE = (
+    "usage: python -m tests.reliability.golden --record [CASE ...]\n"
+    "  --record         rewrite golden.json from the current code (every build and loader case)\n"
+    "  --record CASE..  record only these loader cases' batch digests (a new case), keeping the rest"
+)
+
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--record"]:
-        sys.exit("usage: python -m tests.reliability.golden --record   (rewrites golden.json from the current code)")
+    if sys.argv[1:2] != ["--record"]:
+        sys.exit(USAGE)
+    only = sys.argv[2:]
     with tempfile.TemporaryDirectory() as tmp:
-        GOLDEN.write_text(json.dumps(record(Path(tmp)), indent=1, sort_keys=True) + "\n")
-    print(f"wrote {GOLDEN}")
+        if only:
+            golden = json.loads(GOLDEN.read_text())
+            golden["batches"].update(batch_digests(build_sets(Path(tmp)), only=only))
+        else:
+            golden = record(Path(tmp))
+        GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {GOLDEN}" + (f" (cases {', '.join(only)})" if only else ""))

@@ -19,6 +19,11 @@ def test_shards_and_batches_match_the_recorded_golden_values(tmp_path):
     for name, files in want["files"].items():
         moved = sorted(f for f in set(files) | set(got["files"][name]) if files.get(f) != got["files"][name].get(f))
         assert not moved, f"{name}: files differ from the golden build: {moved[:5]}"
+    unrecorded = sorted(set(got["batches"]) - set(want["batches"]))
+    assert not unrecorded, (
+        "loader cases without golden digests: record them with "
+        f"`python -m tests.reliability.golden --record {' '.join(unrecorded)}`"
+    )
     for case, digests in want["batches"].items():
         bad = [i for i, (a, b) in enumerate(zip(digests, got["batches"][case], strict=True)) if a != b]
         assert not bad, f"loader case {case}: batches {bad} differ from the golden values"

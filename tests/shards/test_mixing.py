@@ -8,6 +8,7 @@ random: within 5 standard deviations of the multinomial expectation, or exact wh
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import json
 import subprocess
@@ -617,14 +618,17 @@ def test_a_new_sampling_mode_is_one_module_and_one_table_row(sets, monkeypatch):
             plan, _ = plan_epoch(
                 self.reader.shard_cells, world_size=1, num_workers=0, batch_size=1, seed=self.config.seed, epoch=epoch
             )
-            return plan
+            return dataclasses.replace(plan, shard_order=np.arange(len(plan.shard_cells)))  # shard 0, 1, ...
 
         def identity(self):
             return {**super().identity(), "stored_order": True}
 
+    plain = ShardedCellDataset(str(sets["A"]), batch_size=B, context_length=64, seed=4, rank=0, world_size=1)
     monkeypatch.setattr(modes, "CHOOSERS", (("stored", lambda c, s: True, Stored), *modes.CHOOSERS))
     ds = ShardedCellDataset(str(sets["A"]), batch_size=B, context_length=64, seed=4, rank=0, world_size=1)
     assert ds.mode.name == "stored" and '"stored_order": true' in ds.identity(1, 0).mix
+    stored = ds.plan(0, ds.topology())[0].shard_order
+    assert stored.tolist() == list(range(len(stored))) != plain.plan(0, plain.topology())[0].shard_order.tolist()
     ranks = serve(str(sets["A"]), world=2, remainder="pad")
     cells = real_cells(ranks)
     assert len({len(r) for r in ranks}) == 1 and len(cells) == len(set(cells)) == n_train(sets["A"])

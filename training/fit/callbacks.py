@@ -184,14 +184,15 @@ class ThroughputMonitor(pl.Callback):
         self._end = end
         world = trainer.world_size  # rank 0's batch stands for every rank's (they are balanced)
         mask = batch["attention_mask"]
-        b, length = mask.shape
+        rows, length = mask.shape  # packed: several cells per row
+        cells = batch["loss_weight"].shape[0]
         w = self.window
-        flops = train_flops(pl_module.cfg, b, length, 0) * world  # the masked tokens' part comes later
-        w["cells"] += b * world
-        w["slots"] += b * length * world
+        flops = train_flops(pl_module.cfg, rows, length, 0, cells=cells) * world  # masked tokens' part: later
+        w["cells"] += cells * world
+        w["slots"] += rows * length * world
         w["flops"] += flops
         if counted:
-            w["counted_cells"] += b * world
+            w["counted_cells"] += cells * world
             w["counted_flops"] += flops
         self.tokens.append((mask.sum(), (batch["labels"] >= 0).sum(), counted))
         every = self.every or trainer.log_every_n_steps

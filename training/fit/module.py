@@ -106,7 +106,8 @@ class CellshardModule(pl.LightningModule):
             resume_lr: on resume, set this peak learning rate instead of the saved one.
             resume_weight_decay: on resume, set this weight decay.
             position_mode: ``interpolate`` or ``extend`` when the context length changes on resume.
-            compile: wrap the encoder with ``torch.compile``.
+            compile: ``torch.compile`` the encoder's trunk (embeddings and blocks; padded and packed batches;
+                the heads stay eager, so a step has no graph break).
             vocab_sha256: the vocabulary's hash; linked from the shard set, checked on resume.
             **encoder: the architecture (``EncoderConfig``: ``d_model``, ``n_layers``, ...; ``vocab_size``,
                 ``max_positions`` and ``value_bins`` linked from the data).
@@ -134,7 +135,7 @@ class CellshardModule(pl.LightningModule):
     # -- set-up ------------------------------------------------------------------------------------
     def configure_model(self) -> None:
         if self.hparams.compile and not getattr(self, "_compiled", False):
-            self.model.compile()
+            self.model.compile_trunk()
             self._compiled = True
 
     def setup(self, stage: str) -> None:
@@ -168,7 +169,15 @@ class CellshardModule(pl.LightningModule):
     # -- steps -------------------------------------------------------------------------------------
     def _sums(self, batch: CellBatch) -> tuple[torch.Tensor, torch.Tensor, StepSums]:
         """(weighted token loss sum and weighted cell loss sum, with grad; the step's ``StepSums``)."""
-        out = self.model(batch["input_ids"], batch["attention_mask"], batch["labels"], batch.get("values"))
+        out = self.model(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["labels"],
+            batch.get("values"),
+            batch.get("segments"),
+            batch.get("positions"),
+            batch["loss_weight"].shape[0],
+        )
         logits, rows = out[0], out[1]
         labels = batch["labels"]
         target = labels[labels >= 0]

@@ -16,7 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CellEncoder", "EncoderConfig", "cell_gene_nll", "extend_positions", "gene_positions", "mean_pool"]
+__all__ = [
+    "CellEncoder",
+    "EncoderConfig",
+    "cell_gene_nll",
+    "extend_positions",
+    "gene_positions",
+    "mean_pool",
+    "packed_cell_gene_nll",
+    "packed_gene_positions",
+    "packed_mean_pool",
+]
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,7 @@ class CellEncoder(nn.Module):
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self._compiled: dict[str, object] = {}  # compile_trunk's function (not a module: no state)
         self.genes = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.positions = nn.Embedding(cfg.max_positions, cfg.d_model)
         self.values = nn.Embedding(cfg.value_bins, cfg.d_model) if cfg.value_bins else None
@@ -120,21 +131,50 @@ class CellEncoder(nn.Module):
                 nn.init.zeros_(p)
 
     def encode(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, values: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        values: torch.Tensor | None = None,
+        segments: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Hidden states (batch, length, d_model) after the final norm."""
+        """Hidden states (rows, length, d_model) after the final norm. A packed batch (``segments``,
+        ``positions``: several cells per row) embeds each token at its position inside its cell and
+        lets it attend to its own cell only, so a cell's states are those it has unpacked."""
         n = input_ids.shape[1]
         if n > self.cfg.max_positions:
             raise ValueError(f"input length {n} exceeds max_positions={self.cfg.max_positions}")
-        x = self.genes(input_ids) + self.positions.weight[:n]
+        if self.values is not None and values is None:
+            raise ValueError("this model embeds value bins: the batch needs 'values' (set data.value_bins)")
+        trunk = self._compiled.get("trunk", self._trunk)
+        return trunk(input_ids, attention_mask, values, segments, positions)
+
+    def _trunk(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        values: torch.Tensor | None,
+        segments: torch.Tensor | None,
+        positions: torch.Tensor | None,
+    ) -> torch.Tensor:
+        if segments is None:
+            x = self.genes(input_ids) + self.positions.weight[: input_ids.shape[1]]
+            mask = attention_mask[:, None, None, :]  # keys only: padded queries are never read
+        else:
+            x = self.genes(input_ids) + self.positions(positions)
+            # block-diagonal: a token sees its own cell; pads (-1) see pads, so no row is all masked
+            mask = (segments[:, :, None] == segments[:, None, :])[:, None]
         if self.values is not None:
-            if values is None:
-                raise ValueError("this model embeds value bins: the batch needs 'values' (set data.value_bins)")
             x = x + self.values(values)
-        mask = attention_mask[:, None, None, :]  # keys only: padded queries are never read
         for block in self.blocks:
             x = block(x, mask)
         return self.norm(x)
+
+    def compile_trunk(self, **options) -> None:
+        """``torch.compile`` the trunk (embeddings, blocks, final norm: nearly all of a step's FLOPs). The
+        heads stay eager: they run at the masked positions only, a data-dependent shape that would break
+        the graph twice per step. The weights and their state-dict names do not change."""
+        self._compiled["trunk"] = torch.compile(self._trunk, **options)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits of selected hidden states (tied to the gene embedding)."""
@@ -152,16 +192,27 @@ class CellEncoder(nn.Module):
         attention_mask: torch.Tensor,
         labels: torch.Tensor,
         values: torch.Tensor | None = None,
+        segments: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        n_cells: int | None = None,
     ) -> tuple[torch.Tensor, ...]:
-        """(logits at the masked positions, the row of each) — the head runs only where labels are set —
-        and, with the cell head, each cell's mean negative log-likelihood of its own genes (``cell_gene_nll``)."""
-        hidden = self.encode(input_ids, attention_mask, values)
+        """(logits at the masked positions, the cell of each) — the head runs only where labels are set —
+        and, with the cell head, each cell's mean negative log-likelihood of its own genes
+        (``cell_gene_nll``). Packed batches (``segments``, ``positions``) hold ``n_cells`` cells."""
+        hidden = self.encode(input_ids, attention_mask, values, segments, positions)
         where = labels >= 0
-        out = (self.logits(hidden[where]), where.nonzero()[:, 0])
+        cells = where.nonzero()[:, 0] if segments is None else segments[where]
+        out = (self.logits(hidden[where]), cells)
         if not self.cfg.cell_head:
             return out
-        cell = self.cell_logits(mean_pool(hidden, attention_mask))
-        return (*out, cell_gene_nll(cell, input_ids, attention_mask, labels))
+        if segments is None:
+            cell = self.cell_logits(mean_pool(hidden, attention_mask))
+            return (*out, cell_gene_nll(cell, input_ids, attention_mask, labels))
+        if n_cells is None:
+            raise ValueError("a packed batch needs n_cells (the length of its loss_weight)")
+        keep = packed_gene_positions(segments, positions)
+        cell = self.cell_logits(packed_mean_pool(hidden, segments, keep, n_cells))
+        return (*out, packed_cell_gene_nll(cell, input_ids, segments, keep, labels))
 
 
 def gene_positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -187,6 +238,37 @@ def cell_gene_nll(
     keep = gene_positions(attention_mask).float()
     logp = F.log_softmax(logits.float(), dim=-1).gather(1, genes)
     return -(logp * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+
+
+def packed_gene_positions(segments: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``gene_positions`` of a packed batch: a cell's tokens but its first (``<cls>``) and its last
+    (``<eos>``: the token after it belongs to another cell, or the row ends)."""
+    following = torch.cat([segments[:, 1:], torch.full_like(segments[:, :1], -1)], dim=1)
+    return (segments >= 0) & (positions > 0) & (following == segments)
+
+
+def packed_mean_pool(hidden: torch.Tensor, segments: torch.Tensor, keep: torch.Tensor, n_cells: int) -> torch.Tensor:
+    """Each cell's mean hidden state over its gene positions (``mean_pool`` of a packed batch)."""
+    d = hidden.shape[-1]
+    index = segments.clamp(min=0).reshape(-1)
+    w = keep.reshape(-1, 1).to(hidden.dtype)
+    sums = hidden.new_zeros(n_cells, d).index_add_(0, index, hidden.reshape(-1, d) * w)
+    count = hidden.new_zeros(n_cells).index_add_(0, index, w[:, 0])
+    return sums / count.clamp_min(1.0)[:, None]
+
+
+def packed_cell_gene_nll(
+    logits: torch.Tensor, input_ids: torch.Tensor, segments: torch.Tensor, keep: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """``cell_gene_nll`` of a packed batch: per cell, over the tokens of its own segment."""
+    genes = torch.where(labels >= 0, labels, input_ids).reshape(-1)
+    cell = segments.clamp(min=0).reshape(-1)
+    logp = F.log_softmax(logits.float(), dim=-1)[cell, genes]
+    w = keep.reshape(-1).float()
+    n = logits.shape[0]
+    total = logp.new_zeros(n).index_add_(0, cell, logp * w)
+    count = logp.new_zeros(n).index_add_(0, cell, w)
+    return -total / count.clamp_min(1.0)
 
 
 def extend_positions(weight: torch.Tensor, n: int, mode: str = "interpolate") -> torch.Tensor:

@@ -27,12 +27,16 @@ PEAK_TFLOPS: dict[str, dict[str, float]] = {
 }
 
 
-def train_flops(cfg: EncoderConfig, batch: int, length: int, masked: int) -> float:
-    """FLOPs of one forward + backward over ``batch`` sequences padded to ``length`` with ``masked``
-    masked tokens in all."""
+def train_flops(cfg: EncoderConfig, batch: int, length: int, masked: int, cells: int | None = None) -> float:
+    """FLOPs of one forward + backward over ``batch`` rows of ``length`` tokens (padded or packed) with
+    ``masked`` masked tokens in all; ``cells``: how many cells the rows hold (packed: more than rows;
+    the cell head runs once per cell). Attention is counted over the whole row, as SDPA computes it
+    with a mask (a packed row's block-diagonal mask saves no FLOPs there: ``attention_flops`` gives
+    what a block-sparse kernel would compute)."""
     d, f, tokens = cfg.d_model, cfg.ffn, batch * length
     layer = tokens * 2 * (4 * d * d + 2 * d * f) + 4 * batch * length * length * d
-    head = (masked + (batch if cfg.cell_head else 0)) * (2 * d * d + 2 * d * cfg.vocab_size)
+    n_cells = batch if cells is None else cells
+    head = (masked + (n_cells if cfg.cell_head else 0)) * (2 * d * d + 2 * d * cfg.vocab_size)
     return 3.0 * (cfg.n_layers * layer + head)
 
 
