@@ -1,4 +1,4 @@
-"""``python -m benchmarks ingest|loader|mixing|train|padding|startup ...`` (see ``--help``)."""
+"""``python -m benchmarks ingest|loader|mixing|train|padding|gpu|startup ...`` (see ``--help``)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     pd_.add_argument("--data", default=None, help="an atlas shard set (its genes per cell); else census-like only")
     pd_.add_argument("--cells", type=int, default=200_000, help="census-like cells drawn")
     pd_.add_argument("--out", type=Path, required=True)
+    gp = sub.add_parser("gpu", help="every GPU code path in one run (rows that need CUDA are skipped elsewhere)")
+    gp.add_argument("--data", type=Path, default=None, help="a Zarr shard set (default: a small synthetic one)")
+    gp.add_argument("--quick", action="store_true", help="CPU rows on a tiny model with fewer steps")
+    gp.add_argument("--only", nargs="*", default=None, help="run only these rows (names as in REPORT.md)")
+    gp.add_argument("--out", type=Path, required=True)
     st = sub.add_parser("startup", help="import and --help times, fresh interpreters, interleaved rounds")
     st.add_argument("--rounds", type=int, default=5)
     st.add_argument("--out", type=Path, required=True)
@@ -78,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             args.out, args.cells, args.corpus, args.workers, soma=not args.no_soma, threads=args.threads
         )
         write_report(args.out, results, command, ingest.ratios(results))
+    elif args.suite == "gpu":
+        from . import gpu
+
+        results, skipped = gpu.run(args.out, args.data, args.quick, args.only)
+        write_report(args.out, results, command, None, gpu.notes(skipped), gpu.report_config(skipped, args.quick))
     elif args.suite == "padding":
         from . import padding
 

@@ -186,13 +186,15 @@ def test_rank_independent_state_resumes_exactly(zarr_set, workers):
         _same(_rest_of_two_epochs(ds2, loader2, epoch), reference[stop:])
 
 
-def test_elastic_resume_in_one_process_and_global_batch_check(zarr_set):
+@pytest.mark.parametrize("pack", [False, True], ids=["padded", "packed"])
+def test_elastic_resume_in_one_process_and_global_batch_check(zarr_set, pack):
+    """Also packed: packing lays out each batch's cells, the plan (and so the elastic resume) is the same."""
     from shards.loading.loader import CellDataLoader
 
     served = []
     states = []
     for rank in range(3):  # 3 ranks x 4 cells, stopped after 11 batches each
-        ds = _ds(zarr_set, batch_size=4, rank=rank, world_size=3)
+        ds = _ds(zarr_set, batch_size=4, rank=rank, world_size=3, pack=pack)
         ds.set_epoch(2)
         loader = CellDataLoader(ds)
         for i, batch in enumerate(loader):
@@ -203,7 +205,7 @@ def test_elastic_resume_in_one_process_and_global_batch_check(zarr_set):
     assert states[0] == states[1] == states[2]  # nothing rank-specific in the state
     with pytest.raises(ShardError, match="global batch size"):
         CellDataLoader(_ds(zarr_set, batch_size=5, rank=0, world_size=2)).load_state_dict(states[0])
-    ds = _ds(zarr_set, batch_size=12, rank=0, world_size=1)
+    ds = _ds(zarr_set, batch_size=12, rank=0, world_size=1, pack=pack)
     loader = CellDataLoader(ds)
     loader.load_state_dict(states[0])
     served += [c for b in loader for c in b["cell_id"]]

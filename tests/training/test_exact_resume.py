@@ -6,8 +6,8 @@ The matrix, in this process (``python -m training fit``'s own ``main``): the ``l
 validation), an ``every_n_steps`` checkpoint written before a validation, the best-by-metric checkpoint
 written after one, and the checkpoint a signal makes (SIGUSR1: stop at the step boundary, exit 75);
 with 0, 1 and 2 DataLoader workers (persistent or not); with a token budget, a 2-stream weighted mix,
-grouped batches and value bins. A 2-rank ``torchrun`` job stopped by real signals is in
-``tests/reliability/test_preemption.py``.
+grouped batches, value bins and packed batches (collated on the device). A 2-rank ``torchrun`` job
+stopped by real signals is in ``tests/reliability/test_preemption.py``.
 """
 
 from __future__ import annotations
@@ -166,6 +166,17 @@ MODES = {
     "token budget": ["--data.token_budget", "1200"],
     "grouped batches": ["--data.group_by", "dataset_id", "--data.remainder", "pad"],
     "value bins": ["--data.value_bins", "11"],
+    # packed on the device: the ragged batch carries the packing plan, the module packs after collating
+    "packed, device collate": [
+        "--data.pack",
+        "true",
+        "--data.context_length",
+        "512",
+        "--data.collate_on",
+        "device",
+        "--data.num_workers",
+        "1",
+    ],
     "weighted mix": [
         "--data.path",
         "null",
