@@ -11,7 +11,8 @@ Rows (each a function below; ``CHECKS`` lists them in order):
   GPU (as a user runs it): exit status and last loss;
 - ``clock``: the CUDA-events step clock (``ThroughputMonitor``) against the wall clock;
 - ``mfu``: model FLOP utilisation at the largest batch that fits (doubling until out of memory),
-  padded and packed, bf16;
+  padded, packed (SDPA, block-diagonal mask) and packed with ``attention: flex``, bf16;
+- ``flex attention``: packed training with ``flex_attention`` against SDPA: loss gap and step time;
 - ``data wait``: ``fit`` with 0, 2 and 4 DataLoader workers: the share of step time spent waiting for data;
 - ``packed = padded``: a packed cell's hidden states against its padded ones, on real batches;
 - ``compile``: the compiled trunk against eager, padded and packed: step sums, graph breaks, step time.
@@ -220,12 +221,14 @@ def mfu(ctx: Context) -> list[Result]:
         raise Skip(f"{torch.cuda.get_device_name(ctx.device)} is not in training.model.flops.PEAK_TFLOPS")
     out = []
     for model, (arch, batch, context) in _models(ctx).items():
-        for pack in (False, True):
+        for layout in ("padded", "packed", "packed, flex"):
+            pack = layout != "padded"
+            arch_here = {**arch, "attention": "flex"} if layout == "packed, flex" else arch
             best = None
             size = batch
             while size <= 512:
                 try:
-                    best = (size, _mfu_at(ctx, arch, size, context, pack, peak, train_flops))
+                    best = (size, _mfu_at(ctx, arch_here, size, context, pack, peak, train_flops))
                 except torch.OutOfMemoryError:
                     torch.cuda.empty_cache()
                     break
@@ -233,8 +236,8 @@ def mfu(ctx: Context) -> list[Result]:
             if best is None:
                 continue
             size, (value, step_s) = best
-            cfg = {"model": model, "batch_size": size, "context_length": context, "pack": pack, "precision": "bf16"}
-            name = f"MFU {model}, {'packed' if pack else 'padded'}, largest batch"
+            cfg = {"model": model, "batch_size": size, "context_length": context, "layout": layout, "precision": "bf16"}
+            name = f"MFU {model}, {layout}, largest batch"
             out.append(Result("gpu", name, "mfu", value, "share", cfg))
             out.append(Result("gpu", name, "step_ms", 1000 * step_s, "ms", cfg))
     return out
@@ -262,6 +265,38 @@ def _mfu_at(ctx: Context, arch, size, context, pack, peak, train_flops) -> tuple
     torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
     return flops / elapsed / peak, elapsed / (len(batches) - 3)
+
+
+def flex(ctx: Context) -> list[Result]:
+    """Packed training with ``attention: flex`` against ``sdpa`` from the same weights and batches."""
+    ctx.need_cuda()
+    out = []
+    for model, (arch, batch, context) in _models(ctx).items():
+        ds = _dataset(ctx, batch, context, pack=True)
+        batches = [_to(b, ctx.device) for _, b in zip(range(12), ds, strict=False)]
+        losses, times = {}, {}
+        for attention in ("sdpa", "flex"):
+            m = _module(ctx, {**arch, "attention": attention}, context, ds.reader.vocab().size)
+            opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+            losses[attention] = []
+            for i, b in enumerate(batches):
+                if i == 2:
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    loss = _loss(m, b)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                losses[attention].append(loss.detach().float())
+            torch.cuda.synchronize()
+            times[attention] = (time.perf_counter() - t0) / (len(batches) - 2)
+        a, b = torch.stack(losses["sdpa"]), torch.stack(losses["flex"])
+        cfg = {"model": model, "batch_size": batch, "context_length": context, "steps": len(batches)}
+        name = f"flex vs sdpa, packed, {model}"
+        out.append(Result("gpu", name, "max_rel_loss_gap", float(((a - b).abs() / a.abs()).max()), "share", cfg))
+        out.append(Result("gpu", name, "sdpa_over_flex_step_time", times["sdpa"] / times["flex"], "ratio", cfg))
+    return out
 
 
 def data_wait(ctx: Context) -> list[Result]:
@@ -384,6 +419,7 @@ CHECKS: tuple[tuple[str, Callable[[Context], list[Result]]], ...] = (
     ("strategies", strategies),
     ("clock", clock),
     ("mfu", mfu),
+    ("flex attention", flex),
     ("data wait", data_wait),
     ("packed = padded", packed_equals_padded),
     ("compile", compiled),

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-CUDA_ROWS = {"device collate", "pinned copy", "bf16", "strategies", "clock", "mfu"}
+CUDA_ROWS = {"device collate", "pinned copy", "bf16", "strategies", "clock", "mfu", "flex attention"}
 
 
 @pytest.mark.slow

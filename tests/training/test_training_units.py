@@ -184,6 +184,32 @@ def test_the_compiled_trunk_gives_the_eager_losses_padded_and_packed_without_gra
     assert list(m.state_dict()) == keys
 
 
+def test_flex_attention_computes_what_the_block_diagonal_mask_does_and_refuses_cpu_training():
+    """``model.attention: flex`` (block-sparse attention inside each packed cell) gives the SDPA path's
+    sums on packed batches; on CPU, where FlexAttention has no backward, training is refused in one line
+    naming the option (it still embeds)."""
+    from shards.loading.packing import pack_batch, plan_packing
+    from training.fit.module import CellshardModule
+
+    ids, mask, labels = _batch(b=9, n=24, vocab=60, seed=3)
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels, "loss_weight": torch.ones(9)}
+    plan = plan_packing(mask.sum(1).numpy(), 40)
+    rows, starts = torch.from_numpy(plan.row), torch.from_numpy(plan.start)
+    packed = pack_batch(batch, rows, starts, mask.sum(1), plan.rows, plan.width, 0)
+    sums = {}
+    for attention in ("sdpa", "flex"):
+        torch.manual_seed(0)
+        kw = {"d_model": 32, "n_layers": 2, "n_heads": 4, "max_positions": 40, "cell_loss_weight": 1.0}
+        m = CellshardModule(vocab_size=60, attention=attention, **kw)
+        with torch.no_grad():
+            sums[attention] = m._sums(packed)[2].values
+    torch.testing.assert_close(sums["sdpa"], sums["flex"], atol=1e-4, rtol=1e-5)
+    with pytest.raises(ValueError, match="attention=flex trains on CUDA only"):
+        m._sums(packed)
+    with pytest.raises(ConfigError, match="attention=flex has no attention dropout"):
+        CellshardModule(vocab_size=60, attention="flex", dropout=0.1)
+
+
 def test_padding_does_not_change_real_positions():
     cfg = EncoderConfig(vocab_size=50, d_model=16, n_layers=2, n_heads=2, max_positions=40)
     model = CellEncoder(cfg).eval()
@@ -305,7 +331,9 @@ def test_the_model_section_is_the_encoder_config(zarr_set, tmp_path, monkeypatch
     for field in dataclasses.fields(EncoderConfig):
         if field.name not in linked:
             action = actions[f"model.{field.name}"]
-            assert action.default == field.default and attribute_docs(EncoderConfig)[field.name] in action.help
+            assert action.default == field.default and attribute_docs(EncoderConfig)[field.name] in " ".join(
+                action.help.split()
+            )
     assert cli.model.cfg == encoder_config(
         False,
         **{

@@ -9,6 +9,7 @@ vocabulary projection is the largest matmul of a small model, so this is where t
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "ATTENTIONS",
     "CellEncoder",
     "EncoderConfig",
     "cell_gene_nll",
@@ -26,7 +28,31 @@ __all__ = [
     "packed_cell_gene_nll",
     "packed_gene_positions",
     "packed_mean_pool",
+    "segment_block_mask",
 ]
+
+
+#: how packed batches attend (``EncoderConfig.attention``)
+ATTENTIONS = ("sdpa", "flex")
+
+
+@functools.cache
+def _flex():
+    """``flex_attention``, compiled once per process (uncompiled it is a slow reference implementation)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention)
+
+
+def segment_block_mask(segments: torch.Tensor):
+    """A ``flex_attention`` block mask confining each token to its own segment (pads, -1, to pads)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def same_cell(b, h, q, kv):
+        return segments[b, q] == segments[b, kv]
+
+    rows, n = segments.shape
+    return create_block_mask(same_cell, rows, None, n, n, device=segments.device)
 
 
 @dataclass(frozen=True)
@@ -56,6 +82,11 @@ class EncoderConfig:
     """Dropout in the blocks (attention and residual branches)."""
     norm_eps: float = 1e-5
     """LayerNorm epsilon."""
+    attention: str = "sdpa"
+    """Packed batches' attention: ``sdpa`` (``scaled_dot_product_attention`` with the block-diagonal mask:
+    every row's full attention is computed, then masked) or ``flex`` (``flex_attention`` with a block
+    mask: only the blocks inside a cell are computed; compiled; no attention dropout; trains on CUDA only,
+    as FlexAttention has no CPU backward). Padded batches always use ``sdpa``."""
     cell_head: bool = False
     """A head that predicts the cell's genes from its mean-pooled embedding: set by
     ``model.cell_loss_weight`` > 0."""
@@ -72,6 +103,12 @@ class EncoderConfig:
             raise ValueError(f"value_bins={self.value_bins}: use 0 (off) or a positive number of bins")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout}: use a probability in [0, 1)")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention={self.attention!r}: choose one of {', '.join(ATTENTIONS)}")
+        if self.attention == "flex" and self.dropout > 0:
+            raise ValueError(
+                f"attention=flex has no attention dropout: set dropout 0 (it is {self.dropout}) or use sdpa"
+            )
 
     @property
     def ffn(self) -> int:
@@ -90,11 +127,15 @@ class Block(nn.Module):
         self.fc2 = nn.Linear(cfg.ffn, cfg.d_model)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask) -> torch.Tensor:
+        """``attn_mask``: a boolean mask for SDPA, or a flex ``BlockMask`` (packed, ``attention: flex``)."""
         b, n, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
         p = self.dropout if self.training else 0.0
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        if isinstance(attn_mask, torch.Tensor):
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        else:
+            a = _flex()(q, k, v, block_mask=attn_mask)
         x = x + F.dropout(self.proj(a.transpose(1, 2).reshape(b, n, d)), p, self.training)
         h = self.fc2(F.gelu(self.fc1(self.norm2(x))))
         return x + F.dropout(h, p, self.training)
@@ -162,8 +203,15 @@ class CellEncoder(nn.Module):
             mask = attention_mask[:, None, None, :]  # keys only: padded queries are never read
         else:
             x = self.genes(input_ids) + self.positions(positions)
-            # block-diagonal: a token sees its own cell; pads (-1) see pads, so no row is all masked
-            mask = (segments[:, :, None] == segments[:, None, :])[:, None]
+            if self.cfg.attention == "flex":
+                if segments.device.type != "cuda" and torch.is_grad_enabled():
+                    raise ValueError(
+                        "attention=flex trains on CUDA only (FlexAttention has no backward on CPU): use "
+                        "attention sdpa here; flex still embeds on CPU (no gradients)"
+                    )
+                mask = segment_block_mask(segments)
+            else:  # block-diagonal: a token sees its own cell; pads (-1) see pads, so no row is all masked
+                mask = (segments[:, :, None] == segments[:, None, :])[:, None]
         if self.values is not None:
             x = x + self.values(values)
         for block in self.blocks:
