@@ -16,6 +16,9 @@ take what an H100 (989 dense bf16 TFLOP/s) would need at 40% MFU for geneformer-
 (the FLOP formula of ``training.model.flops`` on each batch actually served). Reported: the share of GPU time
 spent idle waiting for data, and the CPU cores the loader needs per GPU (its CPU seconds per batch,
 measured in process, over the simulated step time).
+
+(d) The pads' share of computed tokens and FLOPs (``padding.run``) for the models of (c), plain,
+token-budget and packed batches, on the set's depths and a census-like mix.
 """
 
 from __future__ import annotations
@@ -220,6 +223,9 @@ def run(
         name = f"train {config}, {procs} proc, {strategy}"
         results.append(Result("train", name, "cells_per_sec", r["cells_per_sec"], "cells/s", cfg))
         results.append(Result("train", name, "step_time_ms", r["step_ms"], "ms", cfg))
+    from . import padding  # the pads' share of tokens and FLOPs of the same models (no training)
+
+    results += padding.run(str(data))
     for model in MODELS:
         for workers, collate_on in ((0, "host"), (1, "host"), (2, "host"), (0, "device"), (2, "device")):
             r = _feed(data, model, workers, feed_batches, collate_on)
@@ -240,8 +246,10 @@ def run(
 
 
 def ratios(results: list[Result]) -> list[tuple[str, float, str]]:
+    from . import padding
+
     get = {(r.name, r.metric): r.value for r in results}
-    out: list[tuple[str, float, str]] = []
+    out: list[tuple[str, float, str]] = padding.ratios(results)
     learn = sorted({r.name.split(":")[0] for r in results if r.group == "learn"})
     for run in learn:  # the issue's bar: above both baselines on held-out donors
         bases = (("pca50", "PCA-50 scanpy standard"), ("pca50_all", "PCA-50 all genes"), ("untrained", "untrained"))

@@ -76,6 +76,37 @@ def test_train_benchmark_smoke(zarr_set, tmp_path):
         "data wait feeding an H100, geneformer-106m, 2 workers",
         "loader CPU cores per H100, geneformer-10m, device collate",
     }
+    for model in ("geneformer-10m", "geneformer-106m"):  # the pads' share, on this set and a census-like mix
+        for depth in ("atlas", "census-like"):
+            plain = got[(f"padding {model}, {depth}, plain", "padding_frac")]
+            packed = got[(f"padding {model}, {depth}, pack", "padding_frac")]
+            assert 0 < packed <= plain < 1
+            assert got[(f"padding {model}, {depth}, pack-blocks", "flops_per_real_token_vs_plain")] < 1
+
+
+def test_padding_counts_match_the_loader_s_batches(zarr_set):
+    """The padding benchmark lays batches out as the loader does: its padded and packed token counts for
+    an epoch equal those of the real loader's batches over the same cells in the same order."""
+    import numpy as np
+    import torch
+
+    from benchmarks.padding import measure
+    from shards import ShardedCellDataset
+    from training.model import EncoderConfig
+
+    cfg = EncoderConfig(vocab_size=100, d_model=16, n_layers=1, n_heads=2, max_positions=512)
+    for pack in (False, True):
+        ds = ShardedCellDataset(zarr_set, batch_size=8, context_length=512, rank=0, world_size=1, pack=pack)
+        batches = list(ds)
+        if not pack:
+            genes = np.concatenate([b["attention_mask"].sum(1).numpy() - 2 for b in batches])
+            slots_plain = sum(b["input_ids"].numel() for b in batches)
+        else:
+            slots_packed = sum(b["input_ids"].numel() for b in batches)
+    real = float((np.minimum(genes, 510) + 2).sum())
+    assert measure(cfg, genes, 8, 512, "plain")["padding_frac"] == pytest.approx(1 - real / slots_plain)
+    assert measure(cfg, genes, 8, 512, "pack")["padding_frac"] == pytest.approx(1 - real / slots_packed)
+    assert torch.is_tensor(batches[0]["segments"])
 
 
 @pytest.mark.slow
