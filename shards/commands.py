@@ -15,8 +15,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import re
 import sys
 import typing
+from argparse import ArgumentError
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -86,12 +88,12 @@ def command_parser(
     the command it runs only, so one command's heavy option classes never slow another's start."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    root = ArgumentParser(prog=prog, description=description)
+    root = ArgumentParser(prog=prog, description=description, exit_on_error=False)
     sub = root.add_subcommands(dest="command")
     flags = {}
     for name, fn in commands.items():
         summary, text, _ = _docs(fn)
-        p = ArgumentParser(description=text)
+        p = ArgumentParser(description=text, exit_on_error=False)
         if only is None or name == only:
             p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of these options")
             flags[name] = ["--config", "--print_config", "--help", *_add_parameters(p, fn)]
@@ -135,6 +137,24 @@ def _mistyped(argv: Sequence[str], flags: dict[str, list[str]], prog: str) -> st
     return None
 
 
+def _usage_error(prog: str, command: str | None, commands: Mapping[str, Command], message: str) -> str:
+    """jsonargparse's message with its internal keys (``verify.path``) as the user types them: a
+    positional as its name in capitals (``PATH``), an option as its flag (``--out``)."""
+    if command is not None:
+        params = inspect.signature(commands[command]).parameters
+
+        def spelled(match: re.Match) -> str:
+            p = params.get(match.group(1))
+            positional = p is not None and p.kind is not p.KEYWORD_ONLY and p.default is p.empty
+            return match.group(1).upper() if positional else flag_name(match.group(1))
+
+        message = re.sub(rf"\b{re.escape(command)}\.(\w+)", spelled, message)
+        message = re.sub(r'Parser key "(\w+)"', lambda m: flag_name(m.group(1)), message)
+    message = " ".join(message.split())
+    where = f"{prog} {command}" if command else prog
+    return f"{where}: error: {message} (see `{where} --help`)"
+
+
 def _arguments(fn: Command, given: Any) -> dict[str, Any]:
     """``fn``'s keyword arguments from its parsed namespace (an options dataclass built from its flags:
     its own checks run here, inside ``run``'s error handling)."""
@@ -166,7 +186,12 @@ def run(
     if typo:
         print(typo, file=sys.stderr)
         return 2
-    ns = parser.parse_args(argv)  # exits 2 on other usage errors
+    try:
+        ns = parser.parse_args(argv)
+    except ArgumentError as exc:  # other usage errors: one line in the user's terms, exit 2
+        command = argv[0] if argv and argv[0] in commands else None
+        print(_usage_error(prog, command, commands, str(exc)), file=sys.stderr)
+        return 2
     name = ns.command
     fn = commands[name]
     try:

@@ -107,3 +107,23 @@ def test_a_new_command_is_one_function_and_one_table_row(zarr_set, capsys):
     with pytest.raises(SystemExit):
         run("python -m training", "", table, ["count", "--help"])
     assert "which split" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("main", "argv", "want"),
+    [
+        (ingest_main, ["verify"], "ingest verify: error: the following arguments are required: PATH"),
+        (
+            training_main,
+            ["embed"],
+            "python -m training embed: error: the following arguments are required: --ckpt, --out",
+        ),
+        (ingest_main, ["synth", "--cells", "abc", "--out", "x.h5ad"], "ingest synth: error: --cells: Expected a"),
+    ],
+)
+def test_a_usage_error_is_one_line_in_the_user_s_terms(main, argv, want, capsys):
+    """Missing arguments and bad values name the argument as the user types it (``PATH``, ``--out``),
+    never the parser's internal key (``verify.path``), in one line, exit 2."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(want) and "." + argv[0] not in err[0].split("(see")[0], err
