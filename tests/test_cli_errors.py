@@ -27,7 +27,7 @@ CASES = [
     (["training", "report", "--run", "nope"], 1, "--run nope: config.yaml is missing"),
     (["training", "report", "--run", "nope", "--must-beat", "pca"], 1, "--must-beat pca: choose among"),
     (["training", "embed", "--ckpt", "nope", "--h5ad", "x.h5ad", "--out", "./x.h5ad"], 1, "is the input file"),
-    (["training", "test", "--config", TINY], 2, "invalid choice"),
+    (["training", "test", "--config", TINY], 2, "'test' is not a command; the commands: fit, validate, embed"),
     (["training", "fit", "--config", "tinyy", "--data.path", "s"], 1, "--config tinyy: no such file, nor a packaged"),
 ]
 
