@@ -30,6 +30,7 @@ METRICS = [
     "perf/cells_per_sec",
     "perf/tokens_per_sec",
     "perf/padding_frac",
+    "perf/pad_flops_frac",
     "perf/step_time_ms",
     "perf/data_wait_frac",
     "train/grad_norm",

@@ -71,6 +71,27 @@ def test_flop_formula_matches_flop_counter_with_cell_head():
     assert counter.get_total_flops() == pytest.approx(expected, rel=0.01)
 
 
+def test_pad_flops_count_each_cell_once_padded_or_packed():
+    """``perf/pad_flops_frac``'s pad-free FLOPs come from each cell's own length, so a packed batch and its
+    padded twin have the same (and no pad-free FLOPs exceed what is computed)."""
+    from shards.loading.packing import pack_batch, plan_packing
+    from training.fit.callbacks import _squares
+    from training.model.flops import real_flops
+
+    ids, mask, labels = _batch(b=9, n=24, vocab=60, seed=3)
+    padded = {"input_ids": ids, "attention_mask": mask, "labels": labels, "loss_weight": torch.ones(9)}
+    sizes = mask.sum(1)
+    plan = plan_packing(sizes.numpy(), 40)
+    packed = pack_batch(
+        padded, torch.from_numpy(plan.row), torch.from_numpy(plan.start), sizes, plan.rows, plan.width, 0
+    )
+    assert _squares(packed).item() == _squares(padded).item() == float((sizes.double() ** 2).sum())
+    cfg = EncoderConfig(vocab_size=60, d_model=16, n_layers=2, n_heads=2, max_positions=40)
+    real = real_flops(cfg, float(sizes.sum()), _squares(padded).item(), 0, 9)
+    assert real <= train_flops(cfg, plan.rows, plan.width, 0, cells=9) <= train_flops(cfg, 9, 24, 0)
+    assert real == pytest.approx(sum(train_flops(cfg, 1, int(n), 0) for n in sizes))
+
+
 def test_cell_objective_scores_each_cells_own_genes():
     """``cell_gene_nll``: per cell, the mean -log p of its genes (masked ones by their label), over gene
     positions only (not <cls>, <eos> or pads), checked against a loop; ``mean_pool`` skips the same."""

@@ -18,7 +18,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from ..model.flops import peak_flops, train_flops
+from ..model.flops import peak_flops, real_flops, train_flops
 
 __all__ = ["GradNormMonitor", "SamplerEpoch", "ThroughputMonitor", "resume_line"]
 
@@ -139,6 +139,18 @@ class _CudaClock:
         last.synchronize()
 
 
+def _squares(batch: dict[str, Any]) -> torch.Tensor:
+    """The sum over the batch's cells of each cell's length squared, on the batch's device (no sync):
+    what attention would cost without pads."""
+    if "segments" in batch:  # packed: a cell's length is its segment's token count
+        seg = batch["segments"].reshape(-1)
+        sizes = torch.zeros(batch["loss_weight"].shape[0], device=seg.device, dtype=torch.float64)
+        sizes.index_add_(0, seg.clamp(min=0), (seg >= 0).to(torch.float64))
+    else:
+        sizes = batch["attention_mask"].sum(1).to(torch.float64)
+    return (sizes * sizes).sum()
+
+
 class ThroughputMonitor(pl.Callback):
     def __init__(
         self, log_every_n_steps: int | None = None, peak_tflops: float | None = None, warmup_steps: int = 2
@@ -162,7 +174,7 @@ class ThroughputMonitor(pl.Callback):
         # token counts stay device tensors until the window is logged (reading one is a sync)
         self.steps: list[tuple[Any, Any, Any, bool]] = []
         self.window = {"cells": 0.0, "slots": 0.0, "flops": 0.0, "counted_cells": 0.0, "counted_flops": 0.0}
-        self.tokens: list[tuple[torch.Tensor, torch.Tensor, bool]] = []
+        self.tokens: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]] = []
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._clock = _CudaClock() if trainer.strategy.root_device.type == "cuda" else _HostClock()
@@ -194,7 +206,7 @@ class ThroughputMonitor(pl.Callback):
         if counted:
             w["counted_cells"] += cells * world
             w["counted_flops"] += flops
-        self.tokens.append((mask.sum(), (batch["labels"] >= 0).sum(), counted))
+        self.tokens.append((mask.sum(), (batch["labels"] >= 0).sum(), _squares(batch), counted))
         every = self.every or trainer.log_every_n_steps
         if len(self.steps) >= every:
             pl_module.log_dict(self._close(trainer, pl_module), on_step=True, on_epoch=False, rank_zero_only=True)
@@ -216,10 +228,10 @@ class ThroughputMonitor(pl.Callback):
             step, wait = step + s, wait + g
             if counted:
                 counted_step, counted_wait = counted_step + s, counted_wait + g
-        counts = torch.stack([torch.stack([t, m]) for t, m, _ in self.tokens]).double().cpu()
-        counted_rows = torch.tensor([c for _, _, c in self.tokens], dtype=torch.bool)
-        tokens, masked = (counts.sum(0) * world).tolist()
-        c_tokens, c_masked = (counts[counted_rows].sum(0) * world).tolist() if counted_rows.any() else (0.0, 0.0)
+        counts = torch.stack([torch.stack([t, m, q]) for t, m, q, _ in self.tokens]).double().cpu()
+        counted_rows = torch.tensor([c for *_, c in self.tokens], dtype=torch.bool)
+        tokens, masked, squares = (counts.sum(0) * world).tolist()
+        c_tokens, c_masked, _ = (counts[counted_rows].sum(0) * world).tolist() if counted_rows.any() else (0.0,) * 3
         head = train_flops(pl_module.cfg, 0, 0, 1)  # FLOPs per masked token (the output head)
         w = self.window
         t = self.totals
@@ -231,16 +243,18 @@ class ThroughputMonitor(pl.Callback):
         t["steps"] += int(counted_rows.sum())
         elapsed = step + wait
         n = len(self.steps)
+        computed = w["flops"] + head * masked
         out = {
             "perf/cells_per_sec": w["cells"] / elapsed,
             "perf/tokens_per_sec": tokens / elapsed,
             "perf/padding_frac": 1.0 - tokens / max(w["slots"], 1.0),
+            "perf/pad_flops_frac": 1.0 - real_flops(pl_module.cfg, tokens, squares, masked, w["cells"]) / computed,
             "perf/step_time_ms": 1000.0 * elapsed / n,
             "perf/data_wait_frac": wait / elapsed,
         }
         peak = self._peak(trainer)
         if peak:
-            out["perf/mfu"] = (w["flops"] + head * masked) / elapsed / (peak * trainer.world_size)
+            out["perf/mfu"] = computed / elapsed / (peak * trainer.world_size)
         return out
 
     def _peak(self, trainer: pl.Trainer) -> float | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .encoder import EncoderConfig
 
-__all__ = ["PEAK_TFLOPS", "peak_flops", "train_flops"]
+__all__ = ["PEAK_TFLOPS", "peak_flops", "real_flops", "train_flops"]
 
 #: dense TFLOP/s by device and compute dtype
 PEAK_TFLOPS: dict[str, dict[str, float]] = {
@@ -37,6 +37,15 @@ def train_flops(cfg: EncoderConfig, batch: int, length: int, masked: int, cells:
     layer = tokens * 2 * (4 * d * d + 2 * d * f) + 4 * batch * length * length * d
     n_cells = batch if cells is None else cells
     head = (masked + (n_cells if cfg.cell_head else 0)) * (2 * d * d + 2 * d * cfg.vocab_size)
+    return 3.0 * (cfg.n_layers * layer + head)
+
+
+def real_flops(cfg: EncoderConfig, tokens: float, squares: float, masked: float, cells: float) -> float:
+    """FLOPs of the same work without a pad: each cell as a row of its own length. ``tokens``: the
+    cells' tokens in all, ``squares``: the sum of each cell's length squared (attention)."""
+    d, f = cfg.d_model, cfg.ffn
+    layer = tokens * 2 * (4 * d * d + 2 * d * f) + 4 * squares * d
+    head = (masked + (cells if cfg.cell_head else 0)) * (2 * d * d + 2 * d * cfg.vocab_size)
     return 3.0 * (cfg.n_layers * layer + head)
 
 
