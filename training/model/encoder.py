@@ -187,8 +187,16 @@ class CellEncoder(nn.Module):
             raise ValueError(f"input length {n} exceeds max_positions={self.cfg.max_positions}")
         if self.values is not None and values is None:
             raise ValueError("this model embeds value bins: the batch needs 'values' (set data.value_bins)")
+        blocks = None
+        if segments is not None and self.cfg.attention == "flex":  # built eagerly, outside a compiled trunk
+            if segments.device.type != "cuda" and torch.is_grad_enabled():
+                raise ValueError(
+                    "attention=flex trains on CUDA only (FlexAttention has no backward on CPU): use "
+                    "attention sdpa here; flex still embeds on CPU (no gradients)"
+                )
+            blocks = segment_block_mask(segments)
         trunk = self._compiled.get("trunk", self._trunk)
-        return trunk(input_ids, attention_mask, values, segments, positions)
+        return trunk(input_ids, attention_mask, values, segments, positions, blocks)
 
     def _trunk(
         self,
@@ -197,19 +205,16 @@ class CellEncoder(nn.Module):
         values: torch.Tensor | None,
         segments: torch.Tensor | None,
         positions: torch.Tensor | None,
+        blocks=None,
     ) -> torch.Tensor:
+        """The embeddings and blocks; ``blocks``: a flex ``BlockMask`` for a packed batch (else SDPA)."""
         if segments is None:
             x = self.genes(input_ids) + self.positions.weight[: input_ids.shape[1]]
             mask = attention_mask[:, None, None, :]  # keys only: padded queries are never read
         else:
             x = self.genes(input_ids) + self.positions(positions)
-            if self.cfg.attention == "flex":
-                if segments.device.type != "cuda" and torch.is_grad_enabled():
-                    raise ValueError(
-                        "attention=flex trains on CUDA only (FlexAttention has no backward on CPU): use "
-                        "attention sdpa here; flex still embeds on CPU (no gradients)"
-                    )
-                mask = segment_block_mask(segments)
+            if blocks is not None:
+                mask = blocks
             else:  # block-diagonal: a token sees its own cell; pads (-1) see pads, so no row is all masked
                 mask = (segments[:, :, None] == segments[:, None, :])[:, None]
         if self.values is not None:
