@@ -132,7 +132,9 @@ def model_line(module: Any, data: Any) -> str:
     batch, length = data.config.batch_size, data.context_length
     masked = round(batch * (length - 2) * data.config.mask_prob)
     flops = train_flops(cfg, batch, length, masked)
+    layout = "if padded; packed batches compute fewer rows: perf/pad_flops_frac" if data.config.pack else "padded"
     return (
         f"model: {params / 1e6:,.2f} M parameters (d_model {cfg.d_model}, {cfg.n_layers} layers, {cfg.n_heads} "
-        f"heads); one step of {batch} cells x {length} tokens ~{flops / 1e9:,.1f} GFLOPs (forward + backward, padded)"
+        f"heads); one step of {batch} cells x {length} tokens ~{flops / 1e9:,.1f} GFLOPs (forward + backward, "
+        f"{layout})"
     )
