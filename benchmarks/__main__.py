@@ -1,4 +1,4 @@
-"""``python -m benchmarks ingest|loader|mixing|train|padding|gpu|startup ...`` (see ``--help``)."""
+"""``python -m benchmarks ingest|loader|mixing|train|padding|pack-curve|gpu|startup ...`` (see ``--help``)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     pd_.add_argument("--data", default=None, help="an atlas shard set (its genes per cell); else census-like only")
     pd_.add_argument("--cells", type=int, default=200_000, help="census-like cells drawn")
     pd_.add_argument("--out", type=Path, required=True)
+    pc = sub.add_parser("pack-curve", help="the demo recipe padded vs packed on the same cells: loss curves, seeds")
+    pc.add_argument("--data", required=True, help="a Zarr shard set with a val split")
+    pc.add_argument("--steps", type=int, default=1500)
+    pc.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    pc.add_argument("--context-length", type=int, default=512)
+    pc.add_argument("--batch-size", type=int, default=32)
+    pc.add_argument("--out", type=Path, required=True)
     gp = sub.add_parser("gpu", help="every GPU code path in one run (rows that need CUDA are skipped elsewhere)")
     gp.add_argument("--data", type=Path, default=None, help="a Zarr shard set (default: a small synthetic one)")
     gp.add_argument("--quick", action="store_true", help="CPU rows on a tiny model with fewer steps")
@@ -83,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
             args.out, args.cells, args.corpus, args.workers, soma=not args.no_soma, threads=args.threads
         )
         write_report(args.out, results, command, ingest.ratios(results))
+    elif args.suite == "pack-curve":
+        from . import pack_curve
+
+        results = pack_curve.run(
+            args.data, args.out, args.steps, tuple(args.seeds), args.context_length, args.batch_size
+        )
+        write_report(args.out, results, command, pack_curve.ratios(results))
     elif args.suite == "gpu":
         from . import gpu
 
