@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _fit(data: str, root: Path, steps: int, seed: int, pack: bool, context: int, batch: int, val_every: int) -> float:
     history = root / "history.csv"
-    if history.exists() and pd.read_csv(history)["step"].max() >= steps:
+    if history.exists() and pd.read_csv(history)["step"].max() >= steps - 1:  # steps are logged from 0
         return float("nan")  # a finished run: reused (its wall time is in its own log)
     cmd = [sys.executable, "-m", "training", "fit", "--config", "demo", "--data.path", data]
     cmd += ["--trainer.default_root_dir", str(root), "--trainer.max_steps", str(steps)]
