@@ -2,8 +2,9 @@
 
 A padded batch computes attention and feed-forward over every pad up to its longest cell; cells carry
 from a few hundred to several thousand genes, so much of a batch can be pads. Packing places the same
-cells (the batch's cell selection, and so resume, is unchanged) into as few rows as first-fit
-decreasing finds, each cell keeping its ``<cls>``, its ``<eos>`` and its labels, with two new keys:
+cells (the batch's cell selection, and so resume, is unchanged) into rows by first-fit decreasing, at
+the row length that computes the fewest token slots (never more than padding), each cell keeping its
+``<cls>``, its ``<eos>`` and its labels, with two new keys:
 
 - ``segments`` (rows, width) int64: the cell (its index in ``loss_weight``) each token belongs to, -1 on
   pads; the encoder confines attention to a segment (a block-diagonal mask);
@@ -47,13 +48,30 @@ class PackPlan:
 
 
 def plan_packing(sizes: np.ndarray, capacity: int) -> PackPlan:
-    """First-fit decreasing: cells by size, longest first (ties by batch order), each into the first row
-    with room. Deterministic; at most 11/9 of the optimal row count plus one. ``sizes`` are token counts
-    with ``<cls>`` and ``<eos>``, each at most ``capacity``."""
+    """First-fit decreasing (cells by size, longest first, ties by batch order, each into the first row
+    with room) at the row length, between the longest cell and ``capacity``, that computes the fewest
+    token slots (rows x width). Rows are as wide as the fullest one, so packing to the whole context
+    can cost more than padding when a batch's cells are short (two rows of 4,096 for eight cells of
+    600); the candidates include the longest cell, where the plan is never worse than padding.
+    Deterministic. ``sizes`` are token counts with ``<cls>`` and ``<eos>``, each at most ``capacity``."""
     sizes = np.asarray(sizes, dtype=np.int64)
     if sizes.size and int(sizes.max()) > capacity:
         raise ValueError(f"a cell of {int(sizes.max())} tokens does not fit a packed row of {capacity}")
+    if not sizes.size:
+        return PackPlan(sizes.copy(), sizes.copy(), sizes, 0, 0)
     order = np.argsort(-sizes, kind="stable")
+    longest, total = int(sizes.max()), int(sizes.sum())
+    rows_of = range(1, min(len(sizes), 16) + 1)
+    candidates = sorted({capacity, longest, *(min(capacity, max(longest, -(-total // k))) for k in rows_of)})
+    best = None
+    for cap in candidates:
+        plan = _first_fit_decreasing(sizes, order, cap)
+        if best is None or plan.rows * plan.width < best.rows * best.width:
+            best = plan
+    return best
+
+
+def _first_fit_decreasing(sizes: np.ndarray, order: np.ndarray, capacity: int) -> PackPlan:
     row = np.zeros(len(sizes), dtype=np.int64)
     start = np.zeros(len(sizes), dtype=np.int64)
     fill: list[int] = []

@@ -9,13 +9,14 @@ vocabulary projection is the largest matmul of a small model, so this is where t
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .packed import flex_attention, packed_cell_gene_nll, packed_gene_positions, packed_mean_pool, segment_block_mask
 
 __all__ = [
     "ATTENTIONS",
@@ -25,34 +26,11 @@ __all__ = [
     "extend_positions",
     "gene_positions",
     "mean_pool",
-    "packed_cell_gene_nll",
-    "packed_gene_positions",
-    "packed_mean_pool",
-    "segment_block_mask",
 ]
 
 
 #: how packed batches attend (``EncoderConfig.attention``)
 ATTENTIONS = ("sdpa", "flex")
-
-
-@functools.cache
-def _flex():
-    """``flex_attention``, compiled once per process (uncompiled it is a slow reference implementation)."""
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return torch.compile(flex_attention)
-
-
-def segment_block_mask(segments: torch.Tensor):
-    """A ``flex_attention`` block mask confining each token to its own segment (pads, -1, to pads)."""
-    from torch.nn.attention.flex_attention import create_block_mask
-
-    def same_cell(b, h, q, kv):
-        return segments[b, q] == segments[b, kv]
-
-    rows, n = segments.shape
-    return create_block_mask(same_cell, rows, None, n, n, device=segments.device)
 
 
 @dataclass(frozen=True)
@@ -135,7 +113,7 @@ class Block(nn.Module):
         if isinstance(attn_mask, torch.Tensor):
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
         else:
-            a = _flex()(q, k, v, block_mask=attn_mask)
+            a = flex_attention(q, k, v, attn_mask)
         x = x + F.dropout(self.proj(a.transpose(1, 2).reshape(b, n, d)), p, self.training)
         h = self.fc2(F.gelu(self.fc1(self.norm2(x))))
         return x + F.dropout(h, p, self.training)
@@ -291,37 +269,6 @@ def cell_gene_nll(
     keep = gene_positions(attention_mask).float()
     logp = F.log_softmax(logits.float(), dim=-1).gather(1, genes)
     return -(logp * keep).sum(1) / keep.sum(1).clamp_min(1.0)
-
-
-def packed_gene_positions(segments: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """``gene_positions`` of a packed batch: a cell's tokens but its first (``<cls>``) and its last
-    (``<eos>``: the token after it belongs to another cell, or the row ends)."""
-    following = torch.cat([segments[:, 1:], torch.full_like(segments[:, :1], -1)], dim=1)
-    return (segments >= 0) & (positions > 0) & (following == segments)
-
-
-def packed_mean_pool(hidden: torch.Tensor, segments: torch.Tensor, keep: torch.Tensor, n_cells: int) -> torch.Tensor:
-    """Each cell's mean hidden state over its gene positions (``mean_pool`` of a packed batch)."""
-    d = hidden.shape[-1]
-    index = segments.clamp(min=0).reshape(-1)
-    w = keep.reshape(-1, 1).to(hidden.dtype)
-    sums = hidden.new_zeros(n_cells, d).index_add_(0, index, hidden.reshape(-1, d) * w)
-    count = hidden.new_zeros(n_cells).index_add_(0, index, w[:, 0])
-    return sums / count.clamp_min(1.0)[:, None]
-
-
-def packed_cell_gene_nll(
-    logits: torch.Tensor, input_ids: torch.Tensor, segments: torch.Tensor, keep: torch.Tensor, labels: torch.Tensor
-) -> torch.Tensor:
-    """``cell_gene_nll`` of a packed batch: per cell, over the tokens of its own segment."""
-    genes = torch.where(labels >= 0, labels, input_ids).reshape(-1)
-    cell = segments.clamp(min=0).reshape(-1)
-    logp = F.log_softmax(logits.float(), dim=-1)[cell, genes]
-    w = keep.reshape(-1).float()
-    n = logits.shape[0]
-    total = logp.new_zeros(n).index_add_(0, cell, logp * w)
-    count = logp.new_zeros(n).index_add_(0, cell, w)
-    return -total / count.clamp_min(1.0)
 
 
 def extend_positions(weight: torch.Tensor, n: int, mode: str = "interpolate") -> torch.Tensor:
