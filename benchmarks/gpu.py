@@ -430,10 +430,12 @@ def _small_set(root: Path) -> Path:
     """A small shard set to check with when none is given (synthetic atlas-profile cells)."""
     for args in (
         ["synth", "--cells", "3000", "--genes", "2000", "--datasets", "3", "--seed", "5", "--profile", "atlas"],
-        ["build", "--input", str(root / "c-*.h5ad"), "--format", "zarr", "--val-fraction", "0.1", "--split-by", "cell"],
+        ["build", "--input", str(root / "c*.h5ad"), "--format", "zarr", "--val-fraction", "0.1", "--split-by", "cell"],
     ):
         extra = ["--out", str(root / "c.h5ad")] if args[0] == "synth" else ["--out", str(root / "set"), "--quiet"]
-        subprocess.run([sys.executable, "-m", "ingest", *args, *extra], check=True, capture_output=True, cwd=ROOT)
+        done = subprocess.run([sys.executable, "-m", "ingest", *args, *extra], capture_output=True, text=True, cwd=ROOT)
+        if done.returncode != 0:
+            raise SystemExit(f"gpu check: making a small shard set failed: {done.stderr.strip()[-500:]}")
     return root / "set"
 
 
@@ -441,6 +443,9 @@ def run(
     out: Path, data: Path | None, quick: bool = False, only: list[str] | None = None
 ) -> tuple[list[Result], list[dict]]:
     """Every row of ``CHECKS`` (``only``: these): the results, and the rows skipped with their reasons."""
+    unknown = sorted(set(only or ()) - {name for name, _ in CHECKS})
+    if unknown:
+        raise SystemExit(f"gpu check: no row {', '.join(unknown)}; the rows: {', '.join(n for n, _ in CHECKS)}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         ctx = Context(data or _small_set(Path(tmp)), device, quick)

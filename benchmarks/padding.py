@@ -11,9 +11,9 @@ lays them out (the same planners: ``batch_size`` cells in epoch order; ``shards.
   where a cell alone costs ``train_flops`` of one row of its own length;
 - ``flops_per_real_token``: computed FLOPs over real tokens, and its ratio to the padded plain batches.
 
-``pack`` counts attention over whole rows (what SDPA computes with the block-diagonal mask that
-``CellEncoder`` uses); ``pack-blocks`` counts each cell's own block only (a block-sparse kernel such as
-``flex_attention``, not implemented here).
+``pack`` counts attention over whole rows (what SDPA computes with the block-diagonal mask:
+``model.attention: sdpa``); ``pack-blocks`` counts each cell's own block only (``model.attention: flex``,
+whose 128-token blocks compute a little more: a lower bound).
 
 Depth distributions: ``atlas`` — the genes per cell of a shard set (``--data``, e.g. the realistic
 atlas of ``ingest synth --profile atlas``); ``census-like`` — genes per cell drawn per assay from
@@ -49,7 +49,7 @@ CENSUS_LIKE: dict[str, tuple[float, float, float]] = {
 MASK = 0.15
 #: plain: batch_size cells; budget: token_budget = batch_size x context; pack: rows of the context,
 #: attention over the whole row (SDPA with a block-diagonal mask); pack-blocks: the same rows, attention
-#: FLOPs of each cell's own block only (what flex_attention's block mask would compute)
+#: FLOPs of each cell's own block only (model.attention: flex, at block granularity 0)
 BATCHINGS = ("plain", "budget", "pack", "pack-blocks")
 
 
@@ -145,8 +145,10 @@ def run(data: str | None, cells: int = 200_000, vocab: int = 25_000) -> list[Res
 NOTES = [
     "census-like depths are ASSUMED per-assay medians and shares (benchmarks/padding.py CENSUS_LIKE), not read "
     "from the Census (no network here); atlas depths are the shard set's own.",
-    "pack counts attention over whole rows (SDPA with a block-diagonal mask, what CellEncoder runs); "
-    "pack-blocks counts each cell's own block only (a block-sparse kernel, not implemented).",
+    "pack counts attention over whole rows (model.attention sdpa: the block-diagonal mask); pack-blocks counts "
+    "each cell's own attention only (model.attention flex, at block granularity 0: a lower bound of its FLOPs).",
+    "packing never computes more token slots than padding, but with sdpa it can compute more FLOPs: its rows are "
+    "wider than the padded batch's, and attention grows with the width squared.",
     "FLOPs are the formula of training.model.flops (matmuls; a test checks it against torch's FlopCounterMode), "
     "not a GPU measurement.",
 ]

@@ -140,7 +140,7 @@ def test_flex_attention_computes_what_the_block_diagonal_mask_does_and_refuses_c
     torch.testing.assert_close(sums["sdpa"], sums["flex"], atol=1e-4, rtol=1e-5)
     with pytest.raises(ValueError, match="attention=flex trains on CUDA only"):
         m._sums(packed)
-    with pytest.raises(ConfigError, match="attention=flex has no attention dropout"):
+    with pytest.raises(ConfigError, match=r"attention=flex takes no dropout: set model\.dropout 0"):
         CellshardModule(vocab_size=60, attention="flex", dropout=0.1)
 
 

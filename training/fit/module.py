@@ -142,14 +142,14 @@ class CellshardModule(pl.LightningModule):
         path = self.hparams.gene_embeddings
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if self.cfg.attention == "flex" and self._trainer is not None:
-            if stage == "fit" and self.trainer.strategy.root_device.type != "cuda":
+            config = getattr(dm, "config", None)
+            if config is not None and not config.pack:
+                log.warning("model.attention=flex acts on packed batches only: set data.pack true (else SDPA runs)")
+            elif stage == "fit" and self.trainer.strategy.root_device.type != "cuda":
                 raise ConfigError(
                     "model.attention=flex trains on CUDA only (FlexAttention has no backward on CPU): "
                     "use model.attention sdpa on this machine"
                 )
-            config = getattr(dm, "config", None)
-            if config is not None and not config.pack:
-                log.warning("model.attention=flex acts on packed batches only: set data.pack true (else SDPA runs)")
         if path and dm is not None and not getattr(self, "_embeddings_loaded", False):
             load_gene_embeddings(self.model, path, dm.vocab)
             self._embeddings_loaded = True

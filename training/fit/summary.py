@@ -53,9 +53,10 @@ def _loss_line(step: int, val: float | None, path: str | None, data: Any) -> str
         return f"fit: {step} steps; val loss {val:.3f} at step {step} (frequency baseline not computed: {exc})"
     below = freq - val
     verdict = (
-        "below it: the model reads context"
+        f"below it by more than {LEARNING_MARGIN} nats: the model reads context"
         if below > LEARNING_MARGIN
-        else "not below it: not learning yet (more steps, or another lr)"
+        else f"not below it by more than {LEARNING_MARGIN} nats (the estimate's margin): not learning yet "
+        "(more steps, or another lr)"
     )
     return (
         f"fit: {step} steps; val loss {val:.3f} at step {step} against the frequency-only baseline's "

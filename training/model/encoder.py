@@ -84,9 +84,7 @@ class EncoderConfig:
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention={self.attention!r}: choose one of {', '.join(ATTENTIONS)}")
         if self.attention == "flex" and self.dropout > 0:
-            raise ValueError(
-                f"attention=flex has no attention dropout: set dropout 0 (it is {self.dropout}) or use sdpa"
-            )
+            raise ValueError(f"attention=flex takes no dropout: set model.dropout 0 (it is {self.dropout}) or use sdpa")
 
     @property
     def ffn(self) -> int:
