@@ -300,7 +300,7 @@ def flex(ctx: Context) -> list[Result]:
 
 
 def data_wait(ctx: Context) -> list[Result]:
-    steps = "20" if ctx.quick else "200"
+    steps = "15" if ctx.quick else "200"
     out = []
     for workers in (0, 2, 4):
         with tempfile.TemporaryDirectory() as tmp:
@@ -310,7 +310,9 @@ def data_wait(ctx: Context) -> list[Result]:
                 "--data.num_workers",
                 str(workers),
                 "--trainer.log_every_n_steps",
-                "10",
+                "5",
+                "--data.val_split",  # the steps' data wait only: no validation, probe or baseline
+                "null",
             ]
             if ctx.cuda:
                 args += ["--trainer.accelerator", "gpu", "--trainer.devices", "1"]
