@@ -103,6 +103,25 @@ def _loss(module, batch: dict) -> torch.Tensor:
     return loss
 
 
+def _train(module, batches: list[dict], bf16: bool, warmup: int) -> tuple[list[torch.Tensor], float]:
+    """AdamW steps over ``batches`` (on the GPU): each step's loss (device tensors: no sync per step) and
+    the seconds per step after ``warmup`` steps (CUDA synchronised at both ends)."""
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    losses, t0 = [], time.perf_counter()
+    for i, b in enumerate(batches):
+        if i == warmup:
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            loss = _loss(module, b)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.detach().float())
+    torch.cuda.synchronize()
+    return losses, (time.perf_counter() - t0) / max(1, len(batches) - warmup)
+
+
 # -- rows ------------------------------------------------------------------------------------------------
 def device_collate(ctx: Context) -> list[Result]:
     ctx.need_cuda()
@@ -150,20 +169,9 @@ def bf16(ctx: Context) -> list[Result]:
     out = []
     for model, (arch, batch, context) in _models(ctx).items():
         ds = _dataset(ctx, batch, context)
-        batches = [b for _, b in zip(range(20), ds, strict=False)]
+        batches = [_to(b, ctx.device) for _, b in zip(range(20), ds, strict=False)]
         vocab = ds.reader.vocab().size
-        losses = {}
-        for precision in ("fp32", "bf16"):
-            m = _module(ctx, arch, context, vocab)
-            opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-            losses[precision] = []
-            for b in batches:
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    loss = _loss(m, _to(b, ctx.device))
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                losses[precision].append(loss.detach())
+        losses = {p: _train(_module(ctx, arch, context, vocab), batches, p == "bf16", 0)[0] for p in ("fp32", "bf16")}
         a, b = torch.stack(losses["fp32"]).float(), torch.stack(losses["bf16"]).float()
         cfg = {"model": model, "steps": len(batches), "batch_size": batch, "context_length": context}
         name = f"bf16 autocast {model}, {len(batches)} steps"
@@ -247,24 +255,13 @@ def _mfu_at(ctx: Context, arch, size, context, pack, peak, train_flops) -> tuple
     ds = _dataset(ctx, size, context, pack=pack)
     batches = [_to(b, ctx.device) for _, b in zip(range(8), ds, strict=False)]
     m = _module(ctx, arch, context, ds.reader.vocab().size)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-    flops = 0.0
-    for i, b in enumerate(batches):
-        if i == 3:
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = _loss(m, b)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if i >= 3:
-            rows, width = b["attention_mask"].shape
-            masked = int((b["labels"] >= 0).sum())
-            flops += train_flops(m.cfg, rows, width, masked, cells=len(b["loss_weight"]))
-    torch.cuda.synchronize()
-    elapsed = time.perf_counter() - t0
-    return flops / elapsed / peak, elapsed / (len(batches) - 3)
+    flops = 0.0  # counted before the clock runs: reading the masked count is a sync
+    for b in batches[3:]:
+        rows, width = b["attention_mask"].shape
+        masked = int((b["labels"] >= 0).sum())
+        flops += train_flops(m.cfg, rows, width, masked, cells=len(b["loss_weight"]))
+    _, step_s = _train(m, batches, True, 3)
+    return flops / (step_s * len(batches[3:])) / peak, step_s
 
 
 def flex(ctx: Context) -> list[Result]:
@@ -277,20 +274,7 @@ def flex(ctx: Context) -> list[Result]:
         losses, times = {}, {}
         for attention in ("sdpa", "flex"):
             m = _module(ctx, {**arch, "attention": attention}, context, ds.reader.vocab().size)
-            opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-            losses[attention] = []
-            for i, b in enumerate(batches):
-                if i == 2:
-                    torch.cuda.synchronize()
-                    t0 = time.perf_counter()
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    loss = _loss(m, b)
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                losses[attention].append(loss.detach().float())
-            torch.cuda.synchronize()
-            times[attention] = (time.perf_counter() - t0) / (len(batches) - 2)
+            losses[attention], times[attention] = _train(m, batches, True, 2)
         a, b = torch.stack(losses["sdpa"]), torch.stack(losses["flex"])
         cfg = {"model": model, "batch_size": batch, "context_length": context, "steps": len(batches)}
         name = f"flex vs sdpa, packed, {model}"

@@ -13,16 +13,9 @@ import torch
 from training import ConfigError, EncoderConfig, train_flops
 from training.model.optim import OptimizerConfig, SchedulerConfig
 
+from .test_training_units import _batch
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _batch(b=4, n=20, vocab=50, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(5, n + 1, (b,), generator=g)
-    ids = torch.randint(4, vocab, (b, n), generator=g)
-    mask = torch.arange(n)[None] < lengths[:, None]
-    labels = torch.where(mask & (torch.rand(b, n, generator=g) < 0.3), ids, torch.full_like(ids, -100))
-    return ids, mask, labels
 
 
 def test_pad_flops_count_each_cell_once_padded_or_packed():
