@@ -42,12 +42,15 @@ def stream(
     ds = ShardedCellDataset(path, split, options)
     ds.require_batches(workers, 0, lambda name: "--" + name.replace("_", "-"))
     loader = CellDataLoader(ds, num_workers=workers, persistent_workers=True)
+    # ragged batches (collate_on device) are padded here, on this machine's device: the work a GPU would do
+    collate = ds.device_collator() if options.collate_on == "device" else None
     for epoch in range(epochs):
         ds.set_epoch(epoch)
         t0, cells, tokens, batches = time.perf_counter(), 0, 0, 0
         for batch in loader:
+            batch = collate(batch) if collate is not None else batch
             batches += 1
-            cells += batch["input_ids"].shape[0]
+            cells += batch["loss_weight"].shape[0]  # packed batches hold more cells than rows
             tokens += int(batch["attention_mask"].sum())
             if max_batches and batches >= max_batches:
                 break

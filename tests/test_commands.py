@@ -127,3 +127,12 @@ def test_a_usage_error_is_one_line_in_the_user_s_terms(main, argv, want, capsys)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(want) and "." + argv[0] not in err[0].split("(see")[0], err
+
+
+@pytest.mark.parametrize("extra", [[], ["--pack"], ["--collate-on", "device"], ["--pack", "--collate-on", "device"]])
+def test_stream_counts_cells_padded_packed_and_collated_on_the_device(zarr_set, extra, capsys):
+    """``python -m shards stream`` reports cells, not rows (a packed batch holds more cells than rows), and
+    streams ragged batches (collate on device) by padding them here, as a GPU would."""
+    argv = ["stream", str(zarr_set), "--batch-size", "16", "--context-length", "1024", "--max-batches", "5"]
+    assert shards_main([*argv, *extra]) == 0
+    assert ", 80 cells in " in capsys.readouterr().out
